@@ -1,0 +1,47 @@
+"""Errors of the engine. Each message is one line that names the input and the fix."""
+
+from __future__ import annotations
+
+
+class ResumableError(Exception):
+    """Base of every error the engine raises on purpose (never a bug)."""
+
+
+class UsageError(ResumableError, ValueError):
+    """Bad input from the caller: a malformed hash, size, URL or path."""
+
+
+class TransferError(ResumableError):
+    """A transfer failed. ``transient`` says whether trying again can help."""
+
+    transient = True
+
+
+class HTTPStatusError(TransferError):
+    def __init__(self, url: str, status: int, reason: str = "", hint: str = ""):
+        self.url, self.status = url, status
+        self.transient = status in TRANSIENT_STATUSES or status >= 500
+        text = f"{url}: HTTP {status}{' ' + reason if reason else ''}"
+        super().__init__(f"{text}; {hint}" if hint else text)
+
+
+class ProtocolViolation(TransferError):
+    """The server answered something we cannot safely append (wrong Content-Range, short body)."""
+
+
+class IntegrityError(TransferError):
+    """The bytes do not match the expected size or hash."""
+
+
+class DiskSpaceError(ResumableError):
+    pass
+
+
+TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+STATUS_HINTS = {
+    401: "the server wants credentials: pass a token / Authorization header",
+    403: "access denied: check the token and that you accepted the resource's terms",
+    404: "not found: check the URL",
+    410: "gone: the resource was removed; find a new URL or mirror",
+}

@@ -1,0 +1,130 @@
+"""Expected hashes: parsing ``alg:hex`` / bare hex, and hashing off the main thread."""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import string
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UsageError
+
+ALGORITHMS = ("md5", "sha1", "sha256", "sha512")
+# Bare hex is recognised by its length.
+_BY_LENGTH = {32: "md5", 40: "sha1", 64: "sha256", 128: "sha512"}
+READ_SIZE = 1 << 20
+
+
+@dataclass(frozen=True)
+class ExpectedHash:
+    algorithm: str
+    hexdigest: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hexdigest}"
+
+    def new(self):
+        return hashlib.new(self.algorithm)
+
+
+def parse_hash(text: str | ExpectedHash | None, algorithm: str | None = None) -> ExpectedHash | None:
+    """``sha256:HEX``, ``md5:HEX``, ``sha1:``, ``sha512:`` or bare hex (algorithm by length).
+
+    ``algorithm`` names the algorithm of bare hex when the caller knows it (the guide's
+    ``hash_algorithm=``); a prefix in ``text`` always wins.
+    """
+    if text is None or isinstance(text, ExpectedHash):
+        return text
+    raw = str(text).strip()
+    if ":" in raw:
+        algorithm, _, hexdigest = raw.partition(":")
+        algorithm = algorithm.strip().lower().replace("-", "")
+    else:
+        hexdigest = raw
+        if algorithm:
+            algorithm = algorithm.lower().replace("-", "")
+        else:
+            algorithm = _BY_LENGTH.get(len(hexdigest))
+            if algorithm is None:
+                raise UsageError(
+                    f"hash {raw!r}: bare hex of length {len(hexdigest)} matches no algorithm; "
+                    f"write it as ALG:HEX with ALG one of {', '.join(ALGORITHMS)}"
+                )
+    hexdigest = hexdigest.strip().lower()
+    if algorithm not in ALGORITHMS:
+        raise UsageError(f"hash {raw!r}: unknown algorithm {algorithm!r}; use one of {', '.join(ALGORITHMS)}")
+    want = hashlib.new(algorithm).digest_size * 2
+    if len(hexdigest) != want or not set(hexdigest) <= set(string.hexdigits.lower()):
+        raise UsageError(f"hash {raw!r}: a {algorithm} digest is {want} hex characters; check the value")
+    return ExpectedHash(algorithm, hexdigest)
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256", *, start: int = 0, end: int | None = None) -> str:
+    """Hex digest of ``path`` (or of bytes ``[start, end)``), read in large blocks."""
+    h = hashlib.new(algorithm)
+    update_from_file(h, path, start, end)
+    return h.hexdigest()
+
+
+def update_from_file(h, path: str | Path, start: int = 0, end: int | None = None) -> int:
+    done = 0
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        buf = bytearray(READ_SIZE)
+        view = memoryview(buf)
+        while end is None or start + done < end:
+            want = READ_SIZE if end is None else min(READ_SIZE, end - start - done)
+            n = f.readinto(view[:want])
+            if not n:
+                break
+            h.update(view[:n])
+            done += n
+    return done
+
+
+class BackgroundHasher:
+    """Hashes chunks on a second thread (hashlib releases the GIL), fed through a bounded queue.
+
+    The queue bound keeps memory flat: the downloader blocks if hashing falls behind.
+    """
+
+    _STOP = object()
+
+    def __init__(self, algorithm: str, max_pending: int = 16):
+        self._hash = hashlib.new(algorithm)
+        self._queue: queue.Queue = queue.Queue(max_pending)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=f"hash-{algorithm}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._STOP:
+                return
+            try:
+                if isinstance(item, tuple):  # (path, start, end): hash a region of a file
+                    update_from_file(self._hash, *item)
+                else:
+                    self._hash.update(item)
+            except BaseException as exc:  # reported by hexdigest()
+                self._error = exc
+
+    def update(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def update_from_file(self, path: str | Path, start: int = 0, end: int | None = None) -> None:
+        self._queue.put((path, start, end))
+
+    def hexdigest(self) -> str:
+        self.close()
+        if self._error:
+            raise self._error
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(self._STOP)
+            self._thread.join()
