@@ -1,0 +1,283 @@
+"""A static file server with switchable faults: the peer our transfer engine is tested against.
+
+It serves a folder with strong ETags, Last-Modified, Range / If-Range and 416 like a real
+server, keeps a log of every request, and on demand misbehaves the ways real networks and
+servers do: cut connections, stalls, ignored Range, 429/503 with Retry-After, flipped
+bytes, lying Content-Length, redirects, auth checks.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_BLOCK = 256 * 1024
+
+
+@dataclass
+class Fault:
+    """One misbehaviour, applied to the next ``times`` matching requests (None = forever)."""
+
+    times: int | None = 1
+    status: int | None = None          # answer this status instead (e.g. 503, 429, 404)
+    retry_after: str | None = None     # Retry-After value sent with ``status``
+    cut_after: int | None = None       # close the connection after this many body bytes
+    stall: float = 0.0                 # sleep this long (after cut_after bytes, if set)
+    ignore_range: bool = False         # answer 200 with the whole body to a ranged request
+    corrupt_at: int | None = None      # flip the byte at this file offset
+    length_delta: int = 0              # lie in Content-Length by this many bytes
+    rate: int | None = None            # bytes per second
+    methods: tuple[str, ...] = ("GET",)
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    status: int
+    range: str | None
+    if_range: str | None
+    headers: dict
+    bytes_sent: int = 0
+    client: tuple = ()
+
+
+@dataclass
+class _Route:
+    faults: list[Fault] = field(default_factory=list)
+    redirect: str | None = None
+    auth: str | None = None
+    disposition: str | None = None
+
+
+class FileServer:
+    """``with FileServer(root) as srv: srv.url("a.bin")`` — a threaded server on 127.0.0.1."""
+
+    def __init__(self, root: str | Path, *, ranges: bool = True, validators: bool = True, port: int = 0):
+        self.root = Path(root).resolve()
+        self.ranges = ranges
+        self.validators = validators
+        self.log: list[Request] = []
+        self._routes: dict[str, _Route] = {}
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> "FileServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def __enter__(self) -> "FileServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, relpath: str) -> str:
+        return f"{self.base_url}/{relpath.lstrip('/')}"
+
+    # -- behaviour switches ------------------------------------------------------------------
+    def _route(self, relpath: str) -> _Route:
+        return self._routes.setdefault("/" + relpath.lstrip("/"), _Route())
+
+    def fault(self, relpath: str, **kwargs) -> Fault:
+        f = Fault(**kwargs)
+        with self._lock:
+            self._route(relpath).faults.append(f)
+        return f
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            for r in self._routes.values():
+                r.faults.clear()
+
+    def redirect(self, relpath: str, location: str) -> None:
+        self._route(relpath).redirect = location
+
+    def require_auth(self, relpath: str, authorization: str) -> None:
+        self._route(relpath).auth = authorization
+
+    def content_disposition(self, relpath: str, value: str) -> None:
+        self._route(relpath).disposition = value
+
+    # -- log helpers -------------------------------------------------------------------------
+    def requests_for(self, relpath: str) -> list[Request]:
+        path = "/" + relpath.lstrip("/")
+        return [r for r in self.log if r.path == path]
+
+    def bytes_sent_total(self, relpath: str | None = None) -> int:
+        reqs = self.log if relpath is None else self.requests_for(relpath)
+        return sum(r.bytes_sent for r in reqs)
+
+    def _take_fault(self, path: str, method: str) -> Fault | None:
+        with self._lock:
+            route = self._routes.get(path)
+            if not route:
+                return None
+            for f in route.faults:
+                if method in f.methods and (f.times is None or f.times > 0):
+                    if f.times is not None:
+                        f.times -= 1
+                    return f
+        return None
+
+
+def etag_of(st: os.stat_result) -> str:
+    return '"' + hashlib.sha1(f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest()[:20] + '"'
+
+
+def _handler_for(server: FileServer):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):  # keep test output clean
+            pass
+
+        def do_HEAD(self):
+            self._serve(head=True)
+
+        def do_GET(self):
+            self._serve(head=False)
+
+        # ---------------------------------------------------------------------------------
+        def _serve(self, head: bool) -> None:
+            path = unquote(urlsplit(self.path).path)
+            rec = Request(self.command, path, 0, self.headers.get("Range"), self.headers.get("If-Range"),
+                          dict(self.headers.items()), 0, self.client_address)
+            server.log.append(rec)
+            route = server._routes.get(path, _Route())
+            fault = server._take_fault(path, self.command)
+            if route.redirect:
+                return self._simple(rec, 302, extra={"Location": route.redirect})
+            if route.auth and self.headers.get("Authorization") != route.auth:
+                return self._simple(rec, 401, extra={"WWW-Authenticate": "Bearer"})
+            if fault and fault.status:
+                extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                return self._simple(rec, fault.status, extra=extra)
+            file = (server.root / path.lstrip("/")).resolve()
+            if server.root not in file.parents or not file.is_file():
+                return self._simple(rec, 404)
+            if fault and fault.stall and fault.cut_after is None:
+                time.sleep(fault.stall)
+                return self._drop(rec)
+            st = file.stat()
+            size = st.st_size
+            etag, last_modified = etag_of(st), email.utils.formatdate(st.st_mtime, usegmt=True)
+            start, end, status = 0, size - 1, 200
+            rng = self.headers.get("Range")
+            if rng and server.ranges and not (fault and fault.ignore_range):
+                if_range = self.headers.get("If-Range")
+                if if_range is None or if_range in (etag, last_modified):
+                    m = _RANGE.match(rng.strip())
+                    if m and (m.group(1) or m.group(2)):
+                        a, b = m.group(1), m.group(2)
+                        if a:
+                            start, end = int(a), min(int(b), size - 1) if b else size - 1
+                        else:
+                            start, end = max(0, size - int(b)), size - 1
+                        if start >= size or start > end:
+                            return self._simple(rec, 416, extra={"Content-Range": f"bytes */{size}"})
+                        status = 206
+            headers = {"Content-Length": str(end - start + 1 + (fault.length_delta if fault else 0))}
+            if server.ranges:
+                headers["Accept-Ranges"] = "bytes"
+            if server.validators:
+                headers["ETag"] = etag
+                headers["Last-Modified"] = last_modified
+            if status == 206:
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            if route.disposition:
+                headers["Content-Disposition"] = route.disposition
+            rec.status = status
+            self.send_response(status)
+            headers.setdefault("Content-Type", "application/octet-stream")
+            for k, v in headers.items():
+                self.send_header(k, v)
+            self.end_headers()
+            if head:
+                return
+            self._body(rec, file, start, end + 1, fault)
+
+        def _body(self, rec: Request, file: Path, start: int, stop: int, fault: Fault | None) -> None:
+            cut = fault.cut_after if fault else None
+            plain = fault is None or (fault.corrupt_at is None and fault.rate is None and cut is None)
+            with open(file, "rb") as f:
+                if plain:
+                    try:
+                        rec.bytes_sent = self.connection.sendfile(f, offset=start, count=stop - start)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
+                f.seek(start)
+                pos, t0 = start, time.monotonic()
+                while pos < stop:
+                    n = min(_BLOCK, stop - pos)
+                    if fault.rate:
+                        n = min(n, max(1, fault.rate // 20))
+                    if cut is not None:
+                        n = min(n, cut - rec.bytes_sent)
+                        if n <= 0:
+                            if fault.stall:
+                                time.sleep(fault.stall)
+                            return self._drop(rec)
+                    chunk = bytearray(f.read(n))
+                    if fault.corrupt_at is not None and pos <= fault.corrupt_at < pos + len(chunk):
+                        chunk[fault.corrupt_at - pos] ^= 0xFF
+                    try:
+                        self.wfile.write(chunk)
+                    except (BrokenPipeError, ConnectionResetError):
+                        return
+                    rec.bytes_sent += len(chunk)
+                    pos += len(chunk)
+                    if fault.rate:
+                        ahead = rec.bytes_sent / fault.rate - (time.monotonic() - t0)
+                        if ahead > 0:
+                            time.sleep(ahead)
+            if fault.length_delta > 0:  # we promised more than we have: hang up like a broken server
+                self._drop(rec)
+
+        def _simple(self, rec: Request, status: int, extra: dict | None = None) -> None:
+            rec.status = status
+            body = f"{status}\n".encode()
+            self.send_response(status)
+            for k, v in (extra or {}).items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _drop(self, rec: Request) -> None:
+            self.close_connection = True
+            try:
+                self.wfile.flush()
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    return Handler
