@@ -45,3 +45,11 @@ STATUS_HINTS = {
     404: "not found: check the URL",
     410: "gone: the resource was removed; find a new URL or mirror",
 }
+
+
+class ExtractError(ResumableError):
+    """An archive could not be extracted: unsupported, corrupt, too large, or the target is unusable."""
+
+
+class UnsafeArchiveError(ExtractError):
+    """A member would land outside the target (traversal, absolute path, link escape) or is a device file."""
