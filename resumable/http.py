@@ -1,0 +1,159 @@
+"""HTTP plumbing: sessions, redirects that never leak credentials, and header parsing."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit, urlunsplit
+
+import requests
+
+from .errors import STATUS_HINTS, HTTPStatusError, TransferError, UsageError
+
+USER_AGENT = "train-pipeline-resumable/0.1"
+MAX_REDIRECTS = 10
+# Headers that carry credentials: dropped as soon as a redirect leaves the original origin.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
+_CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$", re.I)
+_UNSATISFIED_RANGE = re.compile(r"^bytes\s+\*/(\d+)$", re.I)
+
+
+def new_session(pool_size: int = 10) -> requests.Session:
+    s = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    s.mount("http://", adapter)
+    s.mount("https://", adapter)
+    s.headers.update({"User-Agent": USER_AGENT})
+    # Cookies from one origin must never ride along to another; we keep no jar.
+    s.cookies.set_policy(_NoCookies())
+    s.trust_env = True
+    return s
+
+
+class _NoCookies(requests.cookies.cookielib.DefaultCookiePolicy):
+    def set_ok(self, cookie, request):
+        return False
+
+
+def check_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"URL {redact(url)!r}: only http:// and https:// URLs are supported; check the address")
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its query and userinfo: signed URLs carry tokens there, logs must not."""
+    p = urlsplit(url)
+    netloc = p.hostname or ""
+    if p.port:
+        netloc += f":{p.port}"
+    return urlunsplit((p.scheme, netloc, p.path, "…" if p.query else "", ""))
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    p = urlsplit(url)
+    port = p.port or {"http": 80, "https": 443}.get(p.scheme)
+    return p.scheme, (p.hostname or "").lower(), port
+
+
+def get(session: requests.Session, url: str, headers: dict, timeout) -> requests.Response:
+    """GET following redirects ourselves, so credentials stay with the origin they were meant for."""
+    return request(session, "GET", url, headers, timeout)
+
+
+def request(session: requests.Session, method: str, url: str, headers: dict, timeout) -> requests.Response:
+    first_origin = origin(url)
+    current = url
+    hdrs = dict(headers)
+    for _ in range(MAX_REDIRECTS + 1):
+        try:
+            resp = session.request(method, current, headers=hdrs, timeout=timeout, stream=True, allow_redirects=False)
+        except requests.exceptions.InvalidURL as exc:
+            raise UsageError(f"URL {redact(current)!r}: {exc}") from None
+        except requests.exceptions.RequestException as exc:
+            raise TransferError(f"{redact(current)}: {describe_network_error(exc)}") from None
+        if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+            resp.close()
+            current = urljoin(current, resp.headers["Location"])
+            if origin(current) != first_origin:
+                hdrs = {k: v for k, v in hdrs.items() if k.lower() not in CREDENTIAL_HEADERS}
+            continue
+        resp.final_url = current  # type: ignore[attr-defined]
+        return resp
+    raise TransferError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects; check the URL")
+
+
+def describe_network_error(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection timed out"
+    if isinstance(exc, requests.exceptions.ReadTimeout) or "timed out" in text.lower():
+        return "read timed out"
+    if isinstance(exc, requests.exceptions.ConnectionError) and "refused" in text.lower():
+        return "connection refused"
+    name = type(exc).__name__
+    return f"{name}: {text[:160]}" if text else name
+
+
+def status_error(resp: requests.Response, url: str) -> HTTPStatusError:
+    err = HTTPStatusError(redact(url), resp.status_code, resp.reason or "", STATUS_HINTS.get(resp.status_code, ""))
+    err.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    resp.close()
+    return err
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+@dataclass(frozen=True)
+class ContentRange:
+    start: int
+    end: int  # inclusive
+    total: int | None
+
+
+def parse_content_range(value: str | None) -> ContentRange | None:
+    if not value:
+        return None
+    m = _CONTENT_RANGE.match(value.strip())
+    if not m:
+        return None
+    total = None if m.group(3) == "*" else int(m.group(3))
+    return ContentRange(int(m.group(1)), int(m.group(2)), total)
+
+
+def parse_unsatisfied_range(value: str | None) -> int | None:
+    m = _UNSATISFIED_RANGE.match((value or "").strip())
+    return int(m.group(1)) if m else None
+
+
+def strong_validator(resp: requests.Response) -> str | None:
+    """A validator usable in If-Range: a strong ETag, else Last-Modified."""
+    etag = resp.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return resp.headers.get("Last-Modified")
+
+
+def body_length(resp: requests.Response) -> int | None:
+    """Content-Length of the entity as sent (None when chunked or content-encoded)."""
+    if resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+        return None
+    cl = resp.headers.get("Content-Length")
+    return int(cl) if cl and cl.isdigit() else None

@@ -1,0 +1,45 @@
+"""File names from URLs and Content-Disposition that can never escape the target directory."""
+
+from __future__ import annotations
+
+import re
+from email.message import Message
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import UsageError
+
+_UNSAFE = re.compile(r"[\x00-\x1f/\\:]")
+
+
+def safe_name(candidate: str | None) -> str | None:
+    """The last path component, stripped of anything a filesystem could read as a path."""
+    if not candidate:
+        return None
+    name = candidate.replace("\\", "/").split("/")[-1]
+    name = _UNSAFE.sub("_", name).strip().lstrip(".").strip()
+    if name in ("", ".", "..") or len(name.encode()) > 255:
+        return None
+    return name
+
+
+def name_from_disposition(value: str | None) -> str | None:
+    if not value:
+        return None
+    msg = Message()
+    msg["Content-Disposition"] = value
+    return safe_name(msg.get_filename())  # handles filename*=UTF-8''... and quoting
+
+
+def name_from_url(url: str) -> str | None:
+    return safe_name(unquote(urlsplit(url).path))
+
+
+def destination_in(directory: Path, name: str | None, url: str) -> Path:
+    name = safe_name(name) or name_from_url(url)
+    if not name:
+        raise UsageError(f"URL {url!r} names no file; pass -o FILE to choose one")
+    dest = (directory / name).resolve()
+    if dest.parent != directory.resolve():  # belt and braces: safe_name already forbids this
+        raise UsageError(f"file name {name!r} from {url!r} would leave {directory}; pass -o FILE")
+    return dest
