@@ -37,6 +37,7 @@ class Fault:
     corrupt_at: int | None = None      # flip the byte at this file offset
     length_delta: int = 0              # lie in Content-Length by this many bytes
     rate: int | None = None            # bytes per second
+    content_range: str | None = None   # lie: send this Content-Range with a 206
     methods: tuple[str, ...] = ("GET",)
 
 
@@ -211,6 +212,8 @@ def _handler_for(server: FileServer):
                 headers["Last-Modified"] = last_modified
             if status == 206:
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+                if fault and fault.content_range:
+                    headers["Content-Range"] = fault.content_range
             if route.disposition:
                 headers["Content-Disposition"] = route.disposition
             rec.status = status
