@@ -161,7 +161,7 @@ def test_fault_cut_after_drops_the_connection_once(hub, repos_root):
     hub.cut_after = 1000
     with pytest.raises(http.client.IncompleteRead):
         request(url)
-    assert hub.log[-1].bytes_sent == 1000
+    assert hub.settle()[-1].bytes_sent == 1000
     status, _, body = request(url)  # one-shot: the next answer is whole
     assert status == 200 and len(body) == (repos_root / "org/tiny/model.safetensors").stat().st_size
 
@@ -178,4 +178,4 @@ def test_fault_rate_limit_then_real_client_retries_listing(hub):
 def test_fault_slow_throttles_and_logs_bytes(hub):
     hub.slow = 1_000_000.0
     status, _, body = request(f"{hub.endpoint}/org/tiny/resolve/main/model.safetensors", headers={"Range": "bytes=0-99999"})
-    assert status == 206 and len(body) == 100_000 and hub.log[-1].bytes_sent == 100_000
+    assert status == 206 and len(body) == 100_000 and hub.settle()[-1].bytes_sent == 100_000

@@ -103,6 +103,7 @@ class RequestRecord:
     host: str = "127.0.0.1"
     port: int = 0
     authorization: bool = False
+    done: bool = False  # the handler finished (bytes_sent is final)
 
 
 class _Digests:
@@ -195,6 +196,13 @@ class HubServer:
     # -- helpers for tests -----------------------------------------------------------------
     def repo(self, repo_id: str, repo_type: str = "model") -> Repo | None:
         return self._load(repo_type, repo_id)
+
+    def settle(self, timeout: float = 10.0) -> list[RequestRecord]:
+        """Wait until every logged request has finished (the client may read before the log is final)."""
+        deadline = time.monotonic() + timeout
+        while any(not r.done for r in list(self.log)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.log)
 
     def requests(self, *, server: str | None = None, contains: str = "", method: str | None = None) -> list[RequestRecord]:
         """The log filtered by server role, a substring of the path and the method."""
@@ -311,6 +319,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, "", "Not Found")
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        finally:
+            self._record.done = True
 
     def _api(self, repo_type: str, repo_id: str, rest: list[str], query: dict, form: dict) -> None:
         repo = self._authorized_repo(repo_type, repo_id)
