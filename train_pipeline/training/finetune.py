@@ -1,0 +1,335 @@
+"""Fine-tune Qwen2-VL on an imagefolder dataset with transformers Trainer, resumably.
+
+Layout of ``output_dir``::
+
+    run.json            config + input fingerprints; a resume must match it
+    checkpoint-N/       Trainer checkpoints (weights, optimizer, scheduler, RNG, trainer state)
+    metrics.jsonl       one line per logged step
+    data_report.json    rows read, rows skipped and why
+    final/              model (or LoRA adapter) + processor, loadable with from_pretrained
+    loss_curve.png
+    train_result.json   written last: its presence means the training is complete
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from train_pipeline.training.checkpoints import (
+    checkpoint_dirs,
+    latest_complete_checkpoint,
+    remove_incomplete_checkpoints,
+)
+from train_pipeline.training.config import TrainConfig
+from train_pipeline.training.dataset import DataError, DataReport, Example, load_examples
+
+logger = logging.getLogger(__name__)
+
+RUN_NAME = "run.json"
+RESULT_NAME = "train_result.json"
+FINAL_NAME = "final"
+DATA_REPORT_NAME = "data_report.json"
+
+
+class TrainSetupError(ValueError):
+    """Inputs or output folder are unusable; one line naming the input and the fix."""
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    output_dir: Path
+    final_model_dir: Path
+    steps: int
+    final_loss: float | None  # loss of the last logged step
+    metrics_path: Path
+    curve_path: Path
+    resumed_from_step: int | None  # None: started from scratch (or was already complete)
+    is_adapter: bool = False  # final_model_dir holds a LoRA adapter, not full weights
+    examples: int = 0
+    skipped_rows: int = 0
+    train_runtime_s: float | None = None  # this session only (a resumed run counts its own part)
+    tokens_per_second: float | None = None  # mean over the logged steps of the whole training
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrainResult:
+        paths = {"output_dir", "final_model_dir", "metrics_path", "curve_path"}
+        return cls(**{k: Path(v) if k in paths else v for k, v in data.items()})
+
+
+def training_is_complete(output_dir: str | os.PathLike, config: TrainConfig | None = None) -> bool:
+    """Cheap check: the final model and result file exist (and were made with ``config``, if given)."""
+    out = Path(output_dir)
+    result = _read_result(out)
+    if result is None:
+        return False
+    final = result.final_model_dir
+    weights = ("adapter_model.safetensors",) if result.is_adapter else ("model.safetensors", "model.safetensors.index.json")
+    if not any((final / w).is_file() for w in weights) or not (final / "processor_config.json").is_file():
+        return False
+    if config is not None:
+        run = _read_json(out / RUN_NAME)
+        return run is not None and run.get("config") == config.model_dump(mode="json")
+    return True
+
+
+def train(
+    model_dir: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    progress: Callable[[Any], None] | None = None,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Fine-tune the model in ``model_dir`` on ``data_dir``; resume from ``output_dir``'s latest
+    complete checkpoint when there is one. Returns at once if the same training already finished.
+
+    ``progress`` receives a ``metrics.TrainProgress`` after every logged step; ``callbacks`` are
+    extra transformers ``TrainerCallback``s.
+    """
+    model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(output_dir)
+    if not (model_dir / "config.json").is_file():
+        raise TrainSetupError(f"model_dir {model_dir} has no config.json: point it at the downloaded model snapshot")
+    examples, report = load_examples(
+        data_dir,
+        instruction=config.instruction,
+        caption_field=config.caption_field,
+        messages_field=config.messages_field,
+        image_field=config.image_field,
+    )
+    run = {
+        "config": config.model_dump(mode="json"),
+        "model": _fingerprint_model(model_dir),
+        "data": _sha256(report.metadata_path),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    if _read_json(out / RUN_NAME) == run and training_is_complete(out):
+        logger.info("%s already holds this finished training; nothing to do", out)
+        return _read_result(out)  # type: ignore[return-value]
+    resume_from = _prepare_output_dir(out, run, config.resume)
+    _write_json(out / DATA_REPORT_NAME, report.to_dict())
+    return _run_trainer(model_dir, out, config, examples, report, resume_from, progress, callbacks)
+
+
+def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | None:
+    """Check ``out`` belongs to this run, drop half-written state, pick the checkpoint to resume."""
+    from train_pipeline.training.metrics import METRICS_NAME, truncate_metrics
+
+    previous = _read_json(out / RUN_NAME)
+    has_state = bool(checkpoint_dirs(out)) or (out / RESULT_NAME).exists()
+    if resume and has_state and previous != run:
+        what = "config" if previous and previous.get("config") != run["config"] else "inputs (model or data)"
+        raise TrainSetupError(
+            f"output_dir {out} holds checkpoints of a training with other {what}: "
+            "use a new output_dir, or set resume: false to start over there"
+        )
+    for stale in (out / RESULT_NAME, out / FINAL_NAME):
+        _remove(stale)
+    if not resume:
+        for _, path in checkpoint_dirs(out):
+            shutil.rmtree(path)
+    for path in remove_incomplete_checkpoints(out):
+        logger.warning("removed %s: it was interrupted while saving", path)
+    checkpoint = latest_complete_checkpoint(out) if resume else None
+    metrics = out / METRICS_NAME
+    if checkpoint is None:
+        _remove(metrics)
+    else:
+        truncate_metrics(metrics, int(checkpoint.name.split("-")[1]))
+        logger.info("resuming from %s", checkpoint)
+    _write_json(out / RUN_NAME, run)
+    return checkpoint
+
+
+def _run_trainer(
+    model_dir: Path,
+    out: Path,
+    config: TrainConfig,
+    examples: list[Example],
+    report: DataReport,
+    resume_from: Path | None,
+    progress: Callable[[Any], None] | None,
+    callbacks: Sequence[Any],
+) -> TrainResult:
+    import torch
+    from transformers import PrinterCallback, TrainingArguments, set_seed
+
+    from train_pipeline.training.collate import ChatCollator
+    from train_pipeline.training.metrics import CURVE_NAME, METRICS_NAME, MetricsCallback, plot_loss_curve, read_metrics
+    from train_pipeline.training.model import load_model_for_training
+    from train_pipeline.training.processor import load_processor
+
+    cuda = torch.cuda.is_available()
+    bf16 = cuda if config.bf16 == "auto" else bool(config.bf16)
+    set_seed(config.seed)  # before the model: LoRA's initial weights are random
+    processor = load_processor(model_dir, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    _check_length_budget(processor, config)
+    model = load_model_for_training(model_dir, config, resume_from)
+
+    args = TrainingArguments(
+        output_dir=str(out),
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler_type,
+        warmup_steps=config.warmup_steps,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        bf16=bf16,
+        use_cpu=not cuda,
+        activation_checkpointing=config.gradient_checkpointing,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_strategy="steps",
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        remove_unused_columns=False,  # the model needs mm_token_type_ids, pixel_values, image_grid_thw
+        dataloader_num_workers=0,
+        dataloader_pin_memory=cuda,
+        include_num_input_tokens_seen="non_padding",
+        report_to="none",
+        disable_tqdm=True,
+    )
+    metrics_path, curve_path = out / METRICS_NAME, out / CURVE_NAME
+    trainer = _resumable_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=_ExampleDataset(examples),
+        data_collator=ChatCollator(processor, config.max_length),
+        processing_class=processor,
+        callbacks=[MetricsCallback(metrics_path, progress), *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # MetricsCallback records each step instead of printing dicts
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    final = _save_final(trainer, processor, out)
+    rows = read_metrics(metrics_path)
+    plot_loss_curve(rows, curve_path) if rows else _remove(curve_path)
+    tps = [r["tokens_per_second"] for r in rows if r.get("tokens_per_second")]
+    result = TrainResult(
+        output_dir=out,
+        final_model_dir=final,
+        steps=trainer.state.global_step,
+        final_loss=rows[-1]["loss"] if rows else None,
+        metrics_path=metrics_path,
+        curve_path=curve_path,
+        resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from else None,
+        is_adapter=config.lora is not None,
+        examples=len(examples),
+        skipped_rows=len(report.skipped),
+        train_runtime_s=output.metrics.get("train_runtime"),
+        tokens_per_second=sum(tps) / len(tps) if tps else None,
+    )
+    _write_json(out / RESULT_NAME, result.to_json())  # last: marks the training complete
+    return result
+
+
+def _resumable_trainer_class() -> type:
+    from transformers import Trainer
+
+    class ResumableTrainer(Trainer):
+        """Trainer whose resume leaves full-model weights to ``load_model_for_training``.
+
+        Its own loader would run ``load_state_dict(strict=False)`` on mismatched key names: a no-op
+        with a misleading missing-keys warning (see model.load_model_for_training). Optimizer,
+        scheduler, RNG and trainer state are still restored by Trainer; LoRA adapters too.
+        """
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            from peft import PeftModel
+
+            if isinstance(model if model is not None else self.model, PeftModel):
+                super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    return ResumableTrainer
+
+
+class _ExampleDataset:
+    """Map-style dataset over parsed examples; the collator does the heavy lifting."""
+
+    def __init__(self, examples: list[Example]):
+        self.examples = examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> Example:
+        return self.examples[index]
+
+
+def _check_length_budget(processor: Any, config: TrainConfig) -> None:
+    """Fail before training if max_pixels allows more image tokens than max_length can hold."""
+    ip = processor.image_processor
+    max_image_tokens = config.max_pixels // (ip.patch_size * ip.merge_size) ** 2
+    if max_image_tokens + 32 > config.max_length:
+        raise DataError(
+            f"max_pixels {config.max_pixels} allows {max_image_tokens} image tokens, too many for max_length "
+            f"{config.max_length}: raise max_length or lower max_pixels"
+        )
+
+
+def _save_final(trainer: Any, processor: Any, out: Path) -> Path:
+    """Write final/ through a temporary folder, so a kill never leaves a half-written final model."""
+    final, partial = out / FINAL_NAME, out / f"{FINAL_NAME}.partial"
+    _remove(partial)
+    trainer.save_model(str(partial))
+    processor.save_pretrained(str(partial))
+    _remove(final)
+    os.replace(partial, final)
+    return final
+
+
+def _fingerprint_model(model_dir: Path) -> str:
+    """Config bytes plus file names and sizes: cheap, and changes when the snapshot does."""
+    h = hashlib.sha256((model_dir / "config.json").read_bytes())
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(model_dir)}:{path.stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _read_result(out: Path) -> TrainResult | None:
+    data = _read_json(out / RESULT_NAME)
+    try:
+        return TrainResult.from_json(data) if data else None
+    except TypeError:
+        return None
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
