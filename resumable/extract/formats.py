@@ -99,7 +99,7 @@ class _Tee:
 
 def decompressed_chunks(f: BinaryIO, fmt: str, name: str,
                         on_raw: Callable[[bytes], None] | None = None) -> Iterator[tuple[int, bytes]]:
-    """Yield ``(archive bytes read so far, decompressed chunk)``; every chunk is at most CHUNK_SIZE.
+    """Yield ``(archive bytes read so far, decompressed chunk)``, chunks of about CHUNK_SIZE.
 
     Output is bounded per call (``max_length``/``read(n)``) so a bomb never materialises in memory.
     """
@@ -110,7 +110,9 @@ def decompressed_chunks(f: BinaryIO, fmt: str, name: str,
             while chunk := tee.read(CHUNK_SIZE):
                 yield tee.pos, chunk
         elif codec == "gz":
-            yield from _gunzip(tee, name)
+            yield from _gunzip(tee)
+        elif codec == "zst":
+            yield from _unzstd(tee)
         else:
             reader = _codec_reader(codec, tee)
             while chunk := reader.read(CHUNK_SIZE):
@@ -128,16 +130,47 @@ def decompressed_chunks(f: BinaryIO, fmt: str, name: str,
 def _codec_reader(codec: str, tee: _Tee):
     if codec == "bz2":
         return bz2.BZ2File(tee)  # handles multi-stream files
-    if codec == "xz":
-        return lzma.LZMAFile(tee)
+    return lzma.LZMAFile(tee)
+
+
+# zstandard's stream readers end silently on a truncated frame, so frames go through decompressobj
+# (which has ``eof``) in small slices: it has no max_length, and one zstd byte can expand ~32000x.
+_ZSTD_SLICE = 2048
+
+
+def _unzstd(tee: _Tee) -> Iterator[tuple[int, bytes]]:
     try:
         import zstandard
     except ImportError:
         raise ExtractError("zstd archives need the zstandard package: pip install zstandard") from None
-    return zstandard.ZstdDecompressor().stream_reader(tee, read_size=READ_SIZE, read_across_frames=True)
+    dctx = zstandard.ZstdDecompressor()
+    d = dctx.decompressobj()
+    out: list[bytes] = []
+    size = 0
+    started = False
+    while raw := tee.read(READ_SIZE):
+        view = memoryview(raw)
+        for i in range(0, len(view), _ZSTD_SLICE):
+            piece = view[i:i + _ZSTD_SLICE]
+            while piece:
+                if d.eof:  # the next frame of a multi-frame file
+                    d = dctx.decompressobj()
+                started = True
+                data = d.decompress(piece)
+                piece = d.unused_data if d.eof else b""
+                if data:
+                    out.append(data)
+                    size += len(data)
+            if size >= CHUNK_SIZE:
+                yield tee.pos, b"".join(out)
+                out, size = [], 0
+    if out:
+        yield tee.pos, b"".join(out)
+    if not started or not d.eof:
+        raise EOFError("the zstd stream ends before its frame does")
 
 
-def _gunzip(tee: _Tee, name: str) -> Iterator[tuple[int, bytes]]:
+def _gunzip(tee: _Tee) -> Iterator[tuple[int, bytes]]:
     """Gzip through zlib directly (3.11's GzipFile reads 8 KiB at a time); multi-member aware."""
     d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper: zlib checks CRC32 and length
     started = False

@@ -1,0 +1,201 @@
+"""``extract``: safe, atomic, idempotent extraction of one archive into one target folder."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ExtractError, UsageError
+from ..hashes import BackgroundHasher, file_digest, parse_hash
+from .atomic import new_temp_dir, publish, remove_stale, sync_filesystem
+from .formats import detect_format
+from .guard import MemberGuard
+from .limits import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_SIZE, Limits, limits_for
+from .record import Record, archive_matches, read_record, record_path, target_intact, top_level_names, write_record
+from .stream import DecompressingReader
+from .tar import extract_single, extract_tar
+from .zip import extract_zip
+
+_SUFFIXES = {"gz": (".gz", ".gzip"), "bz2": (".bz2",), "xz": (".xz",), "zst": (".zst", ".zstd")}
+
+
+@dataclass
+class ExtractResult:
+    target: Path
+    format: str
+    files: int
+    bytes: int
+    status: str  # "extracted" | "cached"
+    archive_digest: str  # "sha256:hex" unless the caller passed another algorithm's digest
+
+
+def lock_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.extract.lock")
+
+
+def extraction_is_current(archive: str | Path, target: str | Path) -> bool:
+    """Cheap check (a few stats, no hashing): ``target`` holds what ``archive`` extracts to, per the
+    completion record, and neither has been replaced since."""
+    target = Path(os.path.abspath(target))
+    record = read_record(target)
+    if record is None or record.state != "complete":
+        return False
+    try:
+        st = os.stat(archive)
+    except OSError:
+        return False
+    return archive_matches(record, st) and target_intact(record, target)
+
+
+def extract(archive: str | Path, target: str | Path, *, archive_digest: str | None = None,
+            max_total_size: int = DEFAULT_MAX_TOTAL_SIZE, max_ratio: float = DEFAULT_MAX_RATIO,
+            progress=None, sync: bool = True) -> ExtractResult:
+    """Extract ``archive`` so that ``target`` becomes exactly its content.
+
+    ``archive_digest`` ("sha256:hex", as the downloader verified it) spares hashing the archive;
+    without it sha256 is computed while extracting. The same archive again is a no-op ("cached");
+    another archive replaces the target's content in one rename. ``progress``: None (a bar when
+    stderr is a terminal), False (silent) or ``callable(archive_bytes_done, archive_size)``.
+    ``sync=False`` skips flushing to disk before publishing (for scratch data).
+    """
+    archive, target = Path(os.path.abspath(archive)), Path(os.path.abspath(target))
+    digest = str(parse_hash(archive_digest)) if archive_digest else None
+    _check_paths(archive, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    from filelock import FileLock  # imported here: keeps `import resumable` light
+
+    with FileLock(str(lock_path(target))):
+        remove_stale(target)
+        st = archive.stat()
+        record = read_record(target)
+        if record is not None and record.state == "complete" and target_intact(record, target):
+            if digest is None and archive_matches(record, st):
+                return _cached(record, target)
+            if digest is None and record.archive_size == st.st_size:
+                digest = f"sha256:{file_digest(archive)}"  # touched or re-downloaded: same content?
+            if digest == record.archive_digest:
+                _refresh(record, target, st)
+                return _cached(record, target)
+        _refuse_foreign(target, record)
+        fmt = detect_format(archive)
+        limits = limits_for(str(archive), st.st_size, max_total_size, max_ratio)
+        tmp = new_temp_dir(target)
+        try:
+            with _Progress(progress, archive.name, st.st_size) as report:
+                files, nbytes, hexdigest = _extract_into(fmt, archive, tmp, limits, digest is None, report)
+            digest = digest or f"sha256:{hexdigest}"
+            if sync:
+                sync_filesystem(tmp)
+            if os.path.lexists(target):
+                write_record(target, Record(state="replacing"))
+            publish(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        record = Record("complete", str(archive), digest, st.st_size, st.st_mtime_ns, st.st_ino, fmt, files,
+                        nbytes, os.lstat(target).st_ino, top_level_names(target))
+        write_record(target, record)
+        return ExtractResult(target, fmt, files, nbytes, "extracted", digest)
+
+
+def _extract_into(fmt: str, archive: Path, dest: Path, limits: Limits, want_digest: bool,
+                  report: Callable[[int], None]) -> tuple[int, int, str | None]:
+    """Extract into ``dest``; return (files, bytes, archive sha256 hex when ``want_digest``)."""
+    guard = MemberGuard(archive)
+    if fmt == "zip":
+        hasher = BackgroundHasher("sha256") if want_digest else None
+        if hasher is not None:  # zip is read out of order: hash the file on the second core
+            hasher.update_from_file(archive)
+        try:
+            files, nbytes = extract_zip(archive, dest, guard, limits, report)
+        finally:
+            hexdigest = hasher.hexdigest() if hasher is not None else None
+        return files, nbytes, hexdigest
+    hasher = hashlib.sha256() if want_digest else None  # fed the raw bytes the decompressor reads
+    reader = DecompressingReader(archive, fmt, limit=limits.limit, limit_hint=limits.hint,
+                                 hasher=hasher, on_progress=report)
+    try:
+        if fmt.startswith("tar"):
+            files, nbytes = extract_tar(reader, dest, guard, limits)
+        else:
+            files, nbytes = extract_single(reader, dest, _single_name(archive.name, fmt), str(archive))
+        reader.finish()
+    finally:
+        reader.close()
+    return files, nbytes, hasher.hexdigest() if hasher is not None else None
+
+
+def _single_name(name: str, fmt: str) -> str:
+    for suffix in _SUFFIXES[fmt]:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _check_paths(archive: Path, target: Path) -> None:
+    if not target.name:
+        raise UsageError(f"target {str(target)!r}: give a folder to extract into, not the filesystem root")
+    if not archive.is_file():
+        raise UsageError(f"archive {str(archive)!r}: no such file; check the path")
+    if target == archive or target in archive.parents:
+        raise UsageError(f"archive {archive} lies inside the target {target}, which extraction replaces "
+                         f"entirely; extract into another folder (e.g. {target / archive.name.split('.')[0]})")
+    if target.is_symlink():
+        raise UsageError(f"target {target} is a symlink; pass the folder it points to ({os.path.realpath(target)})")
+
+
+def _refuse_foreign(target: Path, record: Record | None) -> None:
+    """Replacing a folder we did not create could destroy the user's files: only ours or empty."""
+    if not os.path.lexists(target) or record is not None:
+        return
+    if not target.is_dir():
+        raise ExtractError(f"target {target} exists and is not a folder; remove it or choose another target")
+    if any(os.scandir(target)):
+        raise ExtractError(f"target {target} exists, is not empty and was not made by extract (no "
+                           f"{record_path(target).name}); remove it or choose another target")
+
+
+def _refresh(record: Record, target: Path, st: os.stat_result) -> None:
+    """Same content under a new inode/mtime: remember the new stat so the cheap check passes again."""
+    if not archive_matches(record, st):
+        record.archive_size, record.archive_mtime_ns, record.archive_ino = st.st_size, st.st_mtime_ns, st.st_ino
+        write_record(target, record)
+
+
+def _cached(record: Record, target: Path) -> ExtractResult:
+    return ExtractResult(target, record.format, record.files, record.bytes, "cached", record.archive_digest)
+
+
+class _Progress:
+    """``report(archive_bytes_done)`` to a callable, a tqdm bar on a terminal, or nowhere."""
+
+    def __init__(self, progress, label: str, total: int):
+        self._callback = progress if callable(progress) else None
+        self._bar = None
+        self._done = 0
+        self._total = total
+        if progress is None and sys.stderr.isatty() or progress is True:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=total, desc=f"extract {label}", unit="B", unit_scale=True,
+                             unit_divisor=1024, file=sys.stderr, mininterval=0.2)
+
+    def __call__(self, done: int) -> None:
+        done = min(done, self._total)
+        if self._bar is not None:
+            self._bar.update(done - self._done)
+        self._done = done
+        if self._callback is not None:
+            self._callback(done, self._total)
+
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
