@@ -35,12 +35,17 @@ def corrupt(archive: Path | str, fmt: str, exc: BaseException) -> ExtractError:
                         f"delete it and download it again")
 
 
+# An empty tar is nothing but zero blocks (10 KiB with tar's default blocking): a longer run of
+# zeros is a file of zeros, not a tar.
+_EMPTY_TAR_MAX = 2 * tarfile.RECORDSIZE
+
+
 def detect_format(path: str | Path) -> str:
     """``zip``, ``tar``, ``tar.gz|bz2|xz|zst`` or a lone ``gz|bz2|xz|zst`` file, from the content."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            head = f.read(tarfile.BLOCKSIZE * 2)
+            head = f.read(_EMPTY_TAR_MAX + 1)
     except OSError as exc:
         raise ExtractError(f"{path}: cannot read the archive ({exc.strerror or exc}); check the path") from None
     if not head:
@@ -49,20 +54,20 @@ def detect_format(path: str | Path) -> str:
         if head.startswith(magic):
             if fmt == "zip":
                 return fmt
-            return f"tar.{fmt}" if looks_like_tar(_peek(path, fmt, tarfile.BLOCKSIZE * 2)) else fmt
+            return f"tar.{fmt}" if looks_like_tar(_peek(path, fmt, _EMPTY_TAR_MAX + 1)) else fmt
     if looks_like_tar(head):
         return "tar"
     raise ExtractError(f"{path}: not a supported archive (first bytes {head[:8].hex()}); "
                        f"supported: {', '.join(FORMATS)}")
 
 
-def looks_like_tar(block: bytes) -> bool:
-    """A valid tar header (checksum verified by tarfile), or the all-zero end of an empty tar."""
-    if len(block) < tarfile.BLOCKSIZE:
+def looks_like_tar(start: bytes) -> bool:
+    """A valid tar header (checksum verified by tarfile), or a short all-zero stream (an empty tar)."""
+    if len(start) < tarfile.BLOCKSIZE:
         return False
-    header = block[: tarfile.BLOCKSIZE]
+    header = start[: tarfile.BLOCKSIZE]
     if header.count(0) == tarfile.BLOCKSIZE:
-        return len(block) >= 2 * tarfile.BLOCKSIZE and block[: 2 * tarfile.BLOCKSIZE].count(0) == 2 * tarfile.BLOCKSIZE
+        return 2 * tarfile.BLOCKSIZE <= len(start) <= _EMPTY_TAR_MAX and start.count(0) == len(start)
     try:
         tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
     except tarfile.HeaderError:
