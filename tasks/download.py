@@ -1,0 +1,61 @@
+"""fetch_with_resume: one file through the resumable engine (resume, mirrors, verified while it streams)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+import resumable
+from resumable.progress import human_size
+from tasks.caching import InputsWithout, file_identity, run_name, transient_only
+from tasks.progress import DownloadProgress, artifact_key
+
+
+@dataclass(frozen=True)
+class FetchedFile:
+    """A file on disk as the engine published it (small: safe to cache and to pass on)."""
+
+    path: str
+    url: str
+    size: int
+    digest: str | None
+    status: str  # downloaded | resumed | cached
+    bytes_transferred: int
+    seconds: float
+    identity: tuple[int, int, int]  # (size, mtime_ns, inode) of the published file
+
+    @property
+    def speed(self) -> float:
+        return self.bytes_transferred / self.seconds if self.seconds > 0 else 0.0
+
+
+# The bytes are pinned by dest + size + hash; where they come from (URL, mirrors, a server on a
+# random port) and how (connections, retries) do not change the result. Without a hash the URL
+# does name the content, so it stays in the key.
+DOWNLOAD_CACHE = InputsWithout(exclude=("url", "mirrors", "connections", "retries"), keep_if_none=("hash",))
+
+
+@task(cache_policy=DOWNLOAD_CACHE, persist_result=True, retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=transient_only, task_run_name=run_name("fetch", "dest"))
+def fetch_with_resume(url: str, dest: str, size: int | None = None, hash: str | None = None,
+                      mirrors: tuple[str, ...] = (), connections: int = 1, retries: int = 5) -> FetchedFile:
+    """Download ``url`` to ``dest``; resumes a ``.part`` left by an earlier run, tries mirrors in order."""
+    logger = get_run_logger()
+    name = Path(dest).name
+    progress = DownloadProgress(name, key=artifact_key("download", name))
+    try:
+        r = resumable.fetch(url, dest, size=size, hash=hash, mirrors=tuple(mirrors), connections=connections,
+                            retries=retries, progress=progress)
+    finally:
+        progress.close()
+    logger.info("%s: %s, %s transferred in %.1f s (%s/s) from %s, %s", name, r.status, human_size(r.bytes_transferred),
+                r.seconds, human_size(r.speed), r.url, r.digest or "no hash")
+    return FetchedFile(str(r.path), r.url, r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
+                       file_identity(r.path))
+
+
+def fetch_is_current(dest: str | Path, size: int | None, hash: str | None) -> bool:
+    """Cheap: the file is still the one a verification accepted (no hashing)."""
+    return resumable.is_verified(dest, size, hash)

@@ -1,0 +1,48 @@
+"""extract: unpack a verified archive into its target folder (atomically, once per archive version)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from resumable.progress import human_size
+from tasks.caching import INPUTS_AND_SOURCE, run_name
+from tasks.download import FetchedFile
+
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
+
+
+@dataclass(frozen=True)
+class ExtractedDir:
+    target: str
+    format: str
+    files: int
+    bytes: int
+    status: str  # extracted | cached
+
+
+def is_archive(filename: str) -> bool:
+    return filename.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+@task(cache_policy=INPUTS_AND_SOURCE, persist_result=True, task_run_name=run_name("extract", "target"))
+def extract(archive: FetchedFile, digest: str, target: str) -> ExtractedDir:
+    """Unpack ``archive`` (already verified, ``digest`` 'alg:hex') into ``target``."""
+    from resumable.extract import extract as extract_archive
+
+    r = extract_archive(archive.path, target, archive_digest=digest or None)
+    get_run_logger().info("%s -> %s: %s, %d files, %s", Path(archive.path).name, r.target, r.status, r.files,
+                          human_size(r.bytes))
+    return ExtractedDir(str(r.target), r.format, r.files, r.bytes, r.status)
+
+
+def extraction_is_current(archive: str | Path, target: str | Path) -> bool:
+    """Cheap: ``target`` still holds this archive's content (no hashing, no listing of the tree)."""
+    from resumable.extract import extraction_is_current as current
+
+    try:
+        return current(archive, target)
+    except OSError:
+        return False

@@ -1,0 +1,58 @@
+"""train: fine-tune the snapshot on the extracted dataset (resuming from the latest checkpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+from tasks.caching import INPUTS_AND_SOURCE, run_name
+from tasks.extract import ExtractedDir
+from tasks.model import SnapshotInfo
+from train_pipeline.training.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    output_dir: str
+    final_model_dir: str
+    steps: int
+    final_loss: float | None
+    metrics_path: str
+    curve_path: str
+    resumed_from_step: int | None
+
+
+@task(cache_policy=INPUTS_AND_SOURCE, persist_result=True, task_run_name=run_name("train", "output_dir"))
+def train(model: SnapshotInfo, data: ExtractedDir, output_dir: str, config: TrainConfig) -> TrainedModel:
+    """Fine-tune ``model`` on the extracted dataset ``data``; resumes from the latest checkpoint."""
+    from train_pipeline.training.finetune import train as run_training
+
+    logger = get_run_logger()
+
+    def progress(p) -> None:
+        logger.info("step %d/%d loss %s lr %s", p.step, p.total_steps,
+                    "?" if p.loss is None else f"{p.loss:.4f}", "?" if p.learning_rate is None else f"{p.learning_rate:.2e}")
+
+    r = run_training(model.path, dataset_root(data.target), output_dir, config, progress=progress)
+    logger.info("trained %d steps, final loss %s -> %s", r.steps, r.final_loss, r.final_model_dir)
+    return TrainedModel(str(r.output_dir), str(r.final_model_dir), r.steps, r.final_loss, str(r.metrics_path),
+                        str(r.curve_path), r.resumed_from_step)
+
+
+def training_is_current(output_dir: str | Path, config: TrainConfig) -> bool:
+    from train_pipeline.training.finetune import training_is_complete
+
+    return training_is_complete(output_dir, config)
+
+
+def dataset_root(target: str | Path) -> Path:
+    """The folder holding metadata.jsonl: the target itself or its single top-level folder."""
+    target = Path(target)
+    if (target / "metadata.jsonl").is_file():
+        return target
+    subdirs = [p for p in target.iterdir() if p.is_dir() and not p.name.startswith(".")] if target.is_dir() else []
+    if len(subdirs) == 1 and (subdirs[0] / "metadata.jsonl").is_file():
+        return subdirs[0]
+    return target

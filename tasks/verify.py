@@ -1,0 +1,35 @@
+"""verify: the file on disk is the one expected (size and hash)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import get_run_logger, task
+
+import resumable
+from resumable.errors import IntegrityError
+from tasks.caching import INPUTS_AND_SOURCE, run_name
+from tasks.download import FetchedFile
+
+
+@task(cache_policy=INPUTS_AND_SOURCE, persist_result=True, task_run_name=run_name("verify", "fetched"))
+def verify(fetched: FetchedFile, size: int | None = None, hash: str | None = None) -> str:
+    """Returns the verified digest ('alg:hex').
+
+    The transfer hashed the bytes as they arrived and recorded it; a file unchanged since then
+    is confirmed from that record (no re-hash). A changed file is hashed again, and rejected if
+    it no longer matches.
+    """
+    expected = hash or fetched.digest
+    path = Path(fetched.path)
+    if resumable.is_verified(path, size, expected):
+        how = "unchanged since its verification"
+    elif resumable.verify_file(path, size, expected):
+        how = "re-hashed"
+    else:
+        raise IntegrityError(
+            f"{path}: does not match {'size ' + str(size) + ', ' if size is not None else ''}{expected or 'its download'}; "
+            "delete it and run again to download a fresh copy, or fix the expected size/hash"
+        )
+    get_run_logger().info("%s: verified (%s), %s", path.name, how, expected or f"{fetched.size} bytes")
+    return expected or ""

@@ -1,0 +1,122 @@
+"""Flow tests: one Prefect test server for the session; real file and Hub servers on 127.0.0.1.
+
+The root conftest has already pointed PREFECT_HOME and TRAIN_PIPELINE_RESULT_STORAGE at
+temporary folders before anything imported prefect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ARCHIVE = "billboards.tar.gz"
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@dataclass
+class Archive:
+    path: Path
+    size: int
+    hash: str
+
+
+@pytest.fixture(scope="session")
+def dataset_archive(tmp_path_factory) -> Archive:
+    """A small imagefolder dataset packed as tar.gz, built once per session (no torch needed)."""
+    from train_pipeline.sample import _pack
+    from train_pipeline.training.sample_data import build_sample_dataset
+
+    root = tmp_path_factory.mktemp("dataset-archive")
+    folder = build_sample_dataset(root / "billboards", n_images=6, seed=1)
+    archive = root / ARCHIVE
+    _pack(Path(folder), archive)
+    data = archive.read_bytes()
+    return Archive(archive, len(data), "sha256:" + hashlib.sha256(data).hexdigest())
+
+
+@pytest.fixture
+def served(tmp_path, dataset_archive):
+    """A FileServer over a per-test folder holding the dataset archive."""
+    from train_pipeline.servers.files import FileServer
+
+    root = tmp_path / "server"
+    root.mkdir()
+    shutil.copy(dataset_archive.path, root / ARCHIVE)
+    with FileServer(root) as server:
+        yield server
+
+
+@pytest.fixture
+def dataset_config(tmp_path, served, dataset_archive):
+    """A download-only pipeline config over the served archive, in this test's own folders."""
+    from train_pipeline.config import parse_config
+
+    def make(**overrides):
+        data = {
+            "datasets": [{
+                "name": "billboards",
+                "files": [{"url": served.url(ARCHIVE), "size": dataset_archive.size, "hash": dataset_archive.hash}],
+                "extract_to": "billboards",
+            }],
+            "train": None,
+            "data_dir": str(tmp_path / "data"),
+            "models_cache": str(tmp_path / "models_cache"),
+            "results_dir": str(tmp_path / "results"),
+            "task_retries": 0,
+            "retries": 1,
+        }
+        data.update(overrides)
+        return parse_config(data, "test config")
+
+    return make
+
+
+def _task_runs(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return sorted(runs, key=lambda r: (r.start_time or r.expected_start_time or r.created, r.created))
+
+
+@pytest.fixture
+def task_states():
+    """``task_states(flow_run_id)`` -> {step: state name} of the latest task run of each step
+    ('fetch', 'verify', 'extract', 'snapshot', 'train')."""
+
+    def states(flow_run_id) -> dict[str, str]:
+        out = {}
+        for run in _task_runs(flow_run_id):
+            out[run.name.split(" ")[0]] = run.state.name
+        return out
+
+    return states
+
+
+@pytest.fixture
+def run_pipeline(prefect_server):
+    """Run the flow in-process on the session server; returns its final state."""
+    import sys
+
+    from train_pipeline.config import PROJECT_ROOT
+
+    if str(PROJECT_ROOT) not in sys.path:
+        sys.path.insert(0, str(PROJECT_ROOT))
+    from flows.pipeline import train_pipeline
+
+    def run(config):
+        return train_pipeline(config=config, return_state=True)
+
+    return run
