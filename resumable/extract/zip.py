@@ -20,6 +20,7 @@ from .tar import os_error
 
 _MAX_LINK = 4096  # a symlink's target is its content: anything longer is not a symlink
 _UNIX = 3  # ZipInfo.create_system of archives made on Unix: external_attr carries st_mode
+_DOS = 0
 
 
 def extract_zip(archive: Path, dest: Path, guard: MemberGuard, limits: Limits,
@@ -62,6 +63,8 @@ def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, guar
                     limits: Limits, written: int) -> int | None:
     """Extract one member; return its byte size for files and symlinks, None for folders."""
     member = info.filename
+    if info.create_system == _DOS and "\\" in member:  # made on Windows: '\\' separates folders, as unzip reads it
+        member = member.replace("\\", "/")
     rel = guard.path(member)
     mode = zip_unix_mode(info.external_attr) if info.create_system == _UNIX else 0
     if is_special(mode):

@@ -103,3 +103,35 @@ def test_corrupt_member_data_in_zip(sandbox):
 def test_missing_archive_is_a_usage_error(sandbox):
     with pytest.raises(UsageError, match="nope.zip.*no such file"):
         extract(sandbox / "nope.zip", sandbox / "out")
+
+
+def test_tar_hard_links_are_kept(sandbox):
+    from extract_archives import file_member, link_member, tar_bytes
+
+    archive = write(sandbox / "links.tar", tar_bytes([file_member("dir/a.bin", b"payload"),
+                                                       link_member("b.bin", "dir/a.bin", b"1")]))  # LNKTYPE
+    result = extract(archive, sandbox / "out", progress=False)
+    a, b = sandbox / "out" / "dir" / "a.bin", sandbox / "out" / "b.bin"
+    assert b.read_bytes() == b"payload" and a.stat().st_ino == b.stat().st_ino
+    assert result.files == 2
+
+
+def test_zip_made_on_windows_uses_backslash_folders(sandbox):
+    import io
+    import zipfile
+
+    from resumable.errors import UnsafeArchiveError
+
+    def dos_zip(name: str) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            info = zipfile.ZipInfo(name)
+            info.create_system = 0
+            zf.writestr(info, b"dos")
+        return buf.getvalue()
+
+    extract(write(sandbox / "win.zip", dos_zip("dir\\file.txt")), sandbox / "out", progress=False)
+    assert (sandbox / "out" / "dir" / "file.txt").read_bytes() == b"dos"
+    with pytest.raises(UnsafeArchiveError, match=r"'\.\./evil\.txt' climbs out"):
+        extract(write(sandbox / "evil.zip", dos_zip("..\\evil.txt")), sandbox / "out2", progress=False)
+    assert not (sandbox / "evil.txt").exists()
