@@ -53,3 +53,24 @@ def hub(repos_root):
 def cdn_hub(repos_root):
     with HubServer(repos_root, cdn=True, token="hf_good") as server:
         yield server
+
+
+BIG_SIZE = 32 * 1024 * 1024 + 4321  # the kill-and-resume file: big enough to kill mid-way while throttled
+
+
+@pytest.fixture(scope="session")
+def big_root(tmp_path_factory) -> Path:
+    """org/big: one large LFS file and a config; org/multi: four 256 KiB LFS files (concurrency)."""
+    root = tmp_path_factory.mktemp("hub-big")
+    big = root / "org" / "big"
+    big.mkdir(parents=True)
+    (big / "config.json").write_text('{"model_type": "big"}')
+    with open(big / "model.safetensors", "wb") as f:
+        for _ in range(BIG_SIZE // (1 << 20) + 1):
+            f.write(os.urandom(1 << 20))
+        f.truncate(BIG_SIZE)
+    multi = root / "org" / "multi"
+    multi.mkdir(parents=True)
+    for i in range(4):
+        (multi / f"part-{i}.safetensors").write_bytes(os.urandom(256 * 1024))
+    return root

@@ -104,6 +104,8 @@ class RequestRecord:
     port: int = 0
     authorization: bool = False
     done: bool = False  # the handler finished (bytes_sent is final)
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None  # time.monotonic() when the handler finished: overlaps show concurrency
 
 
 class _Digests:
@@ -320,6 +322,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         finally:
+            self._record.ended = time.monotonic()
             self._record.done = True
 
     def _api(self, repo_type: str, repo_id: str, rest: list[str], query: dict, form: dict) -> None:

@@ -1,0 +1,197 @@
+"""resumable.hub.snapshot against the Hub-compatible server: verified files, cache hits, offline,
+repair, token hygiene, rate limits, concurrency and the errors users hit."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+from pathlib import Path
+
+import pytest
+
+from resumable.hub import MANIFEST, SnapshotError, snapshot, snapshot_is_complete
+
+FILES = ["README.md", "config.json", "model.safetensors", "sub/notes.txt"]
+
+
+def same_files(got: Path, want: Path, names=FILES) -> bool:
+    return all(filecmp.cmp(got / n, want / n, shallow=False) for n in names)
+
+
+def metadata(hub, since: int = 0) -> list:
+    return [r for r in hub.settle()[since:] if r.path.startswith("/api/")]
+
+
+def test_snapshot_downloads_every_file_verified_with_manifest(hub, repos_root, tmp_path):
+    result = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    commit = hub.repo("org/tiny").commit
+    assert (result.commit, result.status, result.files) == (commit, "downloaded", 4)
+    assert result.path == tmp_path / "org--tiny" / commit
+    assert result.bytes_transferred == result.bytes_total == sum((repos_root / "org/tiny" / n).stat().st_size for n in FILES)
+    assert same_files(result.path, repos_root / "org" / "tiny")
+    assert (tmp_path / "org--tiny" / "refs" / "main").read_text() == commit
+    manifest = json.loads((result.path / MANIFEST).read_text())
+    assert manifest["repo_id"] == "org/tiny" and manifest["revision"] == "main" and manifest["commit"] == commit
+    assert sorted(manifest["files"]) == FILES
+    assert manifest["tree"]["model.safetensors"]["sha256"] and manifest["tree"]["config.json"]["blob"]
+    assert snapshot_is_complete(result.path)
+
+
+def test_second_run_is_one_metadata_request_and_zero_bytes(hub, tmp_path):
+    first = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    mark = len(hub.settle())
+    again = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    assert (again.status, again.bytes_transferred, again.path) == ("cached", 0, first.path)
+    assert [r.path for r in hub.settle()[mark:]] == ["/api/models/org/tiny/revision/main"]
+    mark = len(hub.log)
+    by_sha = snapshot("org/tiny", revision=first.commit, dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    assert (by_sha.status, by_sha.bytes_transferred, by_sha.path) == ("cached", 0, first.path)
+    assert hub.settle()[mark:] == []  # a commit sha needs no request at all
+
+
+def test_offline_works_from_the_manifest_alone(hub, tmp_path, monkeypatch):
+    first = snapshot("org/tiny", revision="v1.0", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    mark = len(hub.settle())
+    flag = snapshot("org/tiny", revision="v1.0", dest_root=tmp_path, offline=True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    env = snapshot("org/tiny", revision="v1.0", dest_root=tmp_path, include="*.json")
+    assert flag.path == env.path == first.path and flag.status == env.status == "cached"
+    assert env.files == 1 and hub.settle()[mark:] == []
+
+
+def test_offline_incomplete_snapshot_lists_what_is_missing(hub, tmp_path):
+    with pytest.raises(SnapshotError, match="no snapshot .* run once online") as err:
+        snapshot("org/tiny", dest_root=tmp_path, offline=True)
+    assert err.value.reason == "offline"
+    first = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    (first.path / "sub" / "notes.txt").unlink()
+    assert not snapshot_is_complete(first.path)
+    with pytest.raises(SnapshotError, match=r"missing 1 file\(s\): sub/notes.txt") as err:
+        snapshot("org/tiny", dest_root=tmp_path, offline=True)
+    assert "\n" not in str(err.value)
+    # online, the missing file alone comes back
+    mark = len(hub.settle())
+    again = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    assert again.status == "downloaded" and snapshot_is_complete(again.path)
+    assert [r.path.rsplit("/", 1)[-1] for r in hub.settle()[mark:] if "/resolve/" in r.path] == ["notes.txt"]
+
+
+def test_corrupted_files_on_disk_are_fetched_again(hub, repos_root, tmp_path):
+    first = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    for name in ("model.safetensors", "config.json"):  # same size, different bytes: LFS and plain git file
+        path = first.path / name
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        path.write_bytes(bytes(data))
+    mark = len(hub.settle())
+    again = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    assert same_files(again.path, repos_root / "org" / "tiny")
+    fetched = sorted(r.path.rsplit("/", 1)[-1] for r in hub.settle()[mark:] if "/resolve/" in r.path and r.method == "GET")
+    assert fetched == ["config.json", "model.safetensors"] and again.status == "downloaded"
+
+
+def test_include_exclude_then_the_rest_without_listing_again(hub, tmp_path):
+    part = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, include=["*.json", "sub/*"],
+                    exclude="*.md", progress=False)
+    assert part.files == 2 and snapshot_is_complete(part.path)
+    assert sorted(p.relative_to(part.path).as_posix() for p in part.path.rglob("*") if p.is_file()
+                  and ".resumable" not in p.parts and p.name != MANIFEST) == ["config.json", "sub/notes.txt"]
+    mark = len(hub.settle())
+    rest = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    assert rest.files == 4 and rest.bytes_transferred == rest.bytes_total - part.bytes_total
+    assert [r.path for r in metadata(hub, mark)] == ["/api/models/org/tiny/revision/main"]  # tree from the manifest
+    assert sorted(json.loads((rest.path / MANIFEST).read_text())["files"]) == FILES
+
+
+def test_token_goes_to_the_hub_only_never_to_the_cdn(cdn_hub, repos_root, tmp_path):
+    result = snapshot("org/tiny", dest_root=tmp_path, endpoint=cdn_hub.endpoint, token="hf_good", progress=False)
+    assert same_files(result.path, repos_root / "org" / "tiny")
+    log = cdn_hub.settle()
+    cdn = [r for r in log if r.server == "cdn"]
+    assert [r.path.rsplit("/", 1)[-1] for r in cdn] == ["model.safetensors"]
+    assert all(not r.authorization for r in cdn)
+    assert all(r.authorization for r in log if r.server == "hub")
+
+
+def test_private_repo_with_token(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_good")  # read at call time
+    result = snapshot("org/private", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    assert result.files == 1 and snapshot_is_complete(result.path)
+
+
+def test_rate_limited_metadata_and_files_are_retried(hub, repos_root, tmp_path):
+    hub.rate_limit, hub.retry_after = 1, 0  # the revision request gets 429, then our retry succeeds
+    result = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False, include="*.json")
+    statuses = [(r.path.split("/")[-2], r.status) for r in metadata(hub)]
+    assert statuses[:2] == [("revision", 429), ("revision", 200)] and result.files == 1
+    hub.rate_limit = 1  # now a file request gets 429: the transfer engine waits and retries
+    mark = len(hub.settle())
+    result = snapshot("org/tiny", revision=result.commit, dest_root=tmp_path, endpoint=hub.endpoint,
+                      include="README.md", progress=False)
+    assert [r.status for r in hub.settle()[mark:]] == [429, 200]
+    assert same_files(result.path, repos_root / "org" / "tiny", ["README.md"])
+
+
+def test_files_download_concurrently_within_the_bound(big_root, tmp_path):
+    from train_pipeline.servers.hub import HubServer
+
+    def peak(records) -> int:
+        spans = [(r.started, r.ended) for r in records if "/resolve/" in r.path]
+        return max(sum(1 for s, e in spans if s <= start < e) for start, _ in spans)
+
+    with HubServer(big_root) as hub:
+        hub.slow = 2_000_000.0  # 256 KiB per file takes a while, so overlaps are certain
+        snapshot("org/multi", dest_root=tmp_path / "a", endpoint=hub.endpoint, max_workers=4, progress=False)
+        assert peak(hub.settle()) >= 2
+        mark = len(hub.log)
+        snapshot("org/multi", dest_root=tmp_path / "b", endpoint=hub.endpoint, max_workers=1, progress=False)
+        assert peak(hub.settle()[mark:]) == 1
+
+
+def test_progress_callback_reports_the_whole_snapshot(hub, tmp_path):
+    seen = []
+    result = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (result.bytes_total, result.bytes_total)
+    assert all(t == result.bytes_total for _, t in seen)
+
+
+@pytest.mark.parametrize(
+    "repo, kwargs, reason, words",
+    [
+        ("org/missing", {}, "repo", "not found"),
+        ("org/tiny", {"revision": "nope"}, "revision", "revision 'nope' not found"),
+        ("org/tiny", {"include": "nope.bin"}, "file", "'nope.bin' is not in"),
+        ("org/tiny", {"include": "*.nothing"}, "filter", "matches"),
+        ("org/private", {}, "repo", "pass --token or set HF_TOKEN"),
+        ("org/gated", {}, "gated", "accept its terms"),
+        ("org/denied", {"token": "hf_good"}, "gated", "accept its terms"),
+        ("org/tiny", {"token": "hf_bad"}, "auth", "rejected the token"),
+    ],
+    ids=["repo", "revision", "file", "filter", "private", "gated", "gated-denied", "bad-token"],
+)
+def test_errors_are_one_line_and_say_what_to_do(hub, tmp_path, repo, kwargs, reason, words):
+    with pytest.raises(SnapshotError) as err:
+        snapshot(repo, dest_root=tmp_path, endpoint=hub.endpoint, progress=False, **kwargs)
+    assert err.value.reason == reason and words in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_unreachable_endpoint_is_a_one_line_error(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(SnapshotError, match="cannot reach") as err:
+        snapshot("org/tiny", dest_root=tmp_path, endpoint=f"http://127.0.0.1:{port}", progress=False)
+    assert err.value.reason == "network" and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [({"repo_id": "a//b"}, "repo id"), ({"repo_id": "a/b", "max_workers": 0}, "max_workers"),
+     ({"repo_id": "a/b", "repo_type": "space"}, "repo type")],
+)
+def test_bad_arguments_are_usage_errors(tmp_path, kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        snapshot(dest_root=tmp_path, **kwargs)
