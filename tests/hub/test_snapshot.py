@@ -90,6 +90,27 @@ def test_corrupted_files_on_disk_are_fetched_again(hub, repos_root, tmp_path):
     assert fetched == ["config.json", "model.safetensors"] and again.status == "downloaded"
 
 
+def test_dropped_connection_is_resumed_within_the_run(hub, repos_root, tmp_path):
+    hub.cut_after = 1024 * 1024
+    result = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, include="*.safetensors", progress=False)
+    assert same_files(result.path, repos_root / "org" / "tiny", ["model.safetensors"])
+    gets = [r for r in hub.settle() if r.path.endswith("model.safetensors")]
+    assert [r.range for r in gets] == [None, f"bytes={1024 * 1024}-"] and gets[-1].status == 206
+
+
+def test_server_bytes_that_never_match_the_listing_are_a_clear_error(hub, tmp_path):
+    from resumable.errors import IntegrityError
+
+    hub.corrupt_at = 3  # every copy of config.json differs from its git blob sha1
+    with pytest.raises(IntegrityError, match="config.json .* git blob sha1") as err:
+        snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, include="config.json", progress=False)
+    assert "\n" not in str(err.value)
+    assert len([r for r in hub.settle() if r.path.endswith("config.json")]) == 2  # fetched again once, then the error
+    hub.corrupt_at = None
+    result = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, include="config.json", progress=False)
+    assert result.status == "downloaded" and snapshot_is_complete(result.path)
+
+
 def test_include_exclude_then_the_rest_without_listing_again(hub, tmp_path):
     part = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, include=["*.json", "sub/*"],
                     exclude="*.md", progress=False)

@@ -18,7 +18,8 @@ clients stay on plain HTTP.
 Fault switches (attributes, change them at any time): ``cut_after`` (the next ``cut_count`` file
 bodies stop after that many bytes and the connection drops), ``rate_limit`` (the next N requests
 to the hub port get 429 with ``Retry-After`` and ``RateLimit`` headers, waiting ``retry_after``
-seconds), ``slow`` (file bodies throttled to that many bytes/s). Every request is appended to
+seconds), ``slow`` (file bodies throttled to that many bytes/s), ``corrupt_at`` (the byte at
+that offset is flipped in every file body). Every request is appended to
 ``log`` as a :class:`RequestRecord`.
 """
 
@@ -157,6 +158,7 @@ class HubServer:
         self.rate_limit: int = 0
         self.retry_after: int = 1
         self.slow: float | None = None
+        self.corrupt_at: int | None = None  # flip the byte at this file offset in every body sent
         self.log: list[RequestRecord] = []
         self._lock = threading.Lock()
         self._digests = _Digests()
@@ -501,6 +503,11 @@ class _Handler(BaseHTTPRequestHandler):
                 chunk = f.read(min(_CHUNK if not rate else max(1024, int(rate / 20)), stop - pos))
                 if not chunk:
                     break
+                flip = hub.corrupt_at
+                if flip is not None and pos <= flip < pos + len(chunk):
+                    chunk = bytearray(chunk)
+                    chunk[flip - pos] ^= 0xFF
+                    chunk = bytes(chunk)
                 self.wfile.write(chunk)
                 pos += len(chunk)
                 self._record.bytes_sent = pos - start
