@@ -1,0 +1,134 @@
+"""Kill training with SIGKILL, start it again: it resumes from the latest complete checkpoint and
+continues exactly. The per-step losses, gradient norms and learning rates of the interrupted +
+resumed run equal those of an uninterrupted run with the same seed, and so do the final weights.
+
+Equality is exact (==): on CPU with one thread the kernels are deterministic and Trainer restores
+data order, optimizer, scheduler and RNG states, so any difference is a resume bug (such as
+transformers#43701, where resumed Qwen2-VL runs silently restarted from the base weights).
+Each run is a child process (tests/training/train_child.py), so the kill is a real SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from train_pipeline.training.checkpoints import checkpoint_dirs, is_complete_checkpoint
+from train_pipeline.training.metrics import read_metrics
+
+pytestmark = pytest.mark.slow
+
+CHILD = Path(__file__).with_name("train_child.py")
+REPO = Path(__file__).resolve().parents[2]
+# 12 steps of 2 micro-batches of 4 over 16 images: crosses epoch boundaries, checkpoints at 4, 8, 12.
+BASE = {
+    "max_steps": 12,
+    "save_steps": 4,
+    "per_device_train_batch_size": 4,
+    "gradient_accumulation_steps": 2,
+    "learning_rate": 3e-3,
+    "min_pixels": 56 * 56,
+    "max_pixels": 112 * 112,
+    "max_length": 256,
+    "seed": 7,
+}
+LORA = {**BASE, "learning_rate": 1e-2, "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}  # dropout draws from the RNG
+
+
+def _child(model_dir: Path, data_dir: Path, out: Path, config: dict, kill_at: int | None = None) -> list[str]:
+    args = [sys.executable, str(CHILD), str(model_dir), str(data_dir), str(out), json.dumps(config)]
+    return args + ([str(kill_at)] if kill_at else [])
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    return env
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=240)
+
+
+def _finish(args: list[str]) -> dict:
+    proc = _run(args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _assert_same_training(resumed: Path, reference: Path) -> None:
+    keys = ("step", "epoch", "loss", "grad_norm", "learning_rate", "num_input_tokens_seen")
+    got = [{k: r[k] for k in keys} for r in read_metrics(resumed / "metrics.jsonl")]
+    want = [{k: r[k] for k in keys} for r in read_metrics(reference / "metrics.jsonl")]
+    assert [r["step"] for r in want] == list(range(1, 13))
+    assert got == want
+    name = "adapter_model.safetensors" if (reference / "final" / "adapter_model.safetensors").exists() else "model.safetensors"
+    a, b = load_file(resumed / "final" / name), load_file(reference / "final" / name)
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model_dir, sample_data_dir, tmp_path_factory):
+    """Uninterrupted runs, one per config, computed on first use."""
+    cache: dict[str, Path] = {}
+
+    def get(name: str, config: dict) -> Path:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"reference-{name}")
+            _finish(_child(tiny_model_dir, sample_data_dir, out, config))
+            cache[name] = out
+        return cache[name]
+
+    return get
+
+
+@pytest.mark.parametrize(("name", "config"), [("full", BASE), ("lora", LORA)])
+def test_sigkill_between_checkpoints_then_resume_matches(name, config, reference, tiny_model_dir, sample_data_dir, tmp_path):
+    ref = reference(name, config)
+    killed = _run(_child(tiny_model_dir, sample_data_dir, tmp_path, config, kill_at=10))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [step for step, _ in checkpoint_dirs(tmp_path)] == [4, 8]
+    assert not (tmp_path / "final").exists()
+
+    result = _finish(_child(tiny_model_dir, sample_data_dir, tmp_path, config))
+    assert result["resumed_from_step"] == 8 and result["steps"] == 12
+    _assert_same_training(tmp_path, ref)
+
+
+def test_sigkill_while_saving_then_resume_matches(reference, tiny_model_dir, sample_data_dir, tmp_path):
+    """Kill from outside the moment checkpoint-8 appears (usually mid-save); also leave a
+    half-written checkpoint-12 behind, as a kill during that save would. Resume skips both."""
+    ref = reference("full", BASE)
+    proc = subprocess.Popen(
+        _child(tiny_model_dir, sample_data_dir, tmp_path, BASE), env=_env(),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        while not (tmp_path / "checkpoint-8").exists() and proc.poll() is None:
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL, f"training ended before the kill: {stderr[-3000:]}"
+
+    partial = tmp_path / "checkpoint-12"
+    source = tmp_path / "checkpoint-4"
+    partial.mkdir()
+    weights = (source / "model.safetensors").read_bytes()
+    (partial / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    shutil.copy(source / "config.json", partial / "config.json")
+    assert not is_complete_checkpoint(partial)
+
+    result = _finish(_child(tiny_model_dir, sample_data_dir, tmp_path, BASE))
+    assert result["resumed_from_step"] in (4, 8)
+    _assert_same_training(tmp_path, ref)
+    assert is_complete_checkpoint(tmp_path / "checkpoint-12")  # rewritten whole by the resumed run
