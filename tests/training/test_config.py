@@ -51,9 +51,9 @@ def test_bad_settings_give_one_line_naming_them(data, names):
 
 
 def test_config_import_stays_light():
-    # The flow validates config before anything heavy loads.
+    # The flow validates config and checks training_is_complete before anything heavy loads.
     code = (
-        "import sys, train_pipeline.training.config, train_pipeline.training;"
+        "import sys, train_pipeline.training.config, train_pipeline.training.finetune;"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'prefect') if m in sys.modules];"
         "assert not heavy, heavy"
     )

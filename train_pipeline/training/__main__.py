@@ -1,0 +1,107 @@
+"""Command line for the training step (the Prefect task calls ``finetune.train`` directly).
+
+    python -m train_pipeline.training train MODEL_DIR DATA_DIR OUTPUT_DIR [--config FILE] [--set KEY=VALUE ...]
+    python -m train_pipeline.training tiny-model DEST [--seed N]
+    python -m train_pipeline.training sample-data DEST [--images N] [--seed N]
+
+``--config`` reads a YAML/JSON mapping (a ``train:`` section is used if present); ``--set``
+overrides one setting, its value parsed as YAML (``--set max_steps=20 --set lora.r=8``).
+Exit status: 0 done, 2 bad input (one line on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from train_pipeline.training.config import TrainConfigError, parse_train_config
+
+
+def _load_mapping(path: Path) -> dict[str, Any]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise TrainConfigError(f"{path}: cannot read the config ({type(exc).__name__}): fix the path or its YAML") from None
+    if not isinstance(data, dict):
+        raise TrainConfigError(f"{path}: the config must be a mapping of settings")
+    return dict(data.get("train", data))
+
+
+def _apply_override(data: dict[str, Any], item: str) -> None:
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise TrainConfigError(f"--set {item!r}: write KEY=VALUE, e.g. --set max_steps=20")
+    *parents, leaf = key.split(".")
+    node = data
+    for name in parents:
+        if not isinstance(node.get(name), dict):
+            node[name] = {}
+        node = node[name]
+    node[leaf] = yaml.safe_load(raw)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from train_pipeline.training.finetune import train
+
+    data = _load_mapping(Path(args.config)) if args.config else {}
+    for item in args.set:
+        _apply_override(data, item)
+    config = parse_train_config(data, source=args.config or "--set")
+    result = train(args.model_dir, args.data_dir, args.output_dir, config, progress=_print_progress)
+    print(json.dumps(result.to_json(), indent=2))
+    return 0
+
+
+def _print_progress(p: Any) -> None:
+    print(f"step {p.step}/{p.total_steps} loss {p.loss:.4f} lr {p.learning_rate:.3g}", file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train_pipeline.training", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("train", help="fine-tune (resumes from OUTPUT_DIR's checkpoints)")
+    p.add_argument("model_dir")
+    p.add_argument("data_dir")
+    p.add_argument("output_dir")
+    p.add_argument("--config", help="YAML/JSON file with the training settings")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
+    p = sub.add_parser("tiny-model", help="write a tiny random Qwen2-VL (offline)")
+    p.add_argument("dest")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("sample-data", help="write synthetic billboard images + metadata.jsonl")
+    p.add_argument("dest")
+    p.add_argument("--images", type=int, default=24)
+    p.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+    from train_pipeline.training.dataset import DataError
+    from train_pipeline.training.finetune import TrainSetupError
+
+    try:
+        if args.command == "train":
+            return _train(args)
+        if args.command == "tiny-model":
+            from train_pipeline.training.tiny_model import build_tiny_qwen2vl
+
+            print(build_tiny_qwen2vl(args.dest, seed=args.seed))
+        else:
+            from train_pipeline.training.sample_data import build_sample_dataset
+
+            print(build_sample_dataset(args.dest, n_images=args.images, seed=args.seed))
+        return 0
+    except (TrainConfigError, DataError, TrainSetupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
