@@ -49,7 +49,7 @@ class RetryPolicy:
                  retry_after_cap: float = 120.0, max_time: float | None = None, label: str = ""):
         self.retries = retries
         self.retry_after_cap = retry_after_cap
-        self.backoff = wait_exponential_jitter(initial=delay, max=max_delay, jitter=delay)
+        self.backoff = wait_exponential_jitter(multiplier=delay, max=max_delay, jitter=delay)
         self.deadline = stop_after_delay(max_time) if max_time else stop_never
         self.progress = ByteProgress()
         self.label = label

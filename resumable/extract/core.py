@@ -89,6 +89,10 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
             with _Progress(progress, archive.name, st.st_size) as report:
                 files, nbytes, hexdigest = _extract_into(fmt, archive, tmp, limits, digest is None, report)
             digest = digest or f"sha256:{hexdigest}"
+            now = archive.stat()
+            if (now.st_size, now.st_mtime_ns, now.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+                raise ExtractError(f"{archive}: the file changed while it was being extracted; "
+                                   f"run again once its download has finished")
             if sync:
                 sync_filesystem(tmp)
             if os.path.lexists(target):

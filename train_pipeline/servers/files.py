@@ -228,7 +228,8 @@ def _handler_for(server: FileServer):
 
         def _body(self, rec: Request, file: Path, start: int, stop: int, fault: Fault | None) -> None:
             cut = fault.cut_after if fault else None
-            plain = fault is None or (fault.corrupt_at is None and fault.rate is None and cut is None)
+            plain = fault is None or (fault.corrupt_at is None and fault.rate is None and cut is None
+                                      and fault.length_delta <= 0)
             with open(file, "rb") as f:
                 if plain:
                     try:
