@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -53,13 +54,17 @@ def _draw(size: tuple[int, int], colour: str, shape: str, word: str, sky: str) -
     return img
 
 
-def build_sample_dataset(dest_dir: str | os.PathLike, n_images: int = 24, seed: int = 0) -> Path:
+def build_sample_dataset(
+    dest_dir: str | os.PathLike, n_images: int = 24, seed: int = 0, sizes: Sequence[int] = SIZES
+) -> Path:
     """Write ``n_images`` billboard PNGs and ``metadata.jsonl`` (file_name, text) to dest_dir.
 
-    Deterministic for a given seed (PNG bytes included).
+    Width and height are drawn from ``sizes`` (pixels). Deterministic for a given seed (PNG bytes included).
     """
     if n_images < 1:
         raise ValueError(f"n_images={n_images}: ask for at least 1 image")
+    if not sizes or min(sizes) < 16:
+        raise ValueError(f"sizes={list(sizes)}: give side lengths of at least 16 pixels")
     rng = random.Random(seed)
     dest = Path(dest_dir)
     dest.mkdir(parents=True, exist_ok=True)
@@ -67,7 +72,7 @@ def build_sample_dataset(dest_dir: str | os.PathLike, n_images: int = 24, seed: 
     for i in range(n_images):
         colour, shape = rng.choice(sorted(COLOURS)), rng.choice(SHAPES)
         word, sky = rng.choice(WORDS), rng.choice(sorted(SKIES))
-        size = (rng.choice(SIZES), rng.choice(SIZES))
+        size = (rng.choice(sizes), rng.choice(sizes))
         name = f"billboard_{i:04d}.png"
         _draw(size, colour, shape, word, sky).save(dest / name, format="PNG", optimize=False)
         rows.append({"file_name": name, "text": _caption(colour, shape, word, sky)})
