@@ -30,6 +30,7 @@ from . import http
 from .errors import HTTPStatusError, IntegrityError, ResumableError, UsageError
 from .state import VerifiedRecord, read_json, write_json
 from .transfer import FetchResult, fetch
+from .verify import verify_file
 
 log = logging.getLogger("resumable")
 
@@ -259,17 +260,24 @@ def _safe_dest(snap_dir: Path, name: str) -> Path:
 
 def _offline_result(snap_dir: Path, repo_id: str, repo_type: str, revision: str, commit: str,
                     wanted: list[RemoteFile]) -> SnapshotResult:
-    missing = []
-    for f in wanted:
-        dest = _safe_dest(snap_dir, f.path)
-        if not (dest.is_file() and dest.stat().st_size == f.size):
-            missing.append(f.path)
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+    bad = [f.path for f in wanted if not _verified_on_disk(_safe_dest(snap_dir, f.path), f)]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise SnapshotError(f"offline: the snapshot of {repo_type} '{repo_id}' at '{revision}' in {snap_dir} is "
-                            f"incomplete, missing {len(missing)} file(s): {shown}; run once online to finish it",
-                            "offline")
+                            f"incomplete, missing or damaged {len(bad)} file(s): {shown}; run once online to "
+                            "finish it", "offline")
     return SnapshotResult(snap_dir, repo_id, revision, commit, len(wanted), sum(f.size for f in wanted), 0, "cached")
+
+
+def _verified_on_disk(dest: Path, f: RemoteFile) -> bool:
+    """Present with its size, and its hash checked (re-hashed only if it changed since we checked)."""
+    if not dest.is_file() or dest.stat().st_size != f.size:
+        return False
+    if _already_verified(dest, f):
+        return True
+    if f.sha256:
+        return verify_file(dest, f.size, f"sha256:{f.sha256}")
+    return f.blob is None or _blob_matches(dest, f.blob)
 
 
 # -- the Hub's metadata API ----------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_offline_incomplete_snapshot_lists_what_is_missing(hub, tmp_path):
     first = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
     (first.path / "sub" / "notes.txt").unlink()
     assert not snapshot_is_complete(first.path)
-    with pytest.raises(SnapshotError, match=r"missing 1 file\(s\): sub/notes.txt") as err:
+    with pytest.raises(SnapshotError, match=r"missing or damaged 1 file\(s\): sub/notes.txt") as err:
         snapshot("org/tiny", dest_root=tmp_path, offline=True)
     assert "\n" not in str(err.value)
     # online, the missing file alone comes back
@@ -74,6 +74,23 @@ def test_offline_incomplete_snapshot_lists_what_is_missing(hub, tmp_path):
     again = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
     assert again.status == "downloaded" and snapshot_is_complete(again.path)
     assert [r.path.rsplit("/", 1)[-1] for r in hub.settle()[mark:] if "/resolve/" in r.path] == ["notes.txt"]
+
+
+def test_offline_notices_a_damaged_file(hub, tmp_path):
+    first = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
+    path = first.path / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[7] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(SnapshotError, match=r"damaged 1 file\(s\): model.safetensors"):
+        snapshot("org/tiny", dest_root=tmp_path, offline=True)
+
+
+def test_endpoint_from_hf_endpoint_and_dataset_repos(hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)  # read at call time, unlike huggingface_hub's constant
+    result = snapshot("org/tinyset", repo_type="dataset", dest_root=tmp_path, progress=False)
+    assert result.path == tmp_path / "datasets--org--tinyset" / hub.repo("org/tinyset", "dataset").commit
+    assert (result.path / "train.jsonl").read_text() == '{"x": 1}\n'
 
 
 def test_corrupted_files_on_disk_are_fetched_again(hub, repos_root, tmp_path):
