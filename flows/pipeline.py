@@ -32,13 +32,13 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from tasks.caching import cached, peek_cached  # noqa: E402
 from tasks.download import fetch_is_current, fetch_with_resume  # noqa: E402
-from tasks.extract import extract, extraction_is_current, is_archive  # noqa: E402
+from tasks.extract import extract, extraction_is_current  # noqa: E402
 from tasks.model import model_snapshot, snapshot_is_current  # noqa: E402
 from tasks.train import train, training_is_current  # noqa: E402
 from tasks.verify import verify  # noqa: E402
 from train_pipeline import report  # noqa: E402
 from train_pipeline.config import ConfigError, DatasetSpec, FileSpec, ModelSpec, PipelineConfig, load_config  # noqa: E402
-from train_pipeline.registry import resolve_datasets  # noqa: E402
+from train_pipeline.registry import download_path, extract_target, resolve_datasets  # noqa: E402
 
 SUMMARY_ARTIFACT = "download-summary"
 
@@ -102,21 +102,19 @@ def snapshot_step(spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFutur
 
 
 def dataset_steps(ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps:
-    downloads = cfg.path(cfg.data_dir) / "downloads" / ds.name
-    archives = [f for f in ds.files if is_archive(f.filename)]
+    data_dir = cfg.path(cfg.data_dir)
     steps = []
     for f in ds.files:
-        dest = downloads / f.filename
+        dest = download_path(data_dir, ds, f)
         on_disk = fetch_is_current(dest, f.size, f.hash)
         fetched = cached(fetch_with_resume, storage, valid=on_disk, retries=cfg.task_retries).submit(
             url=f.url, dest=str(dest), size=f.size, hash=f.hash, mirrors=f.mirrors, connections=cfg.connections,
             retries=cfg.retries)
-        verified = cached(verify, storage, valid=on_disk).submit(fetched=fetched, size=f.size, hash=f.hash)
+        verified = cached(verify, storage, valid=on_disk).submit(path=str(dest), fetched=fetched, size=f.size,
+                                                                  hash=f.hash)
         extracted = None
-        if ds.extract_to and f in archives:
-            target = cfg.path(cfg.data_dir) / ds.extract_to
-            if len(archives) > 1:  # several archives: one folder each
-                target = target / f.filename.split(".")[0]
+        target = extract_target(data_dir, ds, f)
+        if target is not None:
             extracted = cached(extract, storage, valid=extraction_is_current(dest, target)).submit(
                 archive=fetched, digest=verified, target=str(target))
         steps.append(FileSteps(f, fetched, verified, extracted))

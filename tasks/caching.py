@@ -14,19 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.cache_policies import TASK_SOURCE, CachePolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
 from resumable.errors import ResumableError, TransferError
 
-INPUTS_AND_SOURCE = INPUTS + TASK_SOURCE
-
-
 @dataclass
-class InputsWithout(CachePolicy):
-    """Inputs minus the ones that only say *how* or *from where* (a URL whose bytes a hash
-    pins down, an endpoint on a random port, a connection count) — plus the task's source."""
+class StableInputs(CachePolicy):
+    """The task's inputs and source code, where
+
+    - inputs that only say *how* or *from where* are left out (``exclude``: a URL whose bytes a
+      hash pins down, an endpoint on a random port, a connection count), and
+    - an upstream result counts by what it *is*, not how it was obtained: a value with a
+      ``cache_identity()`` method (a file's path, digest and inode, a commit) is hashed through
+      it, so a re-download of the same bytes leaves downstream steps Cached while a different
+      file makes them run.
+    """
 
     exclude: tuple[str, ...] = ()
     keep_if_none: tuple[str, ...] = ()  # e.g. keep 'url' in the key when there is no 'hash'
@@ -37,9 +41,20 @@ class InputsWithout(CachePolicy):
         for name in self.keep_if_none:
             if inputs.get(name) is None:
                 drop = set()
-        kept = {k: v for k, v in sorted(inputs.items()) if k not in drop}
+        kept = {k: _identity(v) for k, v in sorted(inputs.items()) if k not in drop}
         source = TASK_SOURCE.compute_key(task_ctx, inputs, flow_parameters, **kwargs)
         return hash_objects(kept, source, raise_on_failure=True)
+
+
+def _identity(value: Any) -> Any:
+    if hasattr(value, "cache_identity"):
+        return value.cache_identity()
+    if isinstance(value, (list, tuple)):
+        return [_identity(v) for v in value]
+    return value
+
+
+STABLE_INPUTS = StableInputs()
 
 
 def cached(task, storage: str | Path, *, valid: bool, **options):

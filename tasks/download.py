@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 
 import resumable
 from resumable.progress import human_size
-from tasks.caching import InputsWithout, file_identity, run_name, transient_only
+from tasks.caching import StableInputs, file_identity, run_name, transient_only
 from tasks.progress import DownloadProgress, artifact_key
 
 
@@ -26,15 +26,15 @@ class FetchedFile:
     seconds: float
     identity: tuple[int, int, int]  # (size, mtime_ns, inode) of the published file
 
-    @property
-    def speed(self) -> float:
-        return self.bytes_transferred / self.seconds if self.seconds > 0 else 0.0
+    def cache_identity(self) -> tuple:
+        """What downstream cache keys see: this exact file, not how it was transferred."""
+        return self.path, self.size, self.digest, self.identity
 
 
 # The bytes are pinned by dest + size + hash; where they come from (URL, mirrors, a server on a
 # random port) and how (connections, retries) do not change the result. Without a hash the URL
 # does name the content, so it stays in the key.
-DOWNLOAD_CACHE = InputsWithout(exclude=("url", "mirrors", "connections", "retries"), keep_if_none=("hash",))
+DOWNLOAD_CACHE = StableInputs(exclude=("url", "mirrors", "connections", "retries"), keep_if_none=("hash",))
 
 
 @task(cache_policy=DOWNLOAD_CACHE, persist_result=True, retries=2, retry_delay_seconds=[2, 10],

@@ -8,11 +8,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from resumable.progress import human_size
-from tasks.caching import INPUTS_AND_SOURCE, run_name
+from tasks.caching import STABLE_INPUTS, run_name
 from tasks.download import FetchedFile
-
-ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
-
 
 @dataclass(frozen=True)
 class ExtractedDir:
@@ -22,12 +19,11 @@ class ExtractedDir:
     bytes: int
     status: str  # extracted | cached
 
+    def cache_identity(self) -> tuple:
+        return self.target, self.format, self.files, self.bytes
 
-def is_archive(filename: str) -> bool:
-    return filename.lower().endswith(ARCHIVE_SUFFIXES)
 
-
-@task(cache_policy=INPUTS_AND_SOURCE, persist_result=True, task_run_name=run_name("extract", "target"))
+@task(cache_policy=STABLE_INPUTS, persist_result=True, task_run_name=run_name("extract", "target"))
 def extract(archive: FetchedFile, digest: str, target: str) -> ExtractedDir:
     """Unpack ``archive`` (already verified, ``digest`` 'alg:hex') into ``target``."""
     from resumable.extract import extract as extract_archive

@@ -8,7 +8,8 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 from resumable.progress import human_size
-from tasks.caching import InputsWithout, transient_only
+from tasks.caching import StableInputs, transient_only
+from tasks.progress import DownloadProgress, artifact_key
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,13 @@ class SnapshotInfo:
     status: str
     seconds: float
 
+    def cache_identity(self) -> tuple:
+        return self.path, self.repo_id, self.commit, self.files, self.bytes_total
+
 
 # Where the Hub is (endpoint: a local server picks a random port) and how hard to pull do not
 # change the snapshot; repo, revision, filters and destination do.
-SNAPSHOT_CACHE = InputsWithout(exclude=("endpoint", "max_workers"))
+SNAPSHOT_CACHE = StableInputs(exclude=("endpoint", "max_workers"))
 
 
 @task(cache_policy=SNAPSHOT_CACHE, persist_result=True, retries=2, retry_delay_seconds=[2, 10],
@@ -40,8 +44,13 @@ def model_snapshot(repo_id: str, revision: str = "main", dest_root: str = "./mod
     from resumable.hub import snapshot
 
     t0 = time.monotonic()
-    r = snapshot(repo_id, revision=revision, dest_root=dest_root, include=list(include) if include else None,
-                 exclude=list(exclude) if exclude else None, endpoint=endpoint, max_workers=max_workers)
+    progress = DownloadProgress(repo_id, key=artifact_key("snapshot", repo_id))
+    try:
+        r = snapshot(repo_id, revision=revision, dest_root=dest_root, include=list(include) if include else None,
+                     exclude=list(exclude) if exclude else None, endpoint=endpoint, max_workers=max_workers,
+                     progress=progress)
+    finally:
+        progress.close()
     seconds = time.monotonic() - t0
     get_run_logger().info("%s@%s (%s): %s, %d files, %s, %s transferred in %.1f s", repo_id, revision, r.commit[:12],
                           r.status, _count(r.files), human_size(r.bytes_total), human_size(r.bytes_transferred), seconds)

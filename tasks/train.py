@@ -7,7 +7,7 @@ from pathlib import Path
 
 from prefect import get_run_logger, task
 
-from tasks.caching import INPUTS_AND_SOURCE, run_name
+from tasks.caching import STABLE_INPUTS, run_name
 from tasks.extract import ExtractedDir
 from tasks.model import SnapshotInfo
 from train_pipeline.training.config import TrainConfig
@@ -24,7 +24,7 @@ class TrainedModel:
     resumed_from_step: int | None
 
 
-@task(cache_policy=INPUTS_AND_SOURCE, persist_result=True, task_run_name=run_name("train", "output_dir"))
+@task(cache_policy=STABLE_INPUTS, persist_result=True, task_run_name=run_name("train", "output_dir"))
 def train(model: SnapshotInfo, data: ExtractedDir, output_dir: str, config: TrainConfig) -> TrainedModel:
     """Fine-tune ``model`` on the extracted dataset ``data``; resumes from the latest checkpoint."""
     from train_pipeline.training.finetune import train as run_training

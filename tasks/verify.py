@@ -8,12 +8,12 @@ from prefect import get_run_logger, task
 
 import resumable
 from resumable.errors import IntegrityError
-from tasks.caching import INPUTS_AND_SOURCE, run_name
+from tasks.caching import STABLE_INPUTS, run_name
 from tasks.download import FetchedFile
 
 
-@task(cache_policy=INPUTS_AND_SOURCE, persist_result=True, task_run_name=run_name("verify", "fetched"))
-def verify(fetched: FetchedFile, size: int | None = None, hash: str | None = None) -> str:
+@task(cache_policy=STABLE_INPUTS, persist_result=True, task_run_name=run_name("verify", "path"))
+def verify(path: str, fetched: FetchedFile, size: int | None = None, hash: str | None = None) -> str:
     """Returns the verified digest ('alg:hex').
 
     The transfer hashed the bytes as they arrived and recorded it; a file unchanged since then
@@ -21,7 +21,7 @@ def verify(fetched: FetchedFile, size: int | None = None, hash: str | None = Non
     it no longer matches.
     """
     expected = hash or fetched.digest
-    path = Path(fetched.path)
+    path = Path(path)
     if resumable.is_verified(path, size, expected):
         how = "unchanged since its verification"
     elif resumable.verify_file(path, size, expected):

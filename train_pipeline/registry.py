@@ -75,4 +75,28 @@ def resolve_datasets(cfg: PipelineConfig, source: str = "config") -> list[Datase
     return out
 
 
-__all__ = ["load_registry", "resolve_datasets", "custom_dataset", "get_dataset", "registry_path", "FileSpec"]
+ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tzst")
+
+
+def is_archive(filename: str) -> bool:
+    return filename.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def download_path(data_dir: Path, ds: DatasetSpec, f: FileSpec) -> Path:
+    """Where a dataset file is downloaded: ``<data_dir>/downloads/<dataset>/<file>``."""
+    return data_dir / "downloads" / ds.name / f.filename
+
+
+def extract_target(data_dir: Path, ds: DatasetSpec, f: FileSpec) -> Path | None:
+    """Where an archive is extracted: ``<data_dir>/<extract_to>`` (one archive) or
+    ``<data_dir>/<extract_to>/<archive stem>`` (several); None when not extracted."""
+    if not ds.extract_to or not is_archive(f.filename):
+        return None
+    target = data_dir / ds.extract_to
+    if sum(is_archive(x.filename) for x in ds.files) > 1:
+        target = target / f.filename.split(".")[0]
+    return target
+
+
+__all__ = [
+    "download_path", "extract_target", "is_archive","load_registry", "resolve_datasets", "custom_dataset", "get_dataset", "registry_path", "FileSpec"]

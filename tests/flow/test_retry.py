@@ -1,0 +1,68 @@
+"""Retry from the failing step: a run that failed at extract, once the cause is fixed, runs again
+from extract on; fetch and verify are Cached and nothing is downloaded again."""
+
+from __future__ import annotations
+
+from conftest import ARCHIVE
+
+
+def _fail_at_extract(tmp_path):
+    """Something in the way of the extract target (a file where its folder goes)."""
+    blocker = tmp_path / "data" / "billboards"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    return blocker
+
+
+def test_plain_rerun_continues_from_the_failed_step(tmp_path, dataset_config, served, run_pipeline, task_states,
+                                                    dataset_archive):
+    cfg = dataset_config()
+    blocker = _fail_at_extract(tmp_path)
+    failed = run_pipeline(cfg)
+    assert failed.is_failed()
+    assert "not a folder" in failed.message
+    assert task_states(failed.state_details.flow_run_id) == {"fetch": "Completed", "verify": "Completed",
+                                                             "extract": "Failed"}
+
+    blocker.unlink()  # the fix
+    again = run_pipeline(cfg)  # a new flow run, as `python flows/pipeline.py` again
+    assert again.is_completed(), again.message
+    assert task_states(again.state_details.flow_run_id) == {"fetch": "Cached", "verify": "Cached",
+                                                            "extract": "Completed"}
+    assert served.bytes_sent_total(ARCHIVE) == dataset_archive.size  # downloaded once, in the failed run
+
+
+def test_api_retry_of_the_same_flow_run_continues_from_the_failed_step(tmp_path, dataset_config, served,
+                                                                       run_pipeline, dataset_archive):
+    """What the UI's Retry does: the failed flow run goes to AwaitingRetry (Scheduled, forced) and
+    runs again. Without a worker, this process executes it (as `prefect flow-run retry ID
+    --entrypoint flows/pipeline.py:train_pipeline` does)."""
+    from prefect.client.orchestration import get_client
+    from prefect.flow_engine import run_flow
+    from prefect.states import AwaitingRetry
+
+    from conftest import _task_runs
+    from flows.pipeline import train_pipeline
+
+    blocker = _fail_at_extract(tmp_path)
+    failed = run_pipeline(dataset_config())
+    assert failed.is_failed()
+    flow_run_id = failed.state_details.flow_run_id
+    before = {r.id for r in _task_runs(flow_run_id)}
+    blocker.unlink()
+
+    with get_client(sync_client=True) as client:
+        result = client.set_flow_run_state(flow_run_id, AwaitingRetry(), force=True)
+        assert result.status.value == "ACCEPT"
+        flow_run = client.read_flow_run(flow_run_id)
+    assert flow_run.state.name == "AwaitingRetry"
+
+    state = run_flow(train_pipeline, flow_run=flow_run, parameters=flow_run.parameters, return_type="state")
+    assert state.is_completed(), state.message
+
+    with get_client(sync_client=True) as client:
+        flow_run = client.read_flow_run(flow_run_id)
+    assert flow_run.state.is_completed() and flow_run.run_count == 2
+    retried = {r.name.split(" ")[0]: r.state.name for r in _task_runs(flow_run_id) if r.id not in before}
+    assert retried == {"fetch": "Cached", "verify": "Cached", "extract": "Completed"}
+    assert served.bytes_sent_total(ARCHIVE) == dataset_archive.size

@@ -1,0 +1,59 @@
+"""The offline sample, end to end through the real code paths: model snapshot via the Hub API
+from a local Hub-compatible server, fetch + verify + extract of the dataset archive from a local
+file server, then training (a few steps here)."""
+
+from __future__ import annotations
+
+import pytest
+
+from train_pipeline.config import SAMPLE_CONFIG, parse_config, read_yaml
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def sample_build_dir(tmp_path_factory):
+    from train_pipeline.config import SampleSpec
+    from train_pipeline.sample import build_sample
+
+    build_dir = tmp_path_factory.mktemp("sample-build")
+    build_sample(SampleSpec(n_images=8, seed=0, build_dir=str(build_dir)))  # once per session
+    return build_dir
+
+
+def _sample_config(tmp_path, build_dir):
+    data = read_yaml(SAMPLE_CONFIG)
+    data["sample"] = {"n_images": 8, "seed": 0, "build_dir": str(build_dir)}
+    data["train"] = {**data["train"], "max_steps": 3, "save_steps": 2, "per_device_train_batch_size": 2}
+    for key in ("models_cache", "data_dir", "results_dir"):
+        data[key] = str(tmp_path / key)
+    return parse_config(data, "sample profile (test)")
+
+
+def test_sample_pipeline_end_to_end_then_cached_then_only_the_deleted_model_file(
+        tmp_path, sample_build_dir, run_pipeline, task_states):
+    cfg = _sample_config(tmp_path, sample_build_dir)
+    state = run_pipeline(cfg)
+    assert state.is_completed(), state.message
+    result = state.result()
+    assert task_states(state.state_details.flow_run_id) == dict.fromkeys(
+        ("snapshot", "fetch", "verify", "extract", "train"), "Completed")
+    final = tmp_path / "results_dir" / "tiny-qwen2-vl-outdoor_advertising_sample" / "final"
+    assert result["final_model_dir"] == str(final)
+    assert (final / "model.safetensors").is_file() and (final / "processor_config.json").is_file()
+    assert (tmp_path / "data_dir" / "outdoor_advertising_sample" / "outdoor_advertising_sample" / "metadata.jsonl").is_file()
+
+    # A second run finds every step done.
+    state = run_pipeline(cfg)
+    assert state.is_completed(), state.message
+    assert set(task_states(state.state_details.flow_run_id).values()) == {"Cached"}
+
+    # A file of the model snapshot deleted: only the snapshot runs again (training stays Cached,
+    # the snapshot it trained on being the same commit and files again).
+    weights = next((tmp_path / "models_cache").rglob("model.safetensors"))
+    weights.unlink()
+    state = run_pipeline(cfg)
+    assert state.is_completed(), state.message
+    assert task_states(state.state_details.flow_run_id) == {
+        "snapshot": "Completed", "fetch": "Cached", "verify": "Cached", "extract": "Cached", "train": "Cached"}
+    assert weights.is_file()

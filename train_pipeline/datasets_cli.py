@@ -1,0 +1,174 @@
+"""``train-pipeline datasets``: list the registry, download a dataset (resumable, verified, extracted).
+
+    train-pipeline datasets list
+    train-pipeline datasets download outdoor_advertising --data-dir ./data
+    train-pipeline datasets download custom --urls https://host/a.zip https://host/b.tar.gz
+    train-pipeline datasets download outdoor_advertising --no-extract
+
+The guide's ``download_datasets.py`` spellings work too: ``--list``, ``--dataset NAME``.
+Runs the engine directly (no Prefect server): the files land where the flow expects them
+(``<data-dir>/downloads/<name>/``, extracted to ``<data-dir>/<extract_to>/``), so a later pipeline
+run finds them verified and transfers nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from train_pipeline import report
+from train_pipeline.config import ConfigError, DatasetSpec
+from resumable.progress import human_size
+from train_pipeline.registry import (
+    CUSTOM,
+    custom_dataset,
+    download_path,
+    extract_target,
+    get_dataset,
+    load_registry,
+    registry_path,
+)
+
+BATCH_JOBS = 8
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add ``datasets`` to the ``train-pipeline`` command's subparsers."""
+    p = subparsers.add_parser("datasets", help="list and download registry datasets",
+                              description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(p)
+    p.add_argument("--list", action="store_true", help="list the registry's datasets (same as 'datasets list')")
+    p.add_argument("--dataset", metavar="NAME", help="download this dataset (same as 'datasets download NAME')")
+    _add_download_options(p)
+    sub = p.add_subparsers(dest="datasets_command", metavar="{list,download}")
+    lp = sub.add_parser("list", help="list the registry's datasets")
+    _add_common(lp, default=argparse.SUPPRESS)
+    dp = sub.add_parser("download", help="download (resume, verify) and extract one dataset")
+    dp.add_argument("name", metavar="NAME", help="dataset name from the registry ('custom' takes --urls)")
+    _add_common(dp, default=argparse.SUPPRESS)
+    _add_download_options(dp, default=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+    return p
+
+
+def _add_common(p: argparse.ArgumentParser, default=None) -> None:
+    p.add_argument("--registry", metavar="FILE", default=default,
+                   help="dataset registry YAML (default: $TRAIN_PIPELINE_REGISTRY or configs/datasets.yaml)")
+
+
+def _add_download_options(p: argparse.ArgumentParser, default=None) -> None:
+    d = (lambda v: v) if default is None else (lambda v: default)
+    p.add_argument("--data-dir", metavar="DIR", default=d("./data"), help="where datasets go (default ./data)")
+    p.add_argument("--urls", metavar="URL", nargs="+", default=d(None),
+                   help="the files of a 'custom' dataset (or replace a dataset's files); several download as a batch")
+    p.add_argument("--no-extract", action="store_true", default=d(False), help="keep archives as downloaded")
+    p.add_argument("--connections", type=int, default=d(1), metavar="N", help="HTTP connections per large file")
+    p.add_argument("--quiet", action="store_true", default=d(False), help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        command = getattr(args, "datasets_command", None)
+        if command == "list" or (command is None and args.list):
+            return list_datasets(args.registry)
+        name = getattr(args, "name", None) if command == "download" else args.dataset
+        if not name:
+            print("error: datasets: say what to do: 'datasets list' or 'datasets download NAME' "
+                  "(or --list / --dataset NAME)", file=sys.stderr)
+            return 2
+        return download(name, registry=args.registry, data_dir=args.data_dir, urls=args.urls,
+                        extract=not args.no_extract, connections=args.connections, quiet=args.quiet)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def list_datasets(registry: str | None = None) -> int:
+    entries = load_registry(registry)
+    width = max((len(n) for n in entries), default=4)
+    print(f"Datasets in {registry_path(registry)}:")
+    for name, spec in entries.items():
+        files = f"{len(spec.files)} file(s)" if spec.files else "files from --urls"
+        print(f"  {name.ljust(width)}  {spec.description or '-'} [{files}]")
+    return 0
+
+
+def resolve(name: str, registry: str | None, urls: list[str] | None) -> DatasetSpec:
+    entries = load_registry(registry)
+    if urls:
+        return custom_dataset(urls, base=entries.get(name), name=name)
+    if name == CUSTOM and name not in entries:
+        raise ConfigError("datasets download custom: give the files with --urls URL [URL ...]")
+    return get_dataset(name, entries, source="datasets download")
+
+
+def download(name: str, *, registry: str | None = None, data_dir: str = "./data", urls: list[str] | None = None,
+             extract: bool = True, connections: int = 1, quiet: bool = False) -> int:
+    import resumable
+    from resumable.errors import ResumableError
+
+    if connections < 1:
+        raise ConfigError(f"--connections {connections}: use 1 or more")
+    spec = resolve(name, registry, urls)
+    data = Path(data_dir).expanduser().resolve()
+    progress = False if quiet else None
+    items = [resumable.FetchItem(f.url, download_path(data, spec, f), f.size, f.hash, tuple(f.mirrors))
+             for f in spec.files]
+    if len(items) == 1:
+        try:
+            results = [resumable.fetch(items[0].url, items[0].dest, size=items[0].size, hash=items[0].hash,
+                                       mirrors=items[0].mirrors, connections=connections, progress=progress)]
+        except ResumableError as exc:
+            results = [exc]
+    else:  # a batch: bounded concurrency over one connection pool
+        results = resumable.fetch_many(items, jobs=min(BATCH_JOBS, len(items)), progress=progress,
+                                       connections=connections)
+    rows, failures = [], []
+    for item, r in zip(items, results):
+        if isinstance(r, Exception):
+            failures.append(f"{Path(item.dest).name}: {r}")
+            rows.append(report.file_row(str(item.dest), item.url, item.size or -1, "failed", 0, 0.0, None))
+        else:
+            rows.append(report.file_row(str(r.path), r.url, r.size, r.status, r.bytes_transferred, r.seconds, r.digest))
+    print(report.render(rows))
+    if failures:
+        print(f"error: {len(failures)} of {len(items)} file(s) failed: " + " | ".join(failures)
+              + "; run the same command again to resume", file=sys.stderr)
+        return 1
+    if extract and spec.extract_to:
+        failed = _extract_all(spec, results, data, quiet)
+        if failed:
+            return 1
+    return 0
+
+
+def _extract_all(spec: DatasetSpec, results, data: Path, quiet: bool) -> int:
+    from resumable.errors import ResumableError
+    from resumable.extract import extract
+
+    failed = 0
+    for f, r in zip(spec.files, results):
+        target = extract_target(data, spec, f)
+        if target is None:
+            continue
+        try:
+            x = extract(r.path, target, archive_digest=r.digest, progress=False if quiet else None)
+        except ResumableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"{Path(r.path).name} -> {x.target}: {x.status}, {x.files} files, {human_size(x.bytes)}")
+    return failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m train_pipeline.datasets_cli ...`` (same as ``train-pipeline datasets ...``)."""
+    parser = argparse.ArgumentParser(prog="train-pipeline")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["datasets", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
