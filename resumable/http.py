@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import re
 import time
 from dataclasses import dataclass
@@ -18,6 +19,19 @@ MAX_REDIRECTS = 10
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
 _CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$", re.I)
 _UNSATISFIED_RANGE = re.compile(r"^bytes\s+\*/(\d+)$", re.I)
+
+
+class _RedactQueries(logging.Filter):
+    """urllib3 logs request lines at DEBUG; signed URLs carry tokens in their query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_QUERY.sub("?…", a) if isinstance(a, str) else a for a in record.args)
+        return True
+
+
+_QUERY = re.compile(r"\?[^\s\"]*")
+logging.getLogger("urllib3.connectionpool").addFilter(_RedactQueries())
 
 
 def new_session(pool_size: int = 10) -> requests.Session:

@@ -175,6 +175,15 @@ class _Transfer:
         return result
 
     def _attempt(self) -> dict[str, str]:
+        try:
+            return self._attempt_and_check()
+        except FileNotFoundError:
+            # Only another writer that ignored (or never saw) our lock removes the .part.
+            self.state = None
+            raise TransferError(f"{self.part.name} vanished while fetching (another process?); trying again") \
+                from None
+
+    def _attempt_and_check(self) -> dict[str, str]:
         if self.segmented:
             digests = self._attempt_segmented()
         else:
@@ -444,11 +453,13 @@ class _Transfer:
             # Another writer touched the .part (a lock that did nothing, e.g. on NFS):
             # trust only the bytes on disk.
             log.warning("%s: another process wrote the same .part; re-checking it before publishing", self.dest.name)
-            if self.part.exists():
+            try:
                 digests = self._hash_file()
                 problem = check(self.part.stat().st_size, digests, self.size, self.expected)
-                if problem:
-                    raise IntegrityError(f"{self.dest.name}: concurrent writers left a bad .part ({problem})")
+            except FileNotFoundError:
+                problem = None  # already published by the other writer: checked below
+            if problem:
+                raise IntegrityError(f"{self.dest.name}: concurrent writers left a bad .part ({problem})")
         try:
             os.replace(self.part, self.dest)
         except FileNotFoundError:

@@ -1,0 +1,100 @@
+"""Two processes fetching the same destination (point 8) and multi-connection segments (point 9)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from conftest import make_file, sha256_of
+from resumable import fetch
+
+CHILD = """
+import sys
+from resumable import fetch
+url, dest, digest, lock = sys.argv[1:5]
+r = fetch(url, dest, hash=digest, progress=False, lock=lock == "1", retry_delay=0.05)
+print(r.status, r.bytes_transferred)
+"""
+
+
+def run_two(url, dest, digest, lock: bool):
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, url, str(dest), digest, "1" if lock else "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    return [o[0].split() for o in outs]
+
+
+@pytest.mark.slow
+def test_second_process_waits_and_reuses_the_result(served, tmp_path):
+    srv, root = served
+    size = 16 << 20
+    digest = make_file(root / "f.bin", size)
+    srv.fault("f.bin", rate=32 << 20, times=None)
+    results = run_two(srv.url("f.bin"), tmp_path / "f.bin", digest, lock=True)
+    assert sha256_of(tmp_path / "f.bin") == digest
+    assert sorted(r[0] for r in results) == ["cached", "downloaded"]
+    assert srv.bytes_sent_total("f.bin") == size  # transferred once
+
+
+@pytest.mark.slow
+def test_correct_even_when_the_lock_does_nothing(served, tmp_path):
+    # NFS locks can silently do nothing: two writers on one .part must still end byte-identical.
+    srv, root = served
+    size = 16 << 20
+    digest = make_file(root / "f.bin", size)
+    srv.fault("f.bin", rate=32 << 20, times=None)
+    run_two(srv.url("f.bin"), tmp_path / "f.bin", digest, lock=False)
+    assert sha256_of(tmp_path / "f.bin") == digest
+    assert not (tmp_path / "f.bin.part").exists()
+
+
+@pytest.mark.slow
+def test_segments_fetch_in_parallel_and_verify_the_whole_file(served, tmp_path):
+    srv, root = served
+    size = 70 << 20
+    digest = make_file(root / "f.bin", size)
+    result = fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=digest, connections=4, progress=False)
+    assert sha256_of(result.path) == digest and result.bytes_transferred == size
+    gets = [r for r in srv.log if r.method == "GET"]
+    assert len(gets) == 2  # 70 MiB / 32 MiB minimum segment: two segments
+    assert {r.range for r in gets} == {f"bytes=0-{size // 2 - 1}", f"bytes={size // 2}-{size - 1}"}
+    assert all(r.status == 206 and r.if_range for r in gets)
+
+
+@pytest.mark.slow
+def test_a_cut_segment_resumes_on_its_own(served, tmp_path):
+    srv, root = served
+    size = 70 << 20
+    digest = make_file(root / "f.bin", size)
+    srv.fault("f.bin", cut_after=5 << 20)
+    fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=digest, connections=2, retry_delay=0.01, progress=False)
+    assert sha256_of(tmp_path / "f.bin") == digest
+    starts = {0, size // 2}  # the two segments; the one that was cut resumes 5 MiB in
+    resumed = [r for r in srv.log if r.method == "GET" and int(r.range[6:].split("-")[0]) not in starts]
+    assert len(resumed) == 1 and resumed[0].status == 206
+    assert int(resumed[0].range[6:].split("-")[0]) - (5 << 20) in starts
+
+
+def test_small_or_rangeless_files_fall_back_to_one_connection(served, tmp_path):
+    srv, root = served
+    digest = make_file(root / "f.bin", 1 << 20)
+    fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=digest, connections=8, progress=False)
+    assert sha256_of(tmp_path / "f.bin") == digest
+    assert [r.method for r in srv.log] == ["HEAD", "GET"]
+
+
+@pytest.mark.slow
+def test_segmented_server_ignoring_range_restarts_cleanly(tmp_path):
+    from train_pipeline.servers.files import FileServer
+
+    root = tmp_path / "srv"
+    size = 70 << 20
+    digest = make_file(root / "f.bin", size)
+    with FileServer(root) as srv:
+        srv.fault("f.bin", ignore_range=True, times=1)
+        result = fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=digest, connections=2, retry_delay=0.01,
+                       progress=False)
+    assert sha256_of(result.path) == digest
