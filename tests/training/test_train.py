@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 
-from training_helpers import FAST
 from train_pipeline.training.collate import ChatCollator
 from train_pipeline.training.config import TrainConfig
 from train_pipeline.training.dataset import DataError, load_examples
@@ -24,8 +23,8 @@ def _batch_loss(model, processor, data_dir) -> float:
         return float(model(**batch).loss)
 
 
-def test_overfits_one_batch(tiny_model_dir, one_batch_data_dir, tmp_path):
-    config = TrainConfig(max_steps=20, save_steps=100, lr_scheduler_type="constant", **{**FAST, "learning_rate": 5e-3})
+def test_overfits_one_batch(tiny_model_dir, one_batch_data_dir, tmp_path, fast_config):
+    config = fast_config(max_steps=20, save_steps=100, lr_scheduler_type="constant", learning_rate=5e-3)
     result = train(tiny_model_dir, one_batch_data_dir, tmp_path, config)
     losses = [row["loss"] for row in read_metrics(result.metrics_path)]
     assert len(losses) == 20
@@ -48,7 +47,7 @@ def test_outputs_of_a_finished_run(finished_run):
         assert png.format == "PNG" and png.width > 100
     saved = json.loads((result.output_dir / "train_result.json").read_text())
     assert TrainResult.from_json(saved) == result
-    assert json.loads((result.output_dir / "data_report.json").read_text())["usable_rows"] == 16
+    assert json.loads(result.data_report_path.read_text())["usable_rows"] == 16
     assert sorted(p.name for p in result.output_dir.glob("checkpoint-*")) == ["checkpoint-3", "checkpoint-6"]
 
 
@@ -91,13 +90,13 @@ def test_training_is_complete_is_false_for_empty_or_partial_dirs(tmp_path, finis
     assert not training_is_complete(tmp_path / "missing")
 
 
-def test_lora_adapter_trains_and_reloads(tiny_model_dir, one_batch_data_dir, tmp_path):
+def test_lora_adapter_trains_and_reloads(tiny_model_dir, one_batch_data_dir, tmp_path, fast_config):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
 
-    config = TrainConfig(
+    config = fast_config(
         max_steps=4, save_steps=100, lora={"r": 4, "alpha": 8, "dropout": 0.0}, freeze_vision=True,
-        gradient_checkpointing=True, **{**FAST, "learning_rate": 1e-2},
+        gradient_checkpointing=True, learning_rate=1e-2,
     )
     result = train(tiny_model_dir, one_batch_data_dir, tmp_path, config)
     assert result.is_adapter and (result.final_model_dir / "adapter_config.json").is_file()
@@ -110,10 +109,10 @@ def test_lora_adapter_trains_and_reloads(tiny_model_dir, one_batch_data_dir, tmp
     assert _batch_loss(tuned, processor, one_batch_data_dir) < base_loss
 
 
-def test_frozen_vision_tower_stays_put(tiny_model_dir, one_batch_data_dir, tmp_path):
+def test_frozen_vision_tower_stays_put(tiny_model_dir, one_batch_data_dir, tmp_path, fast_config):
     from transformers import AutoModelForImageTextToText
 
-    config = TrainConfig(max_steps=2, save_steps=100, freeze_vision=True, **FAST)
+    config = fast_config(max_steps=2, save_steps=100, freeze_vision=True)
     result = train(tiny_model_dir, one_batch_data_dir, tmp_path, config)
     before = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).state_dict()
     after = AutoModelForImageTextToText.from_pretrained(result.final_model_dir).state_dict()
@@ -124,11 +123,11 @@ def test_frozen_vision_tower_stays_put(tiny_model_dir, one_batch_data_dir, tmp_p
     assert not all(torch.equal(before[k], after[k]) for k in text)
 
 
-def test_bad_inputs_fail_before_training(tiny_model_dir, sample_data_dir, tmp_path):
+def test_bad_inputs_fail_before_training(tiny_model_dir, sample_data_dir, tmp_path, fast_config):
     with pytest.raises(TrainSetupError, match="has no config.json"):
-        train(tmp_path, sample_data_dir, tmp_path / "out", TrainConfig(**FAST))
+        train(tmp_path, sample_data_dir, tmp_path / "out", fast_config())
     with pytest.raises(DataError, match="has no metadata.jsonl"):
-        train(tiny_model_dir, tmp_path, tmp_path / "out", TrainConfig(**FAST))
-    too_big = TrainConfig(**{**FAST, "max_pixels": 1280 * 28 * 28, "max_length": 256})
+        train(tiny_model_dir, tmp_path, tmp_path / "out", fast_config())
+    too_big = fast_config(max_pixels=1280 * 28 * 28, max_length=256)
     with pytest.raises(DataError, match="raise max_length or lower max_pixels"):
         train(tiny_model_dir, sample_data_dir, tmp_path / "out", too_big)

@@ -58,14 +58,15 @@ class TrainResult:
     skipped_rows: int = 0
     train_runtime_s: float | None = None  # this session only (a resumed run counts its own part)
     tokens_per_second: float | None = None  # mean over the logged steps of the whole training
+    data_report_path: Path | None = None  # rows read, rows skipped and why (JSON)
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainResult:
-        paths = {"output_dir", "final_model_dir", "metrics_path", "curve_path"}
-        return cls(**{k: Path(v) if k in paths else v for k, v in data.items()})
+        paths = {"output_dir", "final_model_dir", "metrics_path", "curve_path", "data_report_path"}
+        return cls(**{k: Path(v) if k in paths and v is not None else v for k, v in data.items()})
 
 
 def training_is_complete(output_dir: str | os.PathLike, config: TrainConfig | None = None) -> bool:
@@ -220,7 +221,8 @@ def _run_trainer(
 
     final = _save_final(trainer, processor, out)
     rows = read_metrics(metrics_path)
-    plot_loss_curve(rows, curve_path) if rows else _remove(curve_path)
+    if rows:
+        plot_loss_curve(rows, curve_path)
     tps = [r["tokens_per_second"] for r in rows if r.get("tokens_per_second")]
     result = TrainResult(
         output_dir=out,
@@ -235,6 +237,7 @@ def _run_trainer(
         skipped_rows=len(report.skipped),
         train_runtime_s=output.metrics.get("train_runtime"),
         tokens_per_second=sum(tps) / len(tps) if tps else None,
+        data_report_path=out / DATA_REPORT_NAME,
     )
     _write_json(out / RESULT_NAME, result.to_json())  # last: marks the training complete
     return result
