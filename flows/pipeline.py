@@ -93,12 +93,18 @@ def sources(cfg: PipelineConfig):
             yield cfg.model, resolve_datasets(cfg)
 
 
+def task_retries(cfg: PipelineConfig) -> dict[str, Any]:
+    """Prefect retries on top of the engine's own (which back off within one attempt): few, and
+    only for transient errors (see tasks.caching.transient_only)."""
+    return {"retries": cfg.task_retries, "retry_delay_seconds": [cfg.task_retry_delay, 3 * cfg.task_retry_delay]}
+
+
 def snapshot_step(spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
     params = dict(repo_id=spec.repo_id, revision=spec.revision, dest_root=str(cfg.path(cfg.models_cache)),
                   include=spec.include, exclude=spec.exclude, endpoint=spec.endpoint, max_workers=cfg.max_workers)
     previous = peek_cached(model_snapshot, params, storage)
     valid = previous is not None and snapshot_is_current(previous.path)
-    return cached(model_snapshot, storage, valid=valid, retries=cfg.task_retries).submit(**params)
+    return cached(model_snapshot, storage, valid=valid, **task_retries(cfg)).submit(**params)
 
 
 def dataset_steps(ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps:
@@ -107,7 +113,7 @@ def dataset_steps(ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps
     for f in ds.files:
         dest = download_path(data_dir, ds, f)
         on_disk = fetch_is_current(dest, f.size, f.hash)
-        fetched = cached(fetch_with_resume, storage, valid=on_disk, retries=cfg.task_retries).submit(
+        fetched = cached(fetch_with_resume, storage, valid=on_disk, **task_retries(cfg)).submit(
             url=f.url, dest=str(dest), size=f.size, hash=f.hash, mirrors=f.mirrors, connections=cfg.connections,
             retries=cfg.retries)
         verified = cached(verify, storage, valid=on_disk).submit(path=str(dest), fetched=fetched, size=f.size,

@@ -182,6 +182,9 @@ class PipelineConfig(_Strict):
     connections: int = Field(1, ge=1, le=32, description="HTTP connections per large file")
     retries: int = Field(5, ge=0, le=50, description="engine retries per transfer (exponential backoff)")
     task_retries: int = Field(2, ge=0, le=10, description="Prefect retries of a download task after transient errors")
+    task_retry_delay: float = Field(
+        10.0, ge=0, le=3600, description="seconds before a download task's first Prefect retry (the second waits 3x)"
+    )
     train: TrainConfig | None = Field(default_factory=TrainConfig, description="fine-tuning settings; null = download only")
 
     @field_validator("sample", mode="before")

@@ -66,3 +66,29 @@ def test_api_retry_of_the_same_flow_run_continues_from_the_failed_step(tmp_path,
     retried = {r.name.split(" ")[0]: r.state.name for r in _task_runs(flow_run_id) if r.id not in before}
     assert retried == {"fetch": "Cached", "verify": "Cached", "extract": "Completed"}
     assert served.bytes_sent_total(ARCHIVE) == dataset_archive.size
+
+
+def test_transient_failure_is_retried_by_prefect_and_resumes(dataset_config, served, run_pipeline, dataset_archive):
+    """The engine gives up (no retries of its own here); Prefect retries the task, which resumes
+    the .part instead of starting over."""
+    from conftest import _task_runs
+
+    served.fault(ARCHIVE, cut_after=2000)  # the connection drops after 2000 body bytes, once
+    cfg = dataset_config(retries=0, task_retries=2, task_retry_delay=0.1)
+    state = run_pipeline(cfg)
+    assert state.is_completed(), state.message
+    fetch = next(r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("fetch"))
+    assert fetch.run_count == 2
+    ranges = [r.range for r in served.requests_for(ARCHIVE) if r.method == "GET"]
+    assert ranges[0] is None and ranges[-1].startswith("bytes=") and ranges[-1] != "bytes=0-"
+    assert served.bytes_sent_total(ARCHIVE) < 2 * dataset_archive.size
+
+
+def test_permanent_failure_is_not_retried(dataset_config, served, run_pipeline):
+    from conftest import _task_runs
+
+    served.fault(ARCHIVE, status=404, times=None)
+    state = run_pipeline(dataset_config(retries=0, task_retries=2, task_retry_delay=0.1))
+    assert state.is_failed() and "404" in state.message
+    fetch = next(r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("fetch"))
+    assert fetch.run_count == 1
