@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,6 @@ def test_errors_are_one_line_with_nonzero_exit(hub, tmp_path, capsys, extra, wor
 def test_offline_without_snapshot_in_a_real_process(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "train_pipeline.cli", "model", "download", "org/tiny", "--dest",
                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 1 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr and "offline" in proc.stderr
