@@ -1,45 +1,42 @@
-"""``train-pipeline``: the command line. Subcommands import their heavy parts lazily, so
-``train-pipeline fetch`` never loads Prefect, torch or transformers."""
+"""``train-pipeline``: the command line. Only the chosen subcommand's module is imported, so
+``train-pipeline fetch`` never loads Prefect, torch, transformers or the pipeline config."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
+# subcommand -> module with register(subparsers); each sets a handler default (run or func)
+COMMANDS = {
+    "fetch": "train_pipeline.fetch_cli",
+    "datasets": "train_pipeline.datasets_cli",
+    "model": "train_pipeline.model_cli",
+}
+
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(
         prog="train-pipeline",
         description="Resumable, verified downloads of models and datasets, and Qwen2-VL fine-tuning.",
+        epilog="The pipeline itself runs with: python flows/pipeline.py [--config FILE]",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log retries and transfers")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from . import fetch_cli
-
-    fetch_cli.register(sub)
-    for module in _optional_commands():
-        module.register(sub)
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    for name in [chosen] if chosen in COMMANDS else COMMANDS:
+        importlib.import_module(COMMANDS[name]).register(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(message)s")
+    handler = getattr(args, "run", None) or args.func
     try:
-        return int(args.run(args) or 0)
+        return int(handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted: partial downloads are kept and resume on the next run", file=sys.stderr)
         return 130
-
-
-def _optional_commands():
-    """Subcommands that other parts of the project register (skipped until they exist)."""
-    import importlib
-
-    for name in ("datasets_cli", "model_cli"):
-        try:
-            yield importlib.import_module(f"train_pipeline.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"train_pipeline.{name}":
-                raise
 
 
 if __name__ == "__main__":
