@@ -85,6 +85,16 @@ def test_other_config_in_same_output_dir_is_refused(finished_run, tiny_model_dir
     assert training_is_complete(result.output_dir, config)  # the refused call left it untouched
 
 
+def test_one_training_per_output_dir(finished_run, tiny_model_dir, sample_data_dir):
+    from filelock import FileLock
+
+    result, config, _ = finished_run
+    with FileLock(result.output_dir / ".train.lock"):  # as another process training there would hold it
+        with pytest.raises(TrainSetupError, match="in use by another training"):
+            train(tiny_model_dir, sample_data_dir, result.output_dir, config)
+    assert train(tiny_model_dir, sample_data_dir, result.output_dir, config) == result
+
+
 def test_training_is_complete_is_false_for_empty_or_partial_dirs(tmp_path, finished_run):
     assert not training_is_complete(tmp_path)
     assert not training_is_complete(tmp_path / "missing")

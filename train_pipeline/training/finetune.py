@@ -9,6 +9,7 @@ Layout of ``output_dir``::
     final/              model (or LoRA adapter) + processor, loadable with from_pretrained
     loss_curve.png
     train_result.json   written last: its presence means the training is complete
+    .train.lock         held while a training runs there (released by the OS if it is killed)
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 from train_pipeline.training.checkpoints import (
     checkpoint_dirs,
     latest_complete_checkpoint,
@@ -38,6 +41,7 @@ RUN_NAME = "run.json"
 RESULT_NAME = "train_result.json"
 FINAL_NAME = "final"
 DATA_REPORT_NAME = "data_report.json"
+LOCK_NAME = ".train.lock"
 
 
 class TrainSetupError(ValueError):
@@ -116,12 +120,23 @@ def train(
         "data": _sha256(report.metadata_path),
     }
     out.mkdir(parents=True, exist_ok=True)
-    if _read_json(out / RUN_NAME) == run and training_is_complete(out):
-        logger.info("%s already holds this finished training; nothing to do", out)
-        return _read_result(out)  # type: ignore[return-value]
-    resume_from = _prepare_output_dir(out, run, config.resume)
-    _write_json(out / DATA_REPORT_NAME, report.to_dict())
-    return _run_trainer(model_dir, out, config, examples, report, resume_from, progress, callbacks)
+    # One training per output_dir at a time; the OS drops the lock when a killed process dies.
+    lock = FileLock(out / LOCK_NAME)
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise TrainSetupError(
+            f"output_dir {out} is in use by another training: wait for it, or use another output_dir"
+        ) from None
+    try:
+        if _read_json(out / RUN_NAME) == run and training_is_complete(out):
+            logger.info("%s already holds this finished training; nothing to do", out)
+            return _read_result(out)  # type: ignore[return-value]
+        resume_from = _prepare_output_dir(out, run, config.resume)
+        _write_json(out / DATA_REPORT_NAME, report.to_dict())
+        return _run_trainer(model_dir, out, config, examples, report, resume_from, progress, callbacks)
+    finally:
+        lock.release()
 
 
 def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | None:
