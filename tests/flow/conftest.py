@@ -8,10 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+if str(PROJECT_ROOT) not in sys.path:  # flows/ and tasks/ are imported from the checkout
+    sys.path.insert(0, str(PROJECT_ROOT))
 
 ARCHIVE = "billboards.tar.gz"
 
@@ -29,6 +34,7 @@ class Archive:
     path: Path
     size: int
     hash: str
+    name: str = ARCHIVE  # its name on the test file server
 
 
 @pytest.fixture(scope="session")
@@ -92,6 +98,12 @@ def _task_runs(flow_run_id):
 
 
 @pytest.fixture
+def task_runs():
+    """``task_runs(flow_run_id)``: the flow run's task runs, oldest first."""
+    return _task_runs
+
+
+@pytest.fixture
 def task_states():
     """``task_states(flow_run_id)`` -> {step: state name} of the latest task run of each step
     ('fetch', 'verify', 'extract', 'snapshot', 'train')."""
@@ -108,12 +120,6 @@ def task_states():
 @pytest.fixture
 def run_pipeline(prefect_server):
     """Run the flow in-process on the session server; returns its final state."""
-    import sys
-
-    from train_pipeline.config import PROJECT_ROOT
-
-    if str(PROJECT_ROOT) not in sys.path:
-        sys.path.insert(0, str(PROJECT_ROOT))
     from flows.pipeline import train_pipeline
 
     def run(config):

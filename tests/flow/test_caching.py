@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import shutil
+ARCHIVE = "billboards.tar.gz"  # the dataset archive on the test file server (tests/flow/conftest.py)
 
-from conftest import ARCHIVE
+import shutil
 
 
 def test_rerun_transfers_nothing_and_every_step_is_cached(dataset_config, served, run_pipeline, task_states,

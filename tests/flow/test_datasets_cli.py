@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+ARCHIVE = "billboards.tar.gz"  # the dataset archive on the test file server (tests/flow/conftest.py)
+
 import shutil
 import subprocess
 import sys
-
-from conftest import ARCHIVE
 
 from train_pipeline.config import PROJECT_ROOT
 

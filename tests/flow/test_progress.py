@@ -3,10 +3,10 @@ speed, and the run's summary table."""
 
 from __future__ import annotations
 
+ARCHIVE = "billboards.tar.gz"  # the dataset archive on the test file server (tests/flow/conftest.py)
+
 import hashlib
 import os
-
-from conftest import ARCHIVE
 
 
 def test_large_download_has_a_progress_artifact_and_log_lines(dataset_config, served, run_pipeline, dataset_archive):

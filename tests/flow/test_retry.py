@@ -3,7 +3,7 @@ from extract on; fetch and verify are Cached and nothing is downloaded again."""
 
 from __future__ import annotations
 
-from conftest import ARCHIVE
+ARCHIVE = "billboards.tar.gz"  # the dataset archive on the test file server (tests/flow/conftest.py)
 
 
 def _fail_at_extract(tmp_path):
@@ -32,7 +32,7 @@ def test_plain_rerun_continues_from_the_failed_step(tmp_path, dataset_config, se
     assert served.bytes_sent_total(ARCHIVE) == dataset_archive.size  # downloaded once, in the failed run
 
 
-def test_api_retry_of_the_same_flow_run_continues_from_the_failed_step(tmp_path, dataset_config, served,
+def test_api_retry_of_the_same_flow_run_continues_from_the_failed_step(task_runs, tmp_path, dataset_config, served,
                                                                        run_pipeline, dataset_archive):
     """What the UI's Retry does: the failed flow run goes to AwaitingRetry (Scheduled, forced) and
     runs again. Without a worker, this process executes it (as `prefect flow-run retry ID
@@ -41,14 +41,13 @@ def test_api_retry_of_the_same_flow_run_continues_from_the_failed_step(tmp_path,
     from prefect.flow_engine import run_flow
     from prefect.states import AwaitingRetry
 
-    from conftest import _task_runs
     from flows.pipeline import train_pipeline
 
     blocker = _fail_at_extract(tmp_path)
     failed = run_pipeline(dataset_config())
     assert failed.is_failed()
     flow_run_id = failed.state_details.flow_run_id
-    before = {r.id for r in _task_runs(flow_run_id)}
+    before = {r.id for r in task_runs(flow_run_id)}
     blocker.unlink()
 
     with get_client(sync_client=True) as client:
@@ -63,32 +62,28 @@ def test_api_retry_of_the_same_flow_run_continues_from_the_failed_step(tmp_path,
     with get_client(sync_client=True) as client:
         flow_run = client.read_flow_run(flow_run_id)
     assert flow_run.state.is_completed() and flow_run.run_count == 2
-    retried = {r.name.split(" ")[0]: r.state.name for r in _task_runs(flow_run_id) if r.id not in before}
+    retried = {r.name.split(" ")[0]: r.state.name for r in task_runs(flow_run_id) if r.id not in before}
     assert retried == {"fetch": "Cached", "verify": "Cached", "extract": "Completed"}
     assert served.bytes_sent_total(ARCHIVE) == dataset_archive.size
 
 
-def test_transient_failure_is_retried_by_prefect_and_resumes(dataset_config, served, run_pipeline, dataset_archive):
+def test_transient_failure_is_retried_by_prefect_and_resumes(task_runs, dataset_config, served, run_pipeline, dataset_archive):
     """The engine gives up (no retries of its own here); Prefect retries the task, which resumes
     the .part instead of starting over."""
-    from conftest import _task_runs
-
     served.fault(ARCHIVE, cut_after=2000)  # the connection drops after 2000 body bytes, once
     cfg = dataset_config(retries=0, task_retries=2, task_retry_delay=0.1)
     state = run_pipeline(cfg)
     assert state.is_completed(), state.message
-    fetch = next(r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("fetch"))
+    fetch = next(r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("fetch"))
     assert fetch.run_count == 2
     ranges = [r.range for r in served.requests_for(ARCHIVE) if r.method == "GET"]
     assert ranges[0] is None and ranges[-1].startswith("bytes=") and ranges[-1] != "bytes=0-"
     assert served.bytes_sent_total(ARCHIVE) < 2 * dataset_archive.size
 
 
-def test_permanent_failure_is_not_retried(dataset_config, served, run_pipeline):
-    from conftest import _task_runs
-
+def test_permanent_failure_is_not_retried(task_runs, dataset_config, served, run_pipeline):
     served.fault(ARCHIVE, status=404, times=None)
     state = run_pipeline(dataset_config(retries=0, task_retries=2, task_retry_delay=0.1))
     assert state.is_failed() and "404" in state.message
-    fetch = next(r for r in _task_runs(state.state_details.flow_run_id) if r.name.startswith("fetch"))
+    fetch = next(r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("fetch"))
     assert fetch.run_count == 1
