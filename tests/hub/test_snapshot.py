@@ -115,6 +115,19 @@ def test_dropped_connection_is_resumed_within_the_run(hub, repos_root, tmp_path)
     assert [r.range for r in gets] == [None, f"bytes={1024 * 1024}-"] and gets[-1].status == 206
 
 
+def test_signed_cdn_url_expired_between_retries_is_resolved_again(repos_root, tmp_path):
+    from train_pipeline.servers.hub import HubServer
+
+    with HubServer(repos_root, cdn=True, cdn_ttl=0.3) as hub:  # expires before the engine's retry backoff ends
+        hub.cut_after = 1024 * 1024
+        result = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, include="*.safetensors",
+                          progress=False)
+        log = [r for r in hub.settle() if r.path.endswith("model.safetensors")]
+    assert same_files(result.path, repos_root / "org" / "tiny", ["model.safetensors"])
+    assert [(r.server, r.status) for r in log] == [("hub", 302), ("cdn", 200), ("hub", 302), ("cdn", 206)]
+    assert log[1].query != log[3].query  # a fresh signature, not the expired one
+
+
 def test_server_bytes_that_never_match_the_listing_are_a_clear_error(hub, tmp_path):
     from resumable.errors import IntegrityError
 

@@ -241,7 +241,7 @@ class HubServer:
         refs = frozenset(["main", *config.get("branches", []), *config.get("tags", [])])
         return Repo(repo_type, repo_id, commit, entries, refs, bool(config.get("private")), config.get("gated", False))
 
-    def _sign(self, path: str, expires: int) -> str:
+    def _sign(self, path: str, expires: str) -> str:
         return hmac.new(self._secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
 
     def _take_cut(self) -> int | None:
@@ -388,7 +388,7 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {"X-Repo-Commit": commit, "ETag": f'"{entry.etag}"', "Accept-Ranges": "bytes"}
         hub = self.server.hub
         if hub.cdn and entry.sha256:
-            expires = int(time.time() + hub.cdn_ttl)
+            expires = f"{time.time() + hub.cdn_ttl:.3f}"  # sub-second, so short test TTLs are exact
             cdn_path = f"/cdn/{repo_type}s/{repo_id}/{commit}/{quote(path)}"
             location = f"{hub.cdn_endpoint}{cdn_path}?expires={expires}&signature={hub._sign(cdn_path, expires)}"
             headers.update({"Location": location, "X-Linked-Etag": f'"{entry.sha256}"', "X-Linked-Size": str(entry.size)})
@@ -400,11 +400,11 @@ class _Handler(BaseHTTPRequestHandler):
         if len(segments) < 6 or segments[0] != "cdn" or segments[1] not in ("models", "datasets"):
             return self._send(404, b"NoSuchKey", {"Content-Type": "text/plain"})
         path = urlsplit(self.path).path
-        expires = int(query.get("expires", ["0"])[0] or 0)
+        expires = query.get("expires", ["0"])[0]
         signature = query.get("signature", [""])[0]
         if not hmac.compare_digest(signature, self.server.hub._sign(path, expires)):
             return self._send(403, b"SignatureDoesNotMatch", {"Content-Type": "text/plain"})
-        if time.time() > expires:
+        if time.time() > float(expires):
             return self._send(403, b"Request has expired", {"Content-Type": "text/plain"})
         repo = self.server.hub._load(segments[1][:-1], f"{segments[2]}/{segments[3]}")
         entry = repo.entries.get("/".join(segments[5:])) if repo and repo.commit == segments[4] else None
