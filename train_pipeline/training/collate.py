@@ -57,7 +57,8 @@ class ChatCollator:
         labels = torch.tensor(answer_labels(ids.tolist(), self.header_ids, self.end_id))
         if len(ids) > self.max_length:
             # Only the answer's tail may go: cutting image tokens would desync them from pixel_values.
-            last_image = int((ids == self.image_token_id).nonzero().max()) if (ids == self.image_token_id).any() else -1
+            image_positions = (ids == self.image_token_id).nonzero()
+            last_image = int(image_positions.max()) if len(image_positions) else -1
             if last_image >= self.max_length:
                 raise DataError(
                     f"{example.image_path.name}: prompt with image is {last_image + 1} tokens, over max_length "
