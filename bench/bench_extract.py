@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -65,6 +66,14 @@ def clean(target: Path) -> None:
     shutil.rmtree(target, ignore_errors=True)
     for extra in target.parent.glob(f".{target.name}.extract*"):
         extra.unlink()
+    os.sync()  # the previous contender's writeback must not slow the next one
+    time.sleep(2)  # freed memory goes back to the host ~2 s after a large delete (field notes)
+
+
+def cpu_seconds() -> float:
+    """CPU of this process (all threads) plus waited-for children (tar and its gzip)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def run_tar(archive: Path, target: Path, sync: bool) -> None:
@@ -103,23 +112,24 @@ def main() -> None:
         contenders["tar -xf && sync"] = lambda t: run_tar(archive, t, True)
         contenders["extract (hashing, syncfs)"] = lambda t: run_ours(archive, t, True, None)
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    cpu: dict[str, list[float]] = {name: [] for name in contenders}
     target = OUT / "target"
     names = list(contenders)
     for i in range(args.runs):
         order = names if i % 2 == 0 else names[::-1]
         for name in order:
             clean(target)
-            time.sleep(0.5)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), cpu_seconds()
             contenders[name](target)
             times[name].append(time.perf_counter() - start)
+            cpu[name].append(cpu_seconds() - start_cpu)
         print(f"run {i + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f}s" for n in names), flush=True)
     clean(target)
-    base = statistics.median(times["tar -xf"])
-    print(f"\n{'contender':28s} {'median':>8s} {'vs tar -xf':>10s}")
+    base, base_cpu = statistics.median(times["tar -xf"]), statistics.median(cpu["tar -xf"])
+    print(f"\n{'contender':28s} {'wall':>8s} {'vs tar':>7s} {'cpu':>8s} {'vs tar':>7s}   (medians)")
     for name in names:
-        med = statistics.median(times[name])
-        print(f"{name:28s} {med:7.2f}s {med / base:9.2f}x")
+        med, med_cpu = statistics.median(times[name]), statistics.median(cpu[name])
+        print(f"{name:28s} {med:7.2f}s {med / base:6.2f}x {med_cpu:7.2f}s {med_cpu / base_cpu:6.2f}x")
 
 
 if __name__ == "__main__":
