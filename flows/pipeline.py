@@ -31,16 +31,18 @@ from prefect.states import State  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from tasks.caching import cached, peek_cached  # noqa: E402
-from tasks.download import fetch_is_current, fetch_with_resume  # noqa: E402
+from tasks.download import fetch_batch, fetch_is_current, fetch_with_resume  # noqa: E402
 from tasks.extract import extract, extraction_is_current  # noqa: E402
 from tasks.model import model_snapshot, snapshot_is_current  # noqa: E402
 from tasks.train import train, training_is_current  # noqa: E402
 from tasks.verify import verify  # noqa: E402
 from train_pipeline import report  # noqa: E402
 from train_pipeline.config import ConfigError, DatasetSpec, FileSpec, ModelSpec, PipelineConfig, load_config  # noqa: E402
-from train_pipeline.registry import download_path, extract_target, resolve_datasets  # noqa: E402
+from train_pipeline.registry import download_path, extract_target, is_archive, resolve_datasets  # noqa: E402
 
 SUMMARY_ARTIFACT = "download-summary"
+BATCH_MIN_FILES = 5  # a dataset with more files than this fetches its small ones in one task
+BATCH_MAX_SIZE = 16 << 20
 
 
 @dataclass
@@ -55,6 +57,8 @@ class FileSteps:
 class DatasetSteps:
     spec: DatasetSpec
     files: list[FileSteps]
+    batch: PrefectFuture | None = None  # the small files, fetched together
+    batch_specs: tuple[FileSpec, ...] = ()
 
 
 @flow(name="train-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=4))
@@ -74,7 +78,8 @@ def train_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
     raise_first_failure(model, datasets, trained)
     return {
         "model": model.result().path if model else None,
-        "datasets": {d.spec.name: [f.verified.result() for f in d.files] for d in datasets},
+        "datasets": {d.spec.name: str(cfg.path(cfg.data_dir) / (d.spec.extract_to or f"downloads/{d.spec.name}"))
+                     for d in datasets},
         "final_model_dir": trained.result().final_model_dir if trained else None,
     }
 
@@ -107,10 +112,26 @@ def snapshot_step(spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFutur
     return cached(model_snapshot, storage, valid=valid, **task_retries(cfg)).submit(**params)
 
 
+def small_files(ds: DatasetSpec) -> tuple[FileSpec, ...]:
+    """Files fetched as one batch: known to be small, not archives, in a dataset of many files."""
+    if len(ds.files) <= BATCH_MIN_FILES:
+        return ()
+    return tuple(f for f in ds.files if f.size is not None and f.size < BATCH_MAX_SIZE and not is_archive(f.filename))
+
+
 def dataset_steps(ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps:
     data_dir = cfg.path(cfg.data_dir)
+    batch, small = None, small_files(ds)
+    if small:
+        dests = [download_path(data_dir, ds, f) for f in small]
+        on_disk = all(fetch_is_current(d, f.size, f.hash) for d, f in zip(dests, small))
+        batch = cached(fetch_batch, storage, valid=on_disk, **task_retries(cfg)).submit(
+            files=small, dest_dir=str(dests[0].parent), jobs=cfg.max_workers, connections=cfg.connections,
+            retries=cfg.retries)
     steps = []
     for f in ds.files:
+        if f in small:
+            continue
         dest = download_path(data_dir, ds, f)
         on_disk = fetch_is_current(dest, f.size, f.hash)
         fetched = cached(fetch_with_resume, storage, valid=on_disk, **task_retries(cfg)).submit(
@@ -124,7 +145,7 @@ def dataset_steps(ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps
             extracted = cached(extract, storage, valid=extraction_is_current(dest, target)).submit(
                 archive=fetched, digest=verified, target=str(target))
         steps.append(FileSteps(f, fetched, verified, extracted))
-    return DatasetSteps(ds, steps)
+    return DatasetSteps(ds, steps, batch, small)
 
 
 def train_step(model: PrefectFuture, data: DatasetSteps, spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
@@ -141,6 +162,7 @@ def train_step(model: PrefectFuture, data: DatasetSteps, spec: ModelSpec, cfg: P
 def all_futures(model, datasets: list[DatasetSteps], trained) -> list[PrefectFuture]:
     futures = [model, trained]
     for d in datasets:
+        futures.append(d.batch)
         for f in d.files:
             futures += [f.fetched, f.verified, f.extracted]
     return [f for f in futures if f is not None]
@@ -153,6 +175,8 @@ def _ok(state: State) -> bool:
 def summary_rows(model: PrefectFuture | None, spec: ModelSpec | None, datasets: list[DatasetSteps]) -> list[report.Row]:
     rows = []
     for d in datasets:
+        if d.batch is not None:
+            rows += batch_rows(d)
         for f in d.files:
             fetch_state, verify_state = f.fetched.state, f.verified.state
             if not _ok(fetch_state):
@@ -176,6 +200,16 @@ def summary_rows(model: PrefectFuture | None, spec: ModelSpec | None, datasets: 
         else:
             rows.append(report.Row("model snapshot", -1, "hub", "failed", 0, 0.0, ""))
     return rows
+
+
+def batch_rows(d: DatasetSteps) -> list[report.Row]:
+    state = d.batch.state
+    if not _ok(state):
+        return [report.file_row(f.filename, f.url, f.size or -1, "failed", 0, 0.0, None) for f in d.batch_specs]
+    cached_run = state.name == "Cached"
+    return [report.file_row(r.path, r.url, r.size, "cached" if cached_run else r.status,
+                            0 if cached_run else r.bytes_transferred, 0.0 if cached_run else r.seconds, r.digest)
+            for r in state.result()]
 
 
 def publish_summary(model, spec: ModelSpec | None, datasets: list[DatasetSteps]) -> None:

@@ -8,9 +8,11 @@ from pathlib import Path
 from prefect import get_run_logger, task
 
 import resumable
+from resumable.errors import TransferError
 from resumable.progress import human_size
 from tasks.caching import StableInputs, file_identity, run_name, transient_only
 from tasks.progress import DownloadProgress, artifact_key
+from train_pipeline.config import FileSpec
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,35 @@ def fetch_with_resume(url: str, dest: str, size: int | None = None, hash: str | 
                 r.seconds, human_size(r.speed), r.url, r.digest or "no hash")
     return FetchedFile(str(r.path), r.url, r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
                        file_identity(r.path))
+
+
+BATCH_CACHE = StableInputs(exclude=("jobs", "connections", "retries"))  # files count by cache_identity()
+
+
+@task(cache_policy=BATCH_CACHE, persist_result=True, retries=2, retry_delay_seconds=[2, 10],
+      retry_condition_fn=transient_only, task_run_name=run_name("fetch-batch", "dest_dir"))
+def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, connections: int = 1,
+                retries: int = 5) -> list[FetchedFile]:
+    """Many small files in one task: bounded concurrency over one connection pool, each verified
+    (size, hash) as it streams. A failure fails the task after the others finished; a re-run
+    transfers only what is still missing."""
+    logger = get_run_logger()
+    items = [resumable.FetchItem(f.url, Path(dest_dir) / f.filename, f.size, f.hash, tuple(f.mirrors)) for f in files]
+    results = resumable.fetch_many(items, jobs=jobs, progress=False, connections=connections, retries=retries)
+    failures = [(item, r) for item, r in zip(items, results) if isinstance(r, Exception)]
+    done = [r for r in results if not isinstance(r, Exception)]
+    moved = sum(r.bytes_transferred for r in done)
+    seconds = max((r.seconds for r in done), default=0.0)
+    logger.info("%d of %d files fetched, %s transferred in %.1f s (%s/s)", len(done), len(items), human_size(moved),
+                seconds, human_size(moved / seconds if seconds > 0 else 0))
+    if failures:
+        error = TransferError(f"{len(failures)} of {len(items)} files failed: "
+                              + " | ".join(f"{Path(i.dest).name}: {r}" for i, r in failures[:5])
+                              + "; run again to fetch only those")
+        error.transient = all(getattr(r, "transient", False) for _, r in failures)
+        raise error
+    return [FetchedFile(str(r.path), r.url, r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
+                        file_identity(r.path)) for r in done]
 
 
 def fetch_is_current(dest: str | Path, size: int | None, hash: str | None) -> bool:

@@ -84,6 +84,10 @@ class FileSpec(_Strict):
             raise ValueError(f"{v!r} is not a plain file name; use letters, digits, '.', '_' or '-' (no '/')")
         return v
 
+    def cache_identity(self) -> tuple:
+        """What a cache key sees: the bytes (name, size, hash); the URL only when no hash pins them."""
+        return (self.filename, self.size, self.hash) if self.hash else (self.filename, self.size, self.url)
+
     @property
     def filename(self) -> str:
         if self.name:

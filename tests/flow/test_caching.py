@@ -89,3 +89,30 @@ def test_cache_lives_in_the_configured_result_storage(tmp_path, dataset_config, 
     # ...and the first one still hits.
     state = run_pipeline(cfg)
     assert set(task_states(state.state_details.flow_run_id).values()) == {"Cached"}
+
+
+def test_many_small_files_go_through_one_batch_task(tmp_path, dataset_config, served, run_pipeline, task_states,
+                                                    dataset_archive):
+    files = [{"url": served.url(ARCHIVE), "size": dataset_archive.size, "hash": dataset_archive.hash}]
+    for i in range(8):
+        body = f"label {i}\n".encode() * 10
+        (served.root / f"label_{i}.txt").write_bytes(body)
+        files.append({"url": served.url(f"label_{i}.txt"), "size": len(body),
+                      "hash": "sha256:" + __import__("hashlib").sha256(body).hexdigest()})
+    cfg = dataset_config(datasets=[{"name": "billboards", "files": files, "extract_to": "billboards"}])
+    state = run_pipeline(cfg)
+    assert state.is_completed(), state.message
+    assert task_states(state.state_details.flow_run_id) == {
+        "fetch-batch": "Completed", "fetch": "Completed", "verify": "Completed", "extract": "Completed"}
+    assert len([r for r in served.log if r.path.startswith("/label_")]) == 8
+
+    state = run_pipeline(cfg)
+    assert set(task_states(state.state_details.flow_run_id).values()) == {"Cached"}
+
+    # One small file deleted: the batch runs again and transfers just that one.
+    (tmp_path / "data" / "downloads" / "billboards" / "label_3.txt").unlink()
+    before = len(served.log)
+    state = run_pipeline(cfg)
+    assert state.is_completed(), state.message
+    assert task_states(state.state_details.flow_run_id)["fetch-batch"] == "Completed"
+    assert [r.path for r in served.log[before:] if r.method == "GET"] == ["/label_3.txt"]
