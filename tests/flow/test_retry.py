@@ -87,3 +87,33 @@ def test_permanent_failure_is_not_retried(task_runs, dataset_config, served, run
     assert state.is_failed() and "404" in state.message
     fetch = next(r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("fetch"))
     assert fetch.run_count == 1
+
+
+def test_cli_retry_of_the_same_flow_run_continues_from_the_failed_step(task_runs, tmp_path, dataset_config, served,
+                                                                      run_pipeline, dataset_archive):
+    """`prefect flow-run retry ID --entrypoint flows/pipeline.py:train_pipeline`, the documented
+    way to retry a local (deployment-less) run from a shell."""
+    import os
+    import subprocess
+    import sys
+
+    from prefect.settings import PREFECT_API_URL
+
+    blocker = _fail_at_extract(tmp_path)
+    failed = run_pipeline(dataset_config())
+    assert failed.is_failed()
+    flow_run_id = failed.state_details.flow_run_id
+    before = {r.id for r in task_runs(flow_run_id)}
+    blocker.unlink()
+
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    r = subprocess.run(
+        [sys.executable, "-m", "prefect", "flow-run", "retry", str(flow_run_id),
+         "--entrypoint", "flows/pipeline.py:train_pipeline"],
+        cwd=root, capture_output=True, text=True, timeout=180,
+        env={**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()},
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    retried = {x.name.split(" ")[0]: x.state.name for x in task_runs(flow_run_id) if x.id not in before}
+    assert retried == {"fetch": "Cached", "verify": "Cached", "extract": "Completed"}
+    assert served.bytes_sent_total(ARCHIVE) == dataset_archive.size
