@@ -19,6 +19,7 @@ import os
 import re
 import sys
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,7 +29,7 @@ from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
 from . import http
 from .errors import HTTPStatusError, IntegrityError, ResumableError, UsageError
-from .state import VerifiedRecord, read_json, write_json
+from .state import RECORD_DIR, VerifiedRecord, read_json, write_json
 from .transfer import FetchResult, fetch
 from .verify import verify_file
 
@@ -126,8 +127,7 @@ def snapshot(
         return _offline_result(snap_dir, repo_id, repo_type, revision, commit, wanted)
     _write_ref(repo_dir, revision, commit)
     results = _download_all(hub, snap_dir, commit, wanted, max_workers, progress)
-    done = set(manifest.get("files", []) if manifest else []) | {f.path for f in wanted}
-    _write_manifest(snap_dir, hub, revision, commit, tree, done)
+    _write_manifest(snap_dir, hub, revision, commit, tree, {f.path for f in wanted})
     statuses = {r.status for r in results}
     status = "resumed" if "resumed" in statuses else "downloaded" if "downloaded" in statuses else "cached"
     return SnapshotResult(snap_dir, repo_id, revision, commit, len(wanted), sum(f.size for f in wanted),
@@ -204,7 +204,7 @@ def _write_ref(repo_dir: Path, revision: str, commit: str) -> None:
         return
     ref = _ref_path(repo_dir, revision)
     ref.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ref.with_name(f".{ref.name}.{os.getpid()}.tmp")
+    tmp = ref.with_name(f".{ref.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique per thread and process
     tmp.write_text(commit)
     os.replace(tmp, ref)
 
@@ -221,16 +221,25 @@ def _manifest_tree(manifest: dict | None, repo_id: str, commit: str) -> list[Rem
 
 def _write_manifest(snap_dir: Path, hub: "_Hub", revision: str, commit: str, tree: list[RemoteFile],
                     done: set[str]) -> None:
-    write_json(snap_dir / MANIFEST, {
-        "format": MANIFEST_FORMAT,
-        "repo_id": hub.repo_id,
-        "repo_type": hub.repo_type,
-        "endpoint": hub.endpoint,
-        "revision": revision,
-        "commit": commit,
-        "tree": {f.path: f.to_json() for f in tree},
-        "files": sorted(done),
-    })
+    """Adds ``done`` to the manifest's files; the lock keeps two runs with other filters from
+    dropping each other's files."""
+    from filelock import FileLock
+
+    (snap_dir / RECORD_DIR).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(snap_dir / RECORD_DIR / "snapshot.lock")):
+        current = read_json(snap_dir / MANIFEST)
+        if _manifest_tree(current, hub.repo_id, commit) is not None:
+            done = done | set(current.get("files", []))
+        write_json(snap_dir / MANIFEST, {
+            "format": MANIFEST_FORMAT,
+            "repo_id": hub.repo_id,
+            "repo_type": hub.repo_type,
+            "endpoint": hub.endpoint,
+            "revision": revision,
+            "commit": commit,
+            "tree": {f.path: f.to_json() for f in tree},
+            "files": sorted(done),
+        })
 
 
 def _select(tree: list[RemoteFile], include: list[str] | None, exclude: list[str] | None, repo_id: str,

@@ -154,6 +154,17 @@ def test_include_exclude_then_the_rest_without_listing_again(hub, tmp_path):
     assert sorted(json.loads((rest.path / MANIFEST).read_text())["files"]) == FILES
 
 
+def test_concurrent_runs_share_the_folder_and_the_manifest(hub, repos_root, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    filters = [["*.json", "*.md"], ["*.safetensors", "sub/*"], None, None]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda inc: snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint,
+                                                     include=inc, progress=False), filters))
+    assert len({r.path for r in results}) == 1 and same_files(results[0].path, repos_root / "org" / "tiny")
+    assert sorted(json.loads((results[0].path / MANIFEST).read_text())["files"]) == FILES
+
+
 def test_token_goes_to_the_hub_only_never_to_the_cdn(cdn_hub, repos_root, tmp_path):
     result = snapshot("org/tiny", dest_root=tmp_path, endpoint=cdn_hub.endpoint, token="hf_good", progress=False)
     assert same_files(result.path, repos_root / "org" / "tiny")
