@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+
+# The tests import extract_archives by name; this works under any --import-mode (importlib included).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture
