@@ -95,8 +95,7 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
                                    f"run again once its download has finished")
             if sync:
                 sync_filesystem(tmp)
-            if os.path.lexists(target):
-                write_record(target, Record(state="replacing"))
+            write_record(target, Record(state="replacing"))  # from here a crash leaves a target we own
             publish(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

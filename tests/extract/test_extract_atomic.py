@@ -208,3 +208,20 @@ def test_concurrent_extractions_of_one_target_serialise(sandbox):
     assert all(p.returncode == 0 for p in procs), outputs
     assert sorted(out.strip() for out, _ in outputs) == ["cached", "cached", "extracted"]
     assert len(list(target.iterdir())) == 16 and temp_folders(sandbox) == []
+
+
+@pytest.mark.parametrize("had_target", [False, True])
+def test_crash_between_publish_and_record_is_recovered(sandbox, had_target):
+    """The record says "replacing" from before the rename until the final record: a run killed in
+    that window leaves a target that is still ours, so the next run redoes it instead of refusing."""
+    archive = write(sandbox / "v.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    record = sandbox / ".target.extract.json"
+    if not had_target:  # the first extraction's window: target published, final record not yet written
+        record.write_text('{"state": "replacing", "version": 1}')
+    else:
+        record.write_text(record.read_text().replace('"complete"', '"replacing"'))
+    assert not extraction_is_current(archive, target)
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert extraction_is_current(archive, target) and tree(target) == V1
