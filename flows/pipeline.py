@@ -20,45 +20,15 @@ if str(ROOT) not in sys.path:  # `python flows/pipeline.py` and Prefect's entryp
     sys.path.insert(0, str(ROOT))
 
 import argparse  # noqa: E402
-from contextlib import contextmanager, nullcontext  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 from typing import Any  # noqa: E402
 
-from prefect import flow, get_run_logger  # noqa: E402
-from prefect.artifacts import create_table_artifact  # noqa: E402
-from prefect.futures import PrefectFuture, wait  # noqa: E402
-from prefect.states import State  # noqa: E402
+from prefect import flow  # noqa: E402
+from prefect.futures import wait  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from tasks.caching import cached, peek_cached  # noqa: E402
-from tasks.download import fetch_batch, fetch_is_current, fetch_with_resume  # noqa: E402
-from tasks.extract import extract, extraction_is_current  # noqa: E402
-from tasks.model import model_snapshot, snapshot_is_current  # noqa: E402
-from tasks.train import train, training_is_current  # noqa: E402
-from tasks.verify import verify  # noqa: E402
-from train_pipeline import report  # noqa: E402
-from train_pipeline.config import ConfigError, DatasetSpec, FileSpec, ModelSpec, PipelineConfig, load_config  # noqa: E402
-from train_pipeline.registry import download_path, extract_target, is_archive, resolve_datasets  # noqa: E402
-
-SUMMARY_ARTIFACT = "download-summary"
-BATCH_MIN_FILES = 5  # a dataset with more files than this fetches its small ones in one task
-BATCH_MAX_SIZE = 16 << 20
-
-
-@dataclass
-class FileSteps:
-    spec: FileSpec
-    fetched: PrefectFuture
-    verified: PrefectFuture
-    extracted: PrefectFuture | None
-
-
-@dataclass
-class DatasetSteps:
-    spec: DatasetSpec
-    files: list[FileSteps]
-    batch: PrefectFuture | None = None  # the small files, fetched together
-    batch_specs: tuple[FileSpec, ...] = ()
+from flows.steps import all_futures, dataset_steps, raise_first_failure, snapshot_step, sources, train_step  # noqa: E402
+from flows.summary import publish_summary  # noqa: E402
+from train_pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 
 
 @flow(name="train-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=4))
@@ -82,151 +52,6 @@ def train_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
                      for d in datasets},
         "final_model_dir": trained.result().final_model_dir if trained else None,
     }
-
-
-# -- the steps ------------------------------------------------------------------------------
-@contextmanager
-def sources(cfg: PipelineConfig):
-    """(model, datasets) to download: the config's, or the sample's served on 127.0.0.1."""
-    if cfg.sample is not None:
-        from train_pipeline.sample import serve_sample
-
-        with serve_sample(cfg.sample) as s:
-            yield s.model, list(s.datasets)
-    else:
-        with nullcontext():
-            yield cfg.model, resolve_datasets(cfg)
-
-
-def task_retries(cfg: PipelineConfig) -> dict[str, Any]:
-    """Prefect retries on top of the engine's own (which back off within one attempt): few, and
-    only for transient errors (see tasks.caching.transient_only)."""
-    return {"retries": cfg.task_retries, "retry_delay_seconds": [cfg.task_retry_delay, 3 * cfg.task_retry_delay]}
-
-
-def snapshot_step(spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
-    params = dict(repo_id=spec.repo_id, revision=spec.revision, dest_root=str(cfg.path(cfg.models_cache)),
-                  include=spec.include, exclude=spec.exclude, endpoint=spec.endpoint, max_workers=cfg.max_workers)
-    previous = peek_cached(model_snapshot, params, storage)
-    valid = previous is not None and snapshot_is_current(previous.path)
-    return cached(model_snapshot, storage, valid=valid, **task_retries(cfg)).submit(**params)
-
-
-def small_files(ds: DatasetSpec) -> tuple[FileSpec, ...]:
-    """Files fetched as one batch: known to be small, not archives, in a dataset of many files."""
-    if len(ds.files) <= BATCH_MIN_FILES:
-        return ()
-    return tuple(f for f in ds.files if f.size is not None and f.size < BATCH_MAX_SIZE and not is_archive(f.filename))
-
-
-def dataset_steps(ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps:
-    data_dir = cfg.path(cfg.data_dir)
-    batch, small = None, small_files(ds)
-    if small:
-        dests = [download_path(data_dir, ds, f) for f in small]
-        on_disk = all(fetch_is_current(d, f.size, f.hash) for d, f in zip(dests, small))
-        batch = cached(fetch_batch, storage, valid=on_disk, **task_retries(cfg)).submit(
-            files=small, dest_dir=str(dests[0].parent), jobs=cfg.max_workers, connections=cfg.connections,
-            retries=cfg.retries)
-    steps = []
-    for f in ds.files:
-        if f in small:
-            continue
-        dest = download_path(data_dir, ds, f)
-        on_disk = fetch_is_current(dest, f.size, f.hash)
-        fetched = cached(fetch_with_resume, storage, valid=on_disk, **task_retries(cfg)).submit(
-            url=f.url, dest=str(dest), size=f.size, hash=f.hash, mirrors=f.mirrors, connections=cfg.connections,
-            retries=cfg.retries)
-        verified = cached(verify, storage, valid=on_disk).submit(path=str(dest), fetched=fetched, size=f.size,
-                                                                  hash=f.hash)
-        extracted = None
-        target = extract_target(data_dir, ds, f)
-        if target is not None:
-            extracted = cached(extract, storage, valid=extraction_is_current(dest, target)).submit(
-                archive=fetched, digest=verified, target=str(target))
-        steps.append(FileSteps(f, fetched, verified, extracted))
-    return DatasetSteps(ds, steps, batch, small)
-
-
-def train_step(model: PrefectFuture, data: DatasetSteps, spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
-    extracted = next((f.extracted for f in data.files if f.extracted is not None), None)
-    if extracted is None:
-        raise ConfigError(f"datasets: {data.spec.name!r} has no archive to extract; training needs an imagefolder "
-                          "archive with extract_to set")
-    output_dir = cfg.path(cfg.results_dir) / f"{spec.repo_id.split('/')[-1]}-{data.spec.name}"
-    return cached(train, storage, valid=training_is_current(output_dir, cfg.train)).submit(
-        model=model, data=extracted, output_dir=str(output_dir), config=cfg.train)
-
-
-# -- reporting ------------------------------------------------------------------------------
-def all_futures(model, datasets: list[DatasetSteps], trained) -> list[PrefectFuture]:
-    futures = [model, trained]
-    for d in datasets:
-        futures.append(d.batch)
-        for f in d.files:
-            futures += [f.fetched, f.verified, f.extracted]
-    return [f for f in futures if f is not None]
-
-
-def _ok(state: State) -> bool:
-    return state.is_completed()
-
-
-def summary_rows(model: PrefectFuture | None, spec: ModelSpec | None, datasets: list[DatasetSteps]) -> list[report.Row]:
-    rows = []
-    for d in datasets:
-        if d.batch is not None:
-            rows += batch_rows(d)
-        for f in d.files:
-            fetch_state, verify_state = f.fetched.state, f.verified.state
-            if not _ok(fetch_state):
-                rows.append(report.file_row(f.spec.filename, f.spec.url, f.spec.size or -1, "failed", 0, 0.0, None))
-                continue
-            r = fetch_state.result()
-            cached_run = fetch_state.name == "Cached"
-            digest = verify_state.result() if _ok(verify_state) else None
-            rows.append(report.file_row(r.path, r.url, r.size, "cached" if cached_run else r.status,
-                                        0 if cached_run else r.bytes_transferred, 0.0 if cached_run else r.seconds,
-                                        digest or ("NOT VERIFIED" if not _ok(verify_state) else r.digest)))
-    if model is not None:
-        state = model.state
-        if _ok(state):
-            s = state.result()
-            cached_run = state.name == "Cached"
-            rows.append(report.Row(f"{s.repo_id}@{s.commit[:12]} ({s.files} files)", s.bytes_total,
-                                   report.source_of(spec.endpoint) if spec.endpoint else "huggingface.co",
-                                   "cached" if cached_run else s.status, 0 if cached_run else s.bytes_transferred,
-                                   0.0 if cached_run else s.seconds, f"commit:{s.commit}"))
-        else:
-            rows.append(report.Row("model snapshot", -1, "hub", "failed", 0, 0.0, ""))
-    return rows
-
-
-def batch_rows(d: DatasetSteps) -> list[report.Row]:
-    state = d.batch.state
-    if not _ok(state):
-        return [report.file_row(f.filename, f.url, f.size or -1, "failed", 0, 0.0, None) for f in d.batch_specs]
-    cached_run = state.name == "Cached"
-    return [report.file_row(r.path, r.url, r.size, "cached" if cached_run else r.status,
-                            0 if cached_run else r.bytes_transferred, 0.0 if cached_run else r.seconds, r.digest)
-            for r in state.result()]
-
-
-def publish_summary(model, spec: ModelSpec | None, datasets: list[DatasetSteps]) -> None:
-    rows = summary_rows(model, spec, datasets)
-    print("\n" + report.render(rows), flush=True)
-    try:
-        create_table_artifact(table=report.table(rows), key=SUMMARY_ARTIFACT,
-                              description="Downloads of this run: status, bytes transferred, speed, verified hash")
-    except Exception as exc:  # the terminal table is already out; the UI copy is best effort
-        get_run_logger().warning("summary artifact not created: %s", exc)
-
-
-def raise_first_failure(model, datasets: list[DatasetSteps], trained) -> None:
-    for future in all_futures(model, datasets, trained):
-        state = future.state
-        if state.is_failed() or state.is_crashed():
-            state.result()  # raises the step's own error: the flow run fails with it
 
 
 # -- command line ---------------------------------------------------------------------------

@@ -1,0 +1,131 @@
+"""The flow's steps: each submits a task with its cache trusted only while the step's output is
+still on disk as the cached result describes (a cheap check: stats and records, never a re-hash).
+
+Submitting returns futures at once: the model snapshot and the dataset files download
+concurrently (bounded by the task runner), and training waits for both.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from prefect.futures import PrefectFuture
+
+from tasks.caching import cached, peek_cached
+from tasks.download import fetch_batch, fetch_is_current, fetch_with_resume
+from tasks.extract import extract, extraction_is_current
+from tasks.model import model_snapshot, snapshot_is_current
+from tasks.train import train, training_is_current
+from tasks.verify import verify
+from train_pipeline.config import ConfigError, DatasetSpec, FileSpec, ModelSpec, PipelineConfig
+from train_pipeline.registry import download_path, extract_target, is_archive, resolve_datasets
+
+BATCH_MIN_FILES = 5  # a dataset with more files than this fetches its small ones in one task
+BATCH_MAX_SIZE = 16 << 20
+
+
+@dataclass
+class FileSteps:
+    spec: FileSpec
+    fetched: PrefectFuture
+    verified: PrefectFuture
+    extracted: PrefectFuture | None
+
+
+@dataclass
+class DatasetSteps:
+    spec: DatasetSpec
+    files: list[FileSteps]
+    batch: PrefectFuture | None = None  # the small files, fetched together
+    batch_specs: tuple[FileSpec, ...] = ()
+
+
+@contextmanager
+def sources(cfg: PipelineConfig):
+    """(model, datasets) to download: the config's, or the sample's served on 127.0.0.1."""
+    if cfg.sample is not None:
+        from train_pipeline.sample import serve_sample
+
+        with serve_sample(cfg.sample) as s:
+            yield s.model, list(s.datasets)
+    else:
+        with nullcontext():
+            yield cfg.model, resolve_datasets(cfg)
+
+
+def task_retries(cfg: PipelineConfig) -> dict[str, Any]:
+    """Prefect retries on top of the engine's own (which back off within one attempt): few, and
+    only for transient errors (see tasks.caching.transient_only)."""
+    return {"retries": cfg.task_retries, "retry_delay_seconds": [cfg.task_retry_delay, 3 * cfg.task_retry_delay]}
+
+
+def snapshot_step(spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
+    params = dict(repo_id=spec.repo_id, revision=spec.revision, dest_root=str(cfg.path(cfg.models_cache)),
+                  include=spec.include, exclude=spec.exclude, endpoint=spec.endpoint, max_workers=cfg.max_workers)
+    previous = peek_cached(model_snapshot, params, storage)
+    valid = previous is not None and snapshot_is_current(previous.path)
+    return cached(model_snapshot, storage, valid=valid, **task_retries(cfg)).submit(**params)
+
+
+def small_files(ds: DatasetSpec) -> tuple[FileSpec, ...]:
+    """Files fetched as one batch: known to be small, not archives, in a dataset of many files."""
+    if len(ds.files) <= BATCH_MIN_FILES:
+        return ()
+    return tuple(f for f in ds.files if f.size is not None and f.size < BATCH_MAX_SIZE and not is_archive(f.filename))
+
+
+def dataset_steps(ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps:
+    data_dir = cfg.path(cfg.data_dir)
+    batch, small = None, small_files(ds)
+    if small:
+        dests = [download_path(data_dir, ds, f) for f in small]
+        on_disk = all(fetch_is_current(d, f.size, f.hash) for d, f in zip(dests, small))
+        batch = cached(fetch_batch, storage, valid=on_disk, **task_retries(cfg)).submit(
+            files=small, dest_dir=str(dests[0].parent), jobs=cfg.max_workers, connections=cfg.connections,
+            retries=cfg.retries)
+    steps = []
+    for f in ds.files:
+        if f in small:
+            continue
+        dest = download_path(data_dir, ds, f)
+        on_disk = fetch_is_current(dest, f.size, f.hash)
+        fetched = cached(fetch_with_resume, storage, valid=on_disk, **task_retries(cfg)).submit(
+            url=f.url, dest=str(dest), size=f.size, hash=f.hash, mirrors=f.mirrors, connections=cfg.connections,
+            retries=cfg.retries)
+        verified = cached(verify, storage, valid=on_disk).submit(path=str(dest), fetched=fetched, size=f.size,
+                                                                  hash=f.hash)
+        extracted = None
+        target = extract_target(data_dir, ds, f)
+        if target is not None:
+            extracted = cached(extract, storage, valid=extraction_is_current(dest, target)).submit(
+                archive=fetched, digest=verified, target=str(target))
+        steps.append(FileSteps(f, fetched, verified, extracted))
+    return DatasetSteps(ds, steps, batch, small)
+
+
+def train_step(model: PrefectFuture, data: DatasetSteps, spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
+    extracted = next((f.extracted for f in data.files if f.extracted is not None), None)
+    if extracted is None:
+        raise ConfigError(f"datasets: {data.spec.name!r} has no archive to extract; training needs an imagefolder "
+                          "archive with extract_to set")
+    output_dir = cfg.path(cfg.results_dir) / f"{spec.repo_id.split('/')[-1]}-{data.spec.name}"
+    return cached(train, storage, valid=training_is_current(output_dir, cfg.train)).submit(
+        model=model, data=extracted, output_dir=str(output_dir), config=cfg.train)
+
+
+def all_futures(model, datasets: list[DatasetSteps], trained) -> list[PrefectFuture]:
+    futures = [model, trained]
+    for d in datasets:
+        futures.append(d.batch)
+        for f in d.files:
+            futures += [f.fetched, f.verified, f.extracted]
+    return [f for f in futures if f is not None]
+
+
+def raise_first_failure(model, datasets: list[DatasetSteps], trained) -> None:
+    for future in all_futures(model, datasets, trained):
+        state = future.state
+        if state.is_failed() or state.is_crashed():
+            state.result()  # raises the step's own error: the flow run fails with it
