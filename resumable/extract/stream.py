@@ -7,7 +7,6 @@ decompressor actually produces, not on sizes the archive declares.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import queue
 import threading
@@ -33,7 +32,7 @@ class DecompressingReader(io.RawIOBase):
     """
 
     def __init__(self, archive: Path, fmt: str, *, limit: int, limit_hint: str,
-                 hasher: "hashlib._Hash | None" = None, on_progress: Callable[[int], None] | None = None):
+                 hasher=None, on_progress: Callable[[int], None] | None = None):
         super().__init__()
         self._archive, self._fmt = archive, fmt
         self._limit, self._limit_hint = limit, limit_hint
