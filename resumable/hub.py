@@ -8,7 +8,9 @@ process resumes where it stopped. Layout under ``dest_root``::
     <org>--<name>/<commit>/...           the files: ``from_pretrained(<this folder>)`` loads it
     <org>--<name>/<commit>/.snapshot.json  the manifest (repo, revision, commit, tree, files)
 
-huggingface_hub is imported inside functions only: the engine must start fast.
+A file that another commit's snapshot already holds, verified, with the same hash is hard-linked
+(else copied), not downloaded again. huggingface_hub is imported inside functions only: the
+engine must start fast.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import sys
 import threading
 import uuid
@@ -425,9 +428,10 @@ def _download_all(hub: _Hub, snap_dir: Path, commit: str, wanted: list[RemoteFil
                   progress) -> list[FetchResult]:
     meter = _Meter(progress, sum(f.size for f in wanted), hub.repo_id)
     session = http.new_session(pool_size=max_workers)
+    others = _files_of_other_commits(snap_dir)
     try:
         with ThreadPoolExecutor(max_workers, thread_name_prefix="snapshot") as pool:
-            futures = [pool.submit(_one_file, hub, snap_dir, commit, f, session, meter) for f in wanted]
+            futures = [pool.submit(_one_file, hub, snap_dir, commit, f, session, meter, others) for f in wanted]
             try:
                 return [f.result() for f in futures]
             except BaseException:
@@ -439,9 +443,10 @@ def _download_all(hub: _Hub, snap_dir: Path, commit: str, wanted: list[RemoteFil
         session.close()
 
 
-def _one_file(hub: _Hub, snap_dir: Path, commit: str, f: RemoteFile, session, meter: "_Meter") -> FetchResult:
+def _one_file(hub: _Hub, snap_dir: Path, commit: str, f: RemoteFile, session, meter: "_Meter",
+              others: dict[str, Path]) -> FetchResult:
     dest = _safe_dest(snap_dir, f.path)
-    if _already_verified(dest, f):
+    if _already_verified(dest, f) or _link_from_other_commit(dest, f, others):
         meter.update(f.path, f.size, f.size)
         return FetchResult(dest, "", f.size, f"sha256:{f.sha256}" if f.sha256 else None, "cached", 0, 0.0)
     url = hub.file_url(f.path, commit)
@@ -469,6 +474,46 @@ def _fetch(hub: _Hub, url: str, dest: Path, f: RemoteFile, session, meter: "_Met
             raise SnapshotError(f"{hub.endpoint} refused '{f.path}' of {what} (HTTP {exc.status}): pass a token "
                                 "with read access (--token or HF_TOKEN)", "auth") from None
         raise
+
+
+def _content_key(f: RemoteFile) -> str | None:
+    return f"sha256:{f.sha256}" if f.sha256 else f"blob:{f.blob}" if f.blob else None
+
+
+def _files_of_other_commits(snap_dir: Path) -> dict[str, Path]:
+    """Content key -> a file of another snapshot of this repository (a new commit often changes
+    only a README: its unchanged weights need not travel again)."""
+    found: dict[str, Path] = {}
+    if not snap_dir.parent.is_dir():
+        return found
+    for other in snap_dir.parent.iterdir():
+        manifest = read_json(other / MANIFEST) if other != snap_dir and _COMMIT.match(other.name) else None
+        tree = (manifest or {}).get("tree")
+        if not isinstance(tree, dict):
+            continue
+        for name in manifest.get("files", []):
+            if name in tree:
+                key = _content_key(RemoteFile.from_json(name, tree[name]))
+                if key:
+                    found.setdefault(key, other.joinpath(*PurePosixPath(name).parts))
+    return found
+
+
+def _link_from_other_commit(dest: Path, f: RemoteFile, others: dict[str, Path]) -> bool:
+    """Hard-link (else copy) a verified identical file from another commit's snapshot."""
+    source = others.get(_content_key(f) or "")
+    if source is None or not _already_verified(source, f):
+        return False
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        os.link(source, tmp)
+    except OSError:
+        shutil.copy2(source, tmp)  # another file system, or no hard links here
+    os.replace(tmp, dest)
+    VerifiedRecord.of(dest, VerifiedRecord.load(source).digests).save(dest)
+    log.info("%s: same content as in %s; linked, not downloaded", f.path, source.parent.name[:12])
+    return True
 
 
 def _already_verified(dest: Path, f: RemoteFile) -> bool:

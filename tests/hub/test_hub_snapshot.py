@@ -165,6 +165,22 @@ def test_concurrent_runs_share_the_folder_and_the_manifest(hub, repos_root, tmp_
     assert sorted(json.loads((results[0].path / MANIFEST).read_text())["files"]) == FILES
 
 
+def test_new_commit_downloads_only_the_changed_files(tmp_path, make_repos):
+    from train_pipeline.servers.hub import HubServer
+
+    root = make_repos(tmp_path / "repos", large_size=200_000)
+    with HubServer(root) as hub:
+        old = snapshot("org/tiny", dest_root=tmp_path / "cache", endpoint=hub.endpoint, progress=False)
+        (root / "org/tiny/README.md").write_text("# tiny, edited\n")  # a new commit on main
+        mark = len(hub.settle())
+        new = snapshot("org/tiny", dest_root=tmp_path / "cache", endpoint=hub.endpoint, progress=False)
+        fetched = [r.path.rsplit("/", 1)[-1] for r in hub.settle()[mark:] if "/resolve/" in r.path]
+    assert new.commit != old.commit and new.path != old.path
+    assert fetched == ["README.md"] and new.bytes_transferred == len("# tiny, edited\n")
+    assert same_files(new.path, root / "org" / "tiny") and snapshot_is_complete(old.path)
+    assert (new.path / "model.safetensors").stat().st_ino == (old.path / "model.safetensors").stat().st_ino
+
+
 def test_token_goes_to_the_hub_only_never_to_the_cdn(cdn_hub, repos_root, tmp_path):
     result = snapshot("org/tiny", dest_root=tmp_path, endpoint=cdn_hub.endpoint, token="hf_good", progress=False)
     assert same_files(result.path, repos_root / "org" / "tiny")
