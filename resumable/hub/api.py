@@ -1,0 +1,147 @@
+"""The Hub's metadata API through huggingface_hub's HfApi: retries on 429/5xx that honour
+``Retry-After`` and ``RateLimit``, and one-line errors that say what to do."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Callable
+
+from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
+
+from .. import http
+from .common import COMMIT, RemoteFile, SnapshotError
+
+log = logging.getLogger("resumable")
+
+DEFAULT_ENDPOINT = "https://huggingface.co"
+METADATA_ATTEMPTS = 6  # on 429/5xx: the server is there and says when to come back
+NETWORK_ATTEMPTS = 3  # on connection errors: a wrong endpoint should fail in seconds, not minutes
+RETRY_WAIT_CAP = 120.0  # never sleep longer than this on one 429, whatever the server asks
+
+
+class HubAPI:
+    """HfApi calls with retries on 429/5xx (honouring Retry-After and RateLimit) and one-line errors."""
+
+    def __init__(self, repo_id: str, repo_type: str, endpoint: str | None, token: str | bool | None):
+        from huggingface_hub import HfApi, get_token
+
+        self.repo_id, self.repo_type = repo_id, repo_type
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        http.check_url(self.endpoint)
+        self.token = (get_token() if token is None else token) or None
+        self.api = HfApi(endpoint=self.endpoint, token=self.token or False)
+        self.kind = "dataset" if repo_type == "dataset" else "model"
+
+    def commit_of(self, revision: str) -> str:
+        info = self._call(lambda: self.api.repo_info(self.repo_id, revision=revision, repo_type=self.repo_type),
+                          revision)
+        if not info.sha or not COMMIT.match(info.sha):
+            raise SnapshotError(f"{self.endpoint} answered no commit for '{self.repo_id}' at '{revision}'; "
+                                "is this a Hugging Face Hub endpoint?", "network")
+        return info.sha
+
+    def list_files(self, commit: str, revision: str) -> list[RemoteFile]:
+        from huggingface_hub.hf_api import RepoFile
+
+        entries = self._call(lambda: list(self.api.list_repo_tree(
+            self.repo_id, recursive=True, expand=False, revision=commit, repo_type=self.repo_type)), revision)
+        return [RemoteFile(e.path, e.size, e.lfs.sha256 if e.lfs else None, None if e.lfs else e.blob_id)
+                for e in entries if isinstance(e, RepoFile)]
+
+    def file_url(self, path: str, commit: str) -> str:
+        from huggingface_hub import hf_hub_url
+
+        return hf_hub_url(self.repo_id, path, repo_type=self.repo_type, revision=commit, endpoint=self.endpoint)
+
+    def headers(self) -> dict:
+        # Only for the endpoint's origin: the transfer engine drops it on a redirect elsewhere (the CDN).
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+
+    def _call(self, fn: Callable, revision: str):
+        retrying = Retrying(retry=retry_if_exception(_transient_hub_error), wait=_hub_wait,
+                            stop=_hub_stop, reraise=True,
+                            before_sleep=lambda s: log.warning("%s: %s; retrying", self.endpoint,
+                                                               _first_line(s.outcome.exception())))
+        try:
+            return retrying(fn)
+        except Exception as exc:
+            raise self._explain(exc, revision) from None
+
+    def _explain(self, exc: Exception, revision: str) -> Exception:
+        from huggingface_hub.errors import (
+            GatedRepoError,
+            HfHubHTTPError,
+            OfflineModeIsEnabled,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
+
+        what = f"{self.kind} '{self.repo_id}'"
+        if isinstance(exc, GatedRepoError):
+            return SnapshotError(
+                f"{what} is gated: accept its terms at {self.endpoint}/{_page(self)} with your account, then pass "
+                "that account's token (--token or HF_TOKEN)", "gated")
+        if isinstance(exc, RevisionNotFoundError):
+            return SnapshotError(f"revision '{revision}' not found in {what}: use an existing branch, tag or "
+                                 "commit sha", "revision")
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        message = getattr(getattr(exc, "response", None), "headers", {}).get("X-Error-Message", "")
+        if status == 401 and "credentials" in message.lower():
+            return SnapshotError(f"{self.endpoint} rejected the token: check --token / HF_TOKEN", "auth")
+        if isinstance(exc, RepositoryNotFoundError):
+            hint = "check the name" + ("" if self.token else "; if it is private, pass --token or set HF_TOKEN")
+            return SnapshotError(f"{what} not found on {self.endpoint}: {hint}", "repo")
+        if status == 403:
+            return SnapshotError(f"access to {what} denied by {self.endpoint}: check that the token (--token or "
+                                 "HF_TOKEN) has read access", "auth")
+        if isinstance(exc, OfflineModeIsEnabled):
+            return SnapshotError(f"offline mode is on (HF_HUB_OFFLINE) but {what} needs the network; pass "
+                                 "--offline to use the local snapshot", "offline")
+        if isinstance(exc, HfHubHTTPError):
+            return SnapshotError(f"{self.endpoint}: {what}: HTTP {status}: {_first_line(exc)}", "network")
+        if _is_network_error(exc):
+            return SnapshotError(f"cannot reach {self.endpoint} ({_first_line(exc)}): check the network or the "
+                                 "endpoint (--endpoint / HF_ENDPOINT), or use --offline with a complete snapshot",
+                                 "network")
+        return exc
+
+
+def _page(hub: HubAPI) -> str:
+    return hub.repo_id if hub.repo_type == "model" else f"datasets/{hub.repo_id}"
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip()
+    return next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
+
+
+def _is_network_error(exc: BaseException) -> bool:
+    import httpx2
+
+    return isinstance(exc, (httpx2.TransportError, OSError))
+
+
+def _transient_hub_error(exc: BaseException) -> bool:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return status in (408, 429, 500, 502, 503, 504) or (status is None and _is_network_error(exc))
+
+
+def _hub_stop(state) -> bool:
+    answered = getattr(state.outcome.exception(), "response", None) is not None
+    return state.attempt_number >= (METADATA_ATTEMPTS if answered else NETWORK_ATTEMPTS)
+
+
+def _hub_wait(state) -> float:
+    """The server's word (RateLimit reset, else Retry-After) when it gives one, else backoff."""
+    from huggingface_hub.utils import parse_ratelimit_headers
+
+    headers = getattr(getattr(state.outcome.exception(), "response", None), "headers", None) or {}
+    info = parse_ratelimit_headers(headers)
+    if info is not None and info.remaining == 0:
+        return min(float(info.reset_in_seconds), RETRY_WAIT_CAP)
+    asked = http.parse_retry_after(headers.get("Retry-After"))
+    if asked is not None:
+        return min(asked, RETRY_WAIT_CAP)
+    return wait_exponential_jitter(initial=1, max=30)(state)
+

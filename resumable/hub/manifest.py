@@ -1,0 +1,83 @@
+"""The manifest beside a snapshot's files, the selection of files, and safe local paths."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+from ..state import RECORD_DIR, read_json, write_json
+from .common import RemoteFile, SnapshotError
+
+if TYPE_CHECKING:
+    from .api import HubAPI
+
+MANIFEST = ".snapshot.json"
+MANIFEST_FORMAT = 1
+
+
+def snapshot_is_complete(path: str | Path) -> bool:
+    """Cheap: the manifest is there and every file it lists exists with its size (no hashing)."""
+    path = Path(path)
+    manifest = read_json(path / MANIFEST)
+    if not manifest or not isinstance(manifest.get("tree"), dict) or not manifest.get("files"):
+        return False
+    try:
+        return all((path / name).stat().st_size == int(manifest["tree"][name]["size"]) for name in manifest["files"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return False
+
+
+def manifest_tree(manifest: dict | None, repo_id: str, commit: str) -> list[RemoteFile] | None:
+    if not manifest or manifest.get("format") != MANIFEST_FORMAT or manifest.get("commit") != commit \
+            or manifest.get("repo_id") != repo_id or not isinstance(manifest.get("tree"), dict):
+        return None
+    return [RemoteFile.from_json(p, d) for p, d in manifest["tree"].items()]
+
+
+def write_manifest(snap_dir: Path, hub: "HubAPI", revision: str, commit: str, tree: list[RemoteFile],
+                    done: set[str]) -> None:
+    """Adds ``done`` to the manifest's files; the lock keeps two runs with other filters from
+    dropping each other's files."""
+    from filelock import FileLock
+
+    (snap_dir / RECORD_DIR).mkdir(parents=True, exist_ok=True)
+    with FileLock(str(snap_dir / RECORD_DIR / "snapshot.lock")):
+        current = read_json(snap_dir / MANIFEST)
+        if manifest_tree(current, hub.repo_id, commit) is not None:
+            done = done | set(current.get("files", []))
+        write_json(snap_dir / MANIFEST, {
+            "format": MANIFEST_FORMAT,
+            "repo_id": hub.repo_id,
+            "repo_type": hub.repo_type,
+            "endpoint": hub.endpoint,
+            "revision": revision,
+            "commit": commit,
+            "tree": {f.path: f.to_json() for f in tree},
+            "files": sorted(done),
+        })
+
+
+def select_files(tree: list[RemoteFile], include: list[str] | None, exclude: list[str] | None, repo_id: str,
+            revision: str) -> list[RemoteFile]:
+    from huggingface_hub.utils import filter_repo_objects
+
+    wanted = list(filter_repo_objects(tree, allow_patterns=include, ignore_patterns=exclude, key=lambda f: f.path))
+    if include:  # a plain name that matches nothing is a missing file, not an empty snapshot
+        names = {f.path for f in tree}
+        missing = [p for p in include if not any(c in p for c in "*?[") and p not in names]
+        if missing:
+            raise SnapshotError(f"file {missing[0]!r} is not in '{repo_id}' at '{revision}'; "
+                                "check the name (list the repository's files on the Hub)", "file")
+    if not wanted:
+        raise SnapshotError(f"no file of '{repo_id}' at '{revision}' matches include={include} exclude={exclude}; "
+                            "check the patterns", "filter")
+    return sorted(wanted, key=lambda f: f.path)
+
+
+def safe_dest(snap_dir: Path, name: str) -> Path:
+    """The local path of a repository file; a listing must never write outside the snapshot."""
+    parts = PurePosixPath(name).parts
+    if not parts or name.startswith("/") or any(p in ("..", ".", "") for p in parts) or name == MANIFEST:
+        raise SnapshotError(f"the server listed an unsafe file name {name!r}; refusing to write it", "integrity")
+    return snap_dir.joinpath(*parts)
+

@@ -1,0 +1,138 @@
+"""snapshot(): resolve the revision, list or recall the files, fetch what is missing, record it."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import UsageError
+from ..state import read_json
+from .api import HubAPI
+from .common import COMMIT, RemoteFile, SnapshotError, SnapshotResult
+from .files import download_all, verified_on_disk
+from .manifest import MANIFEST, manifest_tree, safe_dest, select_files, write_manifest
+
+_TRUE = {"1", "on", "yes", "true"}
+
+
+def snapshot(
+    repo_id: str,
+    *,
+    revision: str = "main",
+    dest_root: str | Path = "./models_cache",
+    include: str | Iterable[str] | None = None,
+    exclude: str | Iterable[str] | None = None,
+    endpoint: str | None = None,
+    token: str | bool | None = None,
+    offline: bool | None = None,
+    max_workers: int = 4,
+    repo_type: str = "model",
+    progress=None,
+) -> SnapshotResult:
+    """Download (or find) ``repo_id`` at ``revision``; every file verified, resumable after a kill.
+
+    ``token=None`` uses HF_TOKEN or the saved login, ``False`` sends none; ``offline=None``
+    follows HF_HUB_OFFLINE; ``progress`` is None (a bar on a TTY), False, or a callable
+    ``(downloaded, total)`` over the whole snapshot.
+    """
+    _check_args(repo_id, revision, repo_type, max_workers)
+    include, exclude = _patterns(include), _patterns(exclude)
+    offline = _env_offline() if offline is None else offline
+    repo_dir = Path(dest_root).expanduser().absolute() / _folder_name(repo_id, repo_type)
+    hub = None if offline else HubAPI(repo_id, repo_type, endpoint, token)
+
+    commit = _resolve_commit(hub, repo_dir, repo_id, repo_type, revision)
+    snap_dir = repo_dir / commit
+    manifest = read_json(snap_dir / MANIFEST)
+    tree = manifest_tree(manifest, repo_id, commit)
+    if tree is None:
+        if hub is None:
+            raise SnapshotError(
+                f"offline: no snapshot of {repo_type} '{repo_id}' at '{revision}' (commit {commit[:12]}) in "
+                f"{repo_dir}; run once online (without --offline / HF_HUB_OFFLINE=1)", "offline")
+        tree = hub.list_files(commit, revision)
+    wanted = select_files(tree, include, exclude, repo_id, revision)
+
+    if hub is None:
+        return _offline_result(snap_dir, repo_id, repo_type, revision, commit, wanted)
+    _write_ref(repo_dir, revision, commit)
+    results = download_all(hub, snap_dir, commit, wanted, max_workers, progress)
+    write_manifest(snap_dir, hub, revision, commit, tree, {f.path for f in wanted})
+    statuses = {r.status for r in results}
+    status = "resumed" if "resumed" in statuses else "downloaded" if "downloaded" in statuses else "cached"
+    return SnapshotResult(snap_dir, repo_id, revision, commit, len(wanted), sum(f.size for f in wanted),
+                          sum(r.bytes_transferred for r in results), status)
+
+
+def _check_args(repo_id: str, revision: str, repo_type: str, max_workers: int) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UsageError(f"repo id {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.'), "
+                         "e.g. Qwen/Qwen2-VL-2B-Instruct") from None
+    if repo_type not in ("model", "dataset"):
+        raise UsageError(f"repo type {repo_type!r}: use 'model' or 'dataset'")
+    if not revision or not isinstance(revision, str) or ".." in revision or revision.startswith("/"):
+        raise UsageError(f"revision {revision!r}: give a branch, tag or 40-hex commit sha, e.g. main")
+    if not isinstance(max_workers, int) or max_workers < 1:
+        raise UsageError(f"max_workers {max_workers!r}: use 1 or more")
+
+
+def _patterns(value: str | Iterable[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    return [value] if isinstance(value, str) else list(value) or None
+
+
+def _env_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def _folder_name(repo_id: str, repo_type: str) -> str:
+    name = repo_id.replace("/", "--")
+    return name if repo_type == "model" else f"{repo_type}s--{name}"
+
+
+def _resolve_commit(hub: "HubAPI | None", repo_dir: Path, repo_id: str, repo_type: str, revision: str) -> str:
+    """A commit sha: the revision itself, else one request (online) or the saved ref (offline)."""
+    if COMMIT.match(revision):
+        return revision
+    if hub is not None:
+        return hub.commit_of(revision)
+    ref = _ref_path(repo_dir, revision)
+    commit = ref.read_text().strip() if ref.is_file() else ""
+    if not COMMIT.match(commit):
+        raise SnapshotError(f"offline: no snapshot of {repo_type} '{repo_id}' at '{revision}' in {repo_dir.parent}; "
+                            "run once online (without --offline / HF_HUB_OFFLINE=1)", "offline")
+    return commit
+
+
+def _ref_path(repo_dir: Path, revision: str) -> Path:
+    return repo_dir / "refs" / revision  # a/b branch names become sub-folders, like git
+
+
+def _write_ref(repo_dir: Path, revision: str, commit: str) -> None:
+    if revision == commit:
+        return
+    ref = _ref_path(repo_dir, revision)
+    ref.parent.mkdir(parents=True, exist_ok=True)
+    tmp = ref.with_name(f".{ref.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique per thread and process
+    tmp.write_text(commit)
+    os.replace(tmp, ref)
+
+
+def _offline_result(snap_dir: Path, repo_id: str, repo_type: str, revision: str, commit: str,
+                    wanted: list[RemoteFile]) -> SnapshotResult:
+    bad = [f.path for f in wanted if not verified_on_disk(safe_dest(snap_dir, f.path), f)]
+    if bad:
+        shown = ", ".join(bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+        raise SnapshotError(f"offline: the snapshot of {repo_type} '{repo_id}' at '{revision}' in {snap_dir} is "
+                            f"incomplete, missing or damaged {len(bad)} file(s): {shown}; run once online to "
+                            "finish it", "offline")
+    return SnapshotResult(snap_dir, repo_id, revision, commit, len(wanted), sum(f.size for f in wanted), 0, "cached")
+
