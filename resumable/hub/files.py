@@ -29,7 +29,7 @@ GIT_BLOB = "gitblob"  # our key for the git blob sha1 in a VerifiedRecord
 
 
 def download_all(hub: HubAPI, snap_dir: Path, commit: str, wanted: list[RemoteFile], max_workers: int,
-                  progress) -> list[FetchResult]:
+                 progress) -> list[FetchResult]:
     meter = _Meter(progress, sum(f.size for f in wanted), hub.repo_id)
     session = http.new_session(pool_size=max_workers)
     others = _files_of_other_commits(snap_dir)

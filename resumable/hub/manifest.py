@@ -35,7 +35,7 @@ def manifest_tree(manifest: dict | None, repo_id: str, commit: str) -> list[Remo
 
 
 def write_manifest(snap_dir: Path, hub: "HubAPI", revision: str, commit: str, tree: list[RemoteFile],
-                    done: set[str]) -> None:
+                   done: set[str]) -> None:
     """Adds ``done`` to the manifest's files; the lock keeps two runs with other filters from
     dropping each other's files."""
     from filelock import FileLock
@@ -58,7 +58,7 @@ def write_manifest(snap_dir: Path, hub: "HubAPI", revision: str, commit: str, tr
 
 
 def select_files(tree: list[RemoteFile], include: list[str] | None, exclude: list[str] | None, repo_id: str,
-            revision: str) -> list[RemoteFile]:
+                 revision: str) -> list[RemoteFile]:
     from huggingface_hub.utils import filter_repo_objects
 
     wanted = list(filter_repo_objects(tree, allow_patterns=include, ignore_patterns=exclude, key=lambda f: f.path))
