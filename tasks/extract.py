@@ -26,12 +26,32 @@ class ExtractedDir:
 @task(cache_policy=STABLE_INPUTS, persist_result=True, task_run_name=run_name("extract", "target"))
 def extract(archive: FetchedFile, digest: str, target: str) -> ExtractedDir:
     """Unpack ``archive`` (already verified, ``digest`` 'alg:hex') into ``target``."""
+    from resumable.errors import ExtractError
     from resumable.extract import extract as extract_archive
 
-    r = extract_archive(archive.path, target, archive_digest=digest or None)
+    try:
+        r = extract_archive(archive.path, target, archive_digest=digest or None)
+    except ExtractError as exc:
+        if CORRUPT in str(exc):
+            why = str(exc).replace("; delete it and download it again", "")
+            raise ExtractError(f"{why}; moved aside to {quarantine(archive.path).name}, so the next run downloads "
+                               "it again (check the source or its hash first)") from None
+        raise
     get_run_logger().info("%s -> %s: %s, %d files, %s", Path(archive.path).name, r.target, r.status, r.files,
                           human_size(r.bytes))
     return ExtractedDir(str(r.target), r.format, r.files, r.bytes, r.status)
+
+
+CORRUPT = "corrupt or truncated"  # resumable.extract's wording for bytes that do not decode
+
+
+def quarantine(path: str | Path) -> Path:
+    """Move a corrupt archive out of the way (kept for inspection): the next fetch starts afresh."""
+    from resumable.state import corrupt_path
+
+    dest = corrupt_path(Path(path))
+    Path(path).replace(dest)
+    return dest
 
 
 def extraction_is_current(archive: str | Path, target: str | Path) -> bool:

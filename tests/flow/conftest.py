@@ -51,6 +51,17 @@ def dataset_archive(tmp_path_factory) -> Archive:
     return Archive(archive, len(data), "sha256:" + hashlib.sha256(data).hexdigest())
 
 
+@pytest.fixture(scope="session")
+def sample_build_dir(tmp_path_factory):
+    """The offline sample (tiny Qwen2-VL repository + dataset archive), built once per session."""
+    from train_pipeline.config import SampleSpec
+    from train_pipeline.sample import build_sample
+
+    build_dir = tmp_path_factory.mktemp("sample-build")
+    build_sample(SampleSpec(n_images=8, seed=0, build_dir=str(build_dir)))
+    return build_dir
+
+
 @pytest.fixture
 def served(tmp_path, dataset_archive):
     """A FileServer over a per-test folder holding the dataset archive."""

@@ -117,3 +117,35 @@ def test_cli_retry_of_the_same_flow_run_continues_from_the_failed_step(task_runs
     retried = {x.name.split(" ")[0]: x.state.name for x in task_runs(flow_run_id) if x.id not in before}
     assert retried == {"fetch": "Cached", "verify": "Cached", "extract": "Completed"}
     assert served.bytes_sent_total(ARCHIVE) == dataset_archive.size
+
+
+def test_corrupt_archive_fails_at_extract_and_the_rerun_keeps_the_model_cached(
+        tmp_path, dataset_config, served, run_pipeline, task_states, sample_build_dir, dataset_archive):
+    """No hash in the config, and the server sends a broken archive: the transfer cannot tell, the
+    extraction can. The failed run sets the bad download aside; once the source is fixed the
+    re-run downloads the archive again and extracts it, while the model snapshot (done in the
+    failed run) stays Cached and is not transferred again."""
+    from train_pipeline.sample import SAMPLE_REPO
+    from train_pipeline.servers.hub import HubServer
+
+    good = (served.root / ARCHIVE).read_bytes()
+    (served.root / ARCHIVE).write_bytes(good[: len(good) // 2])  # truncated at the source
+    with HubServer(sample_build_dir / "hub") as hub:
+        cfg = dataset_config(
+            model={"repo_id": SAMPLE_REPO, "endpoint": hub.endpoint},
+            datasets=[{"name": "billboards", "files": [{"url": served.url(ARCHIVE)}], "extract_to": "billboards"}])
+        failed = run_pipeline(cfg)
+        assert failed.is_failed() and "corrupt or truncated" in failed.message, failed.message
+        assert task_states(failed.state_details.flow_run_id) == {
+            "snapshot": "Completed", "fetch": "Completed", "verify": "Completed", "extract": "Failed"}
+        download = tmp_path / "data" / "downloads" / "billboards" / ARCHIVE
+        assert not download.exists() and download.with_name(ARCHIVE + ".corrupt").is_file()
+        hub_requests = len(hub.settle())
+
+        (served.root / ARCHIVE).write_bytes(good)  # the source is fixed
+        again = run_pipeline(cfg)
+        assert again.is_completed(), again.message
+        assert task_states(again.state_details.flow_run_id) == {
+            "snapshot": "Cached", "fetch": "Completed", "verify": "Completed", "extract": "Completed"}
+        assert len(hub.settle()) == hub_requests  # not one request to the Hub: 0 bytes of the model again
+    assert download.read_bytes() == good

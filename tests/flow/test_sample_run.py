@@ -11,16 +11,6 @@ from train_pipeline.config import SAMPLE_CONFIG, parse_config, read_yaml
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="session")
-def sample_build_dir(tmp_path_factory):
-    from train_pipeline.config import SampleSpec
-    from train_pipeline.sample import build_sample
-
-    build_dir = tmp_path_factory.mktemp("sample-build")
-    build_sample(SampleSpec(n_images=8, seed=0, build_dir=str(build_dir)))  # once per session
-    return build_dir
-
-
 def _sample_config(tmp_path, build_dir):
     data = read_yaml(SAMPLE_CONFIG)
     data["sample"] = {"n_images": 8, "seed": 0, "build_dir": str(build_dir)}
