@@ -36,7 +36,8 @@ BATCH_JOBS = 8
 def register(subparsers) -> argparse.ArgumentParser:
     """Add ``datasets`` to the ``train-pipeline`` command's subparsers."""
     p = subparsers.add_parser("datasets", help="list and download registry datasets",
-                              description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description="List the dataset registry; download a dataset (resumable, verified, "
+                                          "extracted) into <data-dir>/downloads/<name>/ and <data-dir>/<extract_to>/.")
     _add_common(p)
     p.add_argument("--list", action="store_true", help="list the registry's datasets (same as 'datasets list')")
     p.add_argument("--dataset", metavar="NAME", help="download this dataset (same as 'datasets download NAME')")

@@ -12,7 +12,7 @@ from train_pipeline.config import PROJECT_ROOT
 
 
 def _datasets(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "train_pipeline.datasets_cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "train_pipeline.cli", "datasets", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120,
                           env={**__import__("os").environ, "PYTHONPATH": str(PROJECT_ROOT)})
 
