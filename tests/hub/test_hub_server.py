@@ -179,3 +179,19 @@ def test_fault_slow_throttles_and_logs_bytes(hub):
     hub.slow = 1_000_000.0
     status, _, body = request(f"{hub.endpoint}/org/tiny/resolve/main/model.safetensors", headers={"Range": "bytes=0-99999"})
     assert status == 206 and len(body) == 100_000 and hub.settle()[-1].bytes_sent == 100_000
+
+
+def test_real_client_resumes_a_cut_download_with_range(big_root, tmp_path):
+    # huggingface_hub reads 10 MiB chunks, so only a cut past 10 MiB leaves it something to resume from
+    with HubServer(big_root) as hub:
+        hub.cut_after = 12 * 1024 * 1024
+        path = hf_hub_download("org/big", "model.safetensors", endpoint=hub.endpoint, cache_dir=tmp_path)
+        gets = [r for r in hub.settle() if r.method == "GET" and r.path.endswith("model.safetensors")]
+    assert filecmp.cmp(path, big_root / "org/big/model.safetensors", shallow=False)
+    assert [(r.status, r.range) for r in gets] == [(200, None), (206, f"bytes={10 * 1024 * 1024}-")]
+
+
+def test_real_client_private_repo_through_the_cdn_with_a_token(cdn_hub, tmp_path):
+    path = Path(snapshot_download("org/private", endpoint=cdn_hub.endpoint, cache_dir=tmp_path, token="hf_good"))
+    assert (path / "config.json").read_text() == "{}"
+    assert all(r.authorization for r in cdn_hub.settle() if r.server == "hub")
