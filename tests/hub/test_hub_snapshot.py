@@ -273,3 +273,18 @@ def test_unreachable_endpoint_is_a_one_line_error(tmp_path):
 def test_bad_arguments_are_usage_errors(tmp_path, kwargs, words):
     with pytest.raises(ValueError, match=words):
         snapshot(dest_root=tmp_path, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "headers, wait",
+    [({"RateLimit": '"api";r=0;t=7', "Retry-After": "3"}, 7.0), ({"Retry-After": "5"}, 5.0),
+     ({"ratelimit": '"api";r=0;t=99999'}, 120.0)],
+    ids=["ratelimit-wins", "retry-after", "capped"],
+)
+def test_metadata_retry_waits_what_the_server_asks(headers, wait):
+    from types import SimpleNamespace
+
+    from resumable.hub.api import _hub_wait
+
+    exc = SimpleNamespace(response=SimpleNamespace(headers=headers, status_code=429))
+    assert _hub_wait(SimpleNamespace(outcome=SimpleNamespace(exception=lambda: exc), attempt_number=1)) == wait
