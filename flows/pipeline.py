@@ -18,6 +18,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python flows/pipeline.py` and Prefect's entrypoint loader
     sys.path.insert(0, str(ROOT))
+if __name__ == "__main__":
+    import os
+
+    # A first local run starts Prefect's temporary server on a fresh PREFECT_HOME: ~20 s here,
+    # right at Prefect's default limit. Give it room (an explicit setting still wins).
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 import argparse  # noqa: E402
 from typing import Any  # noqa: E402

@@ -47,3 +47,20 @@ def test_sample_pipeline_end_to_end_then_cached_then_only_the_deleted_model_file
     assert task_states(state.state_details.flow_run_id) == {
         "snapshot": "Completed", "fetch": "Cached", "verify": "Cached", "extract": "Cached", "train": "Cached"}
     assert weights.is_file()
+
+
+def test_command_line_runs_the_profile_and_prints_the_summary(tmp_path, sample_build_dir, prefect_server, capsys):
+    """`python flows/pipeline.py --config FILE` (in-process here, on the session's server)."""
+    import yaml
+
+    from flows.pipeline import main
+
+    cfg = _sample_config(tmp_path, sample_build_dir)
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True)))
+    assert main(["--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "outdoor_advertising_sample.tar.gz" in out and "downloaded" in out and "sha256:" in out
+    assert main(["--config", str(path)]) == 0  # again: everything Cached, nothing transferred
+    out = capsys.readouterr().out
+    assert "cached" in out and "2 item(s), 0 B transferred" in out
