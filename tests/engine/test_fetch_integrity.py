@@ -10,7 +10,7 @@ import sys
 import pytest
 
 import resumable.hashes
-from conftest import make_file, sha256_of
+from engine_helpers import make_file, sha256_of
 from resumable import IntegrityError, UsageError, fetch, parse_hash, verify_file
 from resumable.state import corrupt_path, part_path
 

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from conftest import make_file, sha256_of
+from engine_helpers import make_file, sha256_of
 from resumable import DiskSpaceError, HTTPStatusError, fetch
 from resumable.names import destination_in, name_from_disposition, safe_name
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_file
+from engine_helpers import make_file
 
 GUIDE = Path(__file__).parents[1] / "data" / "download-guide.md"  # a copy of shared/seed/download-guide.md
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import make_file, sha256_of
+from engine_helpers import make_file, sha256_of
 from resumable import fetch
 
 CHILD = """

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from conftest import make_file, sha256_of
+from engine_helpers import make_file, sha256_of
 from resumable import HTTPStatusError, TransferError, fetch
 from resumable.http import parse_retry_after
 
@@ -103,7 +103,7 @@ def test_stalled_connection_times_out_and_resumes(served, tmp_path):
 
 
 def test_connection_refused_is_transient_then_fails_clearly(tmp_path):
-    from conftest import free_port
+    from engine_helpers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/f.bin"
     with pytest.raises(TransferError, match="connection refused"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from conftest import make_file, sha256_of
+from engine_helpers import make_file, sha256_of
 
 
 def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from conftest import make_file
+from engine_helpers import make_file
 from resumable import fetch, human_size, progress_bar
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_file, sha256_of
+from engine_helpers import make_file, sha256_of
 from resumable import fetch
 from resumable.state import PartState, part_path, state_path
 
@@ -146,7 +145,7 @@ def test_server_ignoring_range_restarts_from_zero(served, tmp_path):
     dest = tmp_path / "f.bin"
     srv.fault("f.bin", cut_after=1 << 20)
     srv.fault("f.bin", ignore_range=True)
-    result = fetch(srv.url("f.bin"), dest, hash=digest, retry_delay=0.01, progress=False)
+    fetch(srv.url("f.bin"), dest, hash=digest, retry_delay=0.01, progress=False)
     assert sha256_of(dest) == digest
     assert [r.status for r in srv.log if r.method == "GET"] == [200, 200]
 
