@@ -20,6 +20,7 @@ from prefect.utilities.hashing import hash_objects
 
 from resumable.errors import ResumableError, TransferError
 
+
 @dataclass
 class StableInputs(CachePolicy):
     """The task's inputs and source code, where
@@ -33,14 +34,14 @@ class StableInputs(CachePolicy):
     """
 
     exclude: tuple[str, ...] = ()
-    keep_if_none: tuple[str, ...] = ()  # e.g. keep 'url' in the key when there is no 'hash'
+    pinned_by: str | None = None  # e.g. 'hash': when it is None, the inputs in `unpinned_keep` count
+    unpinned_keep: tuple[str, ...] = ()  # e.g. ('url',): without a hash the URL names the content
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> str | None:
         drop = set(self.exclude)
-        for name in self.keep_if_none:
-            if inputs.get(name) is None:
-                drop = set()
+        if self.pinned_by is not None and inputs.get(self.pinned_by) is None:
+            drop -= set(self.unpinned_keep)
         kept = {k: _identity(v) for k, v in sorted(inputs.items()) if k not in drop}
         source = TASK_SOURCE.compute_key(task_ctx, inputs, flow_parameters, **kwargs)
         return hash_objects(kept, source, raise_on_failure=True)

@@ -36,7 +36,8 @@ class FetchedFile:
 # The bytes are pinned by dest + size + hash; where they come from (URL, mirrors, a server on a
 # random port) and how (connections, retries) do not change the result. Without a hash the URL
 # does name the content, so it stays in the key.
-DOWNLOAD_CACHE = StableInputs(exclude=("url", "mirrors", "connections", "retries"), keep_if_none=("hash",))
+DOWNLOAD_CACHE = StableInputs(exclude=("url", "mirrors", "connections", "retries"), pinned_by="hash",
+                              unpinned_keep=("url",))
 
 
 @task(cache_policy=DOWNLOAD_CACHE, persist_result=True, retries=2, retry_delay_seconds=[2, 10],

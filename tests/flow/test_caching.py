@@ -116,3 +116,21 @@ def test_many_small_files_go_through_one_batch_task(tmp_path, dataset_config, se
     assert state.is_completed(), state.message
     assert task_states(state.state_details.flow_run_id)["fetch-batch"] == "Completed"
     assert [r.path for r in served.log[before:] if r.method == "GET"] == ["/label_3.txt"]
+
+
+def test_download_cache_key_names_the_bytes_not_where_they_come_from():
+    from types import SimpleNamespace
+
+    from tasks.download import DOWNLOAD_CACHE, fetch_with_resume
+
+    def key(**inputs):
+        base = dict(url="http://127.0.0.1:1/a.tar.gz", dest="/d/a.tar.gz", size=10, hash="sha256:" + "0" * 64,
+                    mirrors=(), connections=1, retries=5)
+        return DOWNLOAD_CACHE.compute_key(SimpleNamespace(task=fetch_with_resume), {**base, **inputs}, {})
+
+    same = key()
+    assert key(url="http://127.0.0.1:2/a.tar.gz", mirrors=("http://m/a.tar.gz",), connections=8, retries=0) == same
+    assert key(dest="/e/a.tar.gz") != same and key(size=11) != same and key(hash="sha256:" + "1" * 64) != same
+    # Without a hash the URL is what names the content.
+    assert key(hash=None) != key(hash=None, url="http://other/a.tar.gz")
+    assert key(hash=None) == key(hash=None, connections=4)
