@@ -115,8 +115,19 @@ def describe_network_error(exc: BaseException) -> str:
 def status_error(resp: requests.Response, url: str) -> HTTPStatusError:
     err = HTTPStatusError(redact(url), resp.status_code, resp.reason or "", STATUS_HINTS.get(resp.status_code, ""))
     err.retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+    if err.retry_after is None:
+        err.retry_after = parse_ratelimit_reset(resp.headers.get("RateLimit"))
     resp.close()
     return err
+
+
+_RATELIMIT = re.compile(r";\s*r=(\d+)\s*;\s*t=(\d+)")
+
+
+def parse_ratelimit_reset(value: str | None) -> float | None:
+    """Seconds until the quota resets, from an IETF ``RateLimit: "api";r=0;t=55`` header (when used up)."""
+    m = _RATELIMIT.search(value or "")
+    return float(m.group(2)) if m and int(m.group(1)) == 0 else None
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

@@ -26,6 +26,9 @@ from .errors import IntegrityError, ResumableError
 log = logging.getLogger("resumable")
 
 
+MAX_CORRUPT_RETRIES = 2
+
+
 def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, ResumableError) and getattr(exc, "transient", False)
 
@@ -55,6 +58,7 @@ class RetryPolicy:
         self.label = label
         self._seen = 0
         self._stalled = 0
+        self._corrupt = 0
 
     # tenacity hooks --------------------------------------------------------------------------
     def _retry(self, state: RetryCallState) -> bool:
@@ -62,7 +66,12 @@ class RetryPolicy:
         if exc is None or not is_transient(exc):
             return False
         if isinstance(exc, IntegrityError):
-            self._seen = self.progress.received  # bad bytes are no progress: each costs an attempt
+            # Bad bytes are no progress, and a source that keeps sending them is not worth
+            # more than a couple of full re-downloads.
+            self._seen = self.progress.received
+            self._corrupt += 1
+            if self._corrupt > MAX_CORRUPT_RETRIES:
+                return False
         elif self.progress.received > self._seen:  # bytes arrived since the last failure
             self._seen, self._stalled = self.progress.received, 0
         self._stalled += 1

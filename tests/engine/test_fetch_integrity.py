@@ -54,6 +54,15 @@ def test_persistent_corruption_fails_clearly_within_the_budget(served, tmp_path)
     assert len(srv.log) == 3  # bad bytes are no progress: each costs an attempt
 
 
+def test_a_source_that_keeps_sending_bad_bytes_gets_two_more_chances(served, tmp_path):
+    srv, root = served
+    digest = make_file(root / "f.bin", 200_000)
+    srv.fault("f.bin", corrupt_at=10, times=None)
+    with pytest.raises(IntegrityError):
+        fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=digest, retries=10, retry_delay=0.01, progress=False)
+    assert len(srv.log) == 3  # however generous the network retry budget
+
+
 def test_wrong_expected_size_fails_before_transfer(served, tmp_path):
     srv, root = served
     make_file(root / "f.bin", 5000)

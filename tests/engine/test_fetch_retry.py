@@ -44,6 +44,15 @@ def test_retry_after_seconds_is_honoured(served, tmp_path):
     assert time.monotonic() - t0 >= 0.95  # waited as asked, though our own backoff was 10 ms
 
 
+def test_ratelimit_header_is_honoured_without_retry_after(served, tmp_path):
+    srv, root = served
+    make_file(root / "f.bin", 1000)
+    srv.fault("f.bin", status=429, headers={"RateLimit": '"api";r=0;t=1'})
+    t0 = time.monotonic()
+    fetch(srv.url("f.bin"), tmp_path / "f.bin", retry_delay=0.01, progress=False)
+    assert time.monotonic() - t0 >= 0.95
+
+
 def test_retry_after_http_date_is_parsed():
     now = time.time()
     date = email.utils.formatdate(now + 30, usegmt=True)

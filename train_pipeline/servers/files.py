@@ -31,6 +31,7 @@ class Fault:
     times: int | None = 1
     status: int | None = None          # answer this status instead (e.g. 503, 429, 404)
     retry_after: str | None = None     # Retry-After value sent with ``status``
+    headers: dict | None = None        # extra headers sent with ``status`` (e.g. RateLimit)
     cut_after: int | None = None       # close the connection after this many body bytes
     stall: float = 0.0                 # sleep this long (after cut_after bytes, if set)
     ignore_range: bool = False         # answer 200 with the whole body to a ranged request
@@ -179,6 +180,7 @@ def _handler_for(server: FileServer):
                 return self._simple(rec, 401, extra={"WWW-Authenticate": "Bearer"})
             if fault and fault.status:
                 extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                extra.update(fault.headers or {})
                 return self._simple(rec, fault.status, extra=extra)
             file = (server.root / path.lstrip("/")).resolve()
             if server.root not in file.parents or not file.is_file():
