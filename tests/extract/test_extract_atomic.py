@@ -225,3 +225,25 @@ def test_crash_between_publish_and_record_is_recovered(sandbox, had_target):
     assert not extraction_is_current(archive, target)
     assert extract(archive, target, progress=False).status == "extracted"
     assert extraction_is_current(archive, target) and tree(target) == V1
+
+
+def test_replacement_without_rename_exchange(sandbox, monkeypatch):
+    """Where renameat2 is missing (other kernels, libcs or filesystems) the old version is moved
+    aside, the new one renamed in, the old one removed."""
+    from resumable.extract import atomic
+
+    monkeypatch.setattr(atomic, "_LIBC", None)
+    archive = write(sandbox / "v.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    write(archive, version(V2))
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert tree(target) == V2 and temp_folders(sandbox) == []
+
+
+def test_the_engine_module_stays_light():
+    code = ("import sys, resumable.extract; heavy = {'prefect', 'torch', 'transformers', 'huggingface_hub'}; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & heavy))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
