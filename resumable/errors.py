@@ -53,3 +53,11 @@ class ExtractError(ResumableError):
 
 class UnsafeArchiveError(ExtractError):
     """A member would land outside the target (traversal, absolute path, link escape) or is a device file."""
+
+
+class CorruptArchiveError(ExtractError):
+    """The archive's bytes do not decode (truncated or damaged): delete it and download it again."""
+
+
+class ArchiveTooLargeError(ExtractError):
+    """Extraction would pass max_total_size or max_ratio: a possible decompression bomb."""

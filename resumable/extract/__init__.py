@@ -7,12 +7,14 @@ The target folder becomes exactly the archive's content, published by one rename
 record next to it (``.<name>.extract.json``) makes a re-run a no-op.
 """
 
-from ..errors import ExtractError, UnsafeArchiveError
+from ..errors import ArchiveTooLargeError, CorruptArchiveError, ExtractError, UnsafeArchiveError
 from .core import ExtractResult, extract, extraction_is_current
 from .formats import FORMATS, detect_format
 from .limits import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_SIZE
 
 __all__ = [
+    "ArchiveTooLargeError",
+    "CorruptArchiveError",
     "DEFAULT_MAX_RATIO",
     "DEFAULT_MAX_TOTAL_SIZE",
     "ExtractError",

@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from ..errors import ExtractError
+from ..errors import CorruptArchiveError, ExtractError
 
 COMPRESSIONS = ("gz", "bz2", "xz", "zst")
 FORMATS = ("zip", "tar") + tuple(f"tar.{c}" for c in COMPRESSIONS) + COMPRESSIONS
@@ -30,8 +30,8 @@ _MAGIC = (
 )
 
 
-def corrupt(archive: Path | str, fmt: str, exc: BaseException) -> ExtractError:
-    return ExtractError(f"{archive}: corrupt or truncated {fmt} data ({exc or type(exc).__name__}); "
+def corrupt(archive: Path | str, fmt: str, exc: BaseException) -> CorruptArchiveError:
+    return CorruptArchiveError(f"{archive}: corrupt or truncated {fmt} data ({exc or type(exc).__name__}); "
                         f"delete it and download it again")
 
 
@@ -49,7 +49,7 @@ def detect_format(path: str | Path) -> str:
     except OSError as exc:
         raise ExtractError(f"{path}: cannot read the archive ({exc.strerror or exc}); check the path") from None
     if not head:
-        raise ExtractError(f"{path}: the archive is an empty file; delete it and download it again")
+        raise CorruptArchiveError(f"{path}: the archive is an empty file; delete it and download it again")
     for magic, fmt in _MAGIC:
         if head.startswith(magic):
             if fmt == "zip":

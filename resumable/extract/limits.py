@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import UsageError
-from .stream import ByteLimitExceeded
+from ..errors import ArchiveTooLargeError, UsageError
 
 DEFAULT_MAX_TOTAL_SIZE = 64 << 30
 DEFAULT_MAX_RATIO = 200.0
@@ -33,12 +32,12 @@ class Limits:
         """Sizes the archive declares: refuse early when they alone exceed the limit."""
         self.declared += max(size, 0)
         if self.declared > self.limit:
-            raise ByteLimitExceeded(f"{self.archive}: member {member!r} takes the declared size past "
+            raise ArchiveTooLargeError(f"{self.archive}: member {member!r} takes the declared size past "
                                     f"{self.hint}; refusing a possible decompression bomb (raise the "
                                     f"limit if you trust this archive)")
 
-    def exceeded(self) -> ByteLimitExceeded:
-        return ByteLimitExceeded(f"{self.archive}: expands to more than {self.hint}; refusing a possible "
+    def exceeded(self) -> ArchiveTooLargeError:
+        return ArchiveTooLargeError(f"{self.archive}: expands to more than {self.hint}; refusing a possible "
                                  f"decompression bomb (raise the limit if you trust this archive)")
 
 

@@ -13,15 +13,11 @@ import threading
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ExtractError
+from ..errors import ArchiveTooLargeError, ExtractError
 from .formats import decompressed_chunks
 
 _DONE = object()
 _QUEUE_CHUNKS = 8  # x CHUNK_SIZE of decompressed data in flight at most
-
-
-class ByteLimitExceeded(ExtractError):
-    pass
 
 
 class DecompressingReader(io.RawIOBase):
@@ -57,7 +53,7 @@ class DecompressingReader(io.RawIOBase):
                                                       self._hasher.update if self._hasher else None):
                 produced += len(chunk)
                 if produced > self._limit:
-                    raise ByteLimitExceeded(f"{self._archive}: expands to more than {self._limit_hint}; "
+                    raise ArchiveTooLargeError(f"{self._archive}: expands to more than {self._limit_hint}; "
                                             f"refusing a possible decompression bomb (raise the limit if you "
                                             f"trust this archive)")
                 if not self._put((raw_pos, chunk)):

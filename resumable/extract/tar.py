@@ -7,7 +7,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from ..errors import DiskSpaceError, ExtractError, UnsafeArchiveError
+from ..errors import CorruptArchiveError, DiskSpaceError, ExtractError, UnsafeArchiveError
 from .formats import CHUNK_SIZE
 from .guard import MemberGuard
 from .limits import Limits
@@ -48,7 +48,7 @@ def extract_tar(reader: DecompressingReader, dest: Path, guard: MemberGuard, lim
         raise UnsafeArchiveError(f"{guard.archive}: member {exc.tarinfo.name!r} is unsafe ({exc}); refusing "
                                  f"the archive (nothing was extracted); get it from a trusted source") from None
     except (tarfile.ReadError, tarfile.StreamError, tarfile.HeaderError) as exc:
-        raise ExtractError(f"{guard.archive}: corrupt or truncated tar data ({exc}); delete it and "
+        raise CorruptArchiveError(f"{guard.archive}: corrupt or truncated tar data ({exc}); delete it and "
                            f"download it again") from None
     except tarfile.ExtractError as exc:
         raise ExtractError(f"{guard.archive}: cannot extract ({exc}); the archive is probably damaged") from None
@@ -70,7 +70,7 @@ def extract_single(reader: DecompressingReader, dest: Path, name: str, archive: 
 
 def os_error(archive: str, dest: Path, exc: OSError) -> ExtractError | DiskSpaceError:
     if exc.errno is None:  # bz2 and friends report bad data as a bare OSError
-        return ExtractError(f"{archive}: corrupt data ({exc}); delete it and download it again")
+        return CorruptArchiveError(f"{archive}: corrupt or truncated data ({exc}); delete it and download it again")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskSpaceError(f"{archive}: no space left to extract next to {dest.parent} "
                               f"({exc.strerror}); free space or extract elsewhere")

@@ -11,7 +11,7 @@ import zlib
 from pathlib import Path
 from typing import Callable
 
-from ..errors import ExtractError
+from ..errors import CorruptArchiveError, ExtractError
 from .formats import CHUNK_SIZE
 from .guard import MemberGuard, data_mode, is_special, zip_unix_mode
 from .limits import Limits
@@ -46,10 +46,11 @@ def extract_zip(archive: Path, dest: Path, guard: MemberGuard, limits: Limits,
         raise
     except zipfile.BadZipFile as exc:
         where = f" (member {member!r})" if member else ""
-        raise ExtractError(f"{name}: corrupt zip{where}: {exc}; delete it and download it again") from None
+        raise CorruptArchiveError(f"{name}: corrupt or truncated zip{where} ({exc}); delete it and download it "
+                                  f"again") from None
     except (zlib.error, EOFError, lzma.LZMAError) as exc:
-        raise ExtractError(f"{name}: corrupt data in member {member!r} ({exc}); delete the archive and "
-                           f"download it again") from None
+        raise CorruptArchiveError(f"{name}: corrupt or truncated data in member {member!r} ({exc}); delete it "
+                                  f"and download it again") from None
     except NotImplementedError as exc:
         raise ExtractError(f"{name}: member {member!r} uses an unsupported zip feature ({exc}); "
                            f"repack it with deflate") from None
@@ -79,7 +80,11 @@ def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, guar
                            f"(passwords are not supported)")
     path = dest / rel
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_existing(path)  # a duplicate name: replace it, never write through what is there
+    if path.is_dir() and not path.is_symlink():
+        raise ExtractError(f"{zf.filename}: member {member!r} is a file where the archive made a folder; "
+                           f"the archive is malformed")
+    if os.path.lexists(path):  # a duplicate name: replace it, never write through what is there
+        os.unlink(path)
     if stat.S_ISLNK(mode):
         if info.file_size > _MAX_LINK:
             raise guard.refuse(member, "is a symlink with an implausibly long target")
@@ -101,10 +106,3 @@ def _extract_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path, guar
     os.utime(path, (mtime, mtime))
     return size
 
-
-def _remove_existing(path: Path) -> None:
-    if os.path.lexists(path):
-        if path.is_dir() and not path.is_symlink():
-            raise ExtractError(f"{path.name}: a file and a folder share this name in the archive; "
-                               f"the archive is malformed")
-        os.unlink(path)
