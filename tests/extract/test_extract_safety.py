@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import shutil
 import stat
+import subprocess
 import tarfile
 import zipfile
 
@@ -155,3 +157,16 @@ def test_a_lying_tar_header_is_not_trusted(sandbox):
     with pytest.raises(ArchiveTooLargeError, match="decompression bomb"):
         extract(archive, sandbox / "target", progress=False, max_total_size=10 << 20, max_ratio=1e6)
     assert leftovers(sandbox, "many.tar.gz") == set()
+
+
+@pytest.mark.skipif(shutil.which("tar") is None, reason="needs GNU tar to write a sparse member")
+def test_sparse_member_bomb_is_stopped_by_its_declared_size(sandbox):
+    """A sparse member of 2 GiB is ~100 bytes of archive: its declared size is what stops it."""
+    img = sandbox / "big.img"
+    with open(img, "wb") as f:
+        f.truncate(2 << 30)
+    subprocess.run(["tar", "--sparse", "-czf", "sparse.tar.gz", "big.img"], cwd=sandbox, check=True)
+    img.unlink()
+    with pytest.raises(ArchiveTooLargeError, match="member 'big.img' takes the declared size past max_ratio"):
+        extract(sandbox / "sparse.tar.gz", sandbox / "target", progress=False)
+    assert leftovers(sandbox, "sparse.tar.gz") == set()
