@@ -26,6 +26,7 @@ if __name__ == "__main__":
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 import argparse  # noqa: E402
+import os  # noqa: E402
 from typing import Any  # noqa: E402
 
 from prefect import flow  # noqa: E402
@@ -37,7 +38,12 @@ from flows.summary import publish_summary  # noqa: E402
 from train_pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
 
 
-@flow(name="train-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=4))
+# Downloads at the same time when the flow runs from a deployment (`python flows/pipeline.py`
+# uses the config's max_workers instead).
+DEFAULT_MAX_WORKERS = int(os.environ.get("TRAIN_PIPELINE_MAX_WORKERS", "4"))
+
+
+@flow(name="train-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_MAX_WORKERS))
 def train_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
     """Download the model and datasets (resumable, verified), extract, and fine-tune.
 
