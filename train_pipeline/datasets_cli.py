@@ -65,6 +65,8 @@ def _add_download_options(p: argparse.ArgumentParser, default=None) -> None:
                    help="the files of a 'custom' dataset (or replace a dataset's files); several download as a batch")
     p.add_argument("--no-extract", action="store_true", default=d(False), help="keep archives as downloaded")
     p.add_argument("--connections", type=int, default=d(1), metavar="N", help="HTTP connections per large file")
+    p.add_argument("--retries", type=int, default=d(5), metavar="N",
+                   help="retries per source after a transient failure, with exponential backoff (default 5)")
     p.add_argument("--quiet", action="store_true", default=d(False), help="no progress bars")
 
 
@@ -79,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
                   "(or --list / --dataset NAME)", file=sys.stderr)
             return 2
         return download(name, registry=args.registry, data_dir=args.data_dir, urls=args.urls,
-                        extract=not args.no_extract, connections=args.connections, quiet=args.quiet)
+                        extract=not args.no_extract, connections=args.connections, retries=args.retries,
+                        quiet=args.quiet)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -105,12 +108,14 @@ def resolve(name: str, registry: str | None, urls: list[str] | None) -> DatasetS
 
 
 def download(name: str, *, registry: str | None = None, data_dir: str = "./data", urls: list[str] | None = None,
-             extract: bool = True, connections: int = 1, quiet: bool = False) -> int:
+             extract: bool = True, connections: int = 1, retries: int = 5, quiet: bool = False) -> int:
     import resumable
     from resumable.errors import ResumableError
 
     if connections < 1:
         raise ConfigError(f"--connections {connections}: use 1 or more")
+    if retries < 0:
+        raise ConfigError(f"--retries {retries}: use 0 or more")
     spec = resolve(name, registry, urls)
     data = Path(data_dir).expanduser().resolve()
     progress = False if quiet else None
@@ -119,12 +124,13 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
     if len(items) == 1:
         try:
             results = [resumable.fetch(items[0].url, items[0].dest, size=items[0].size, hash=items[0].hash,
-                                       mirrors=items[0].mirrors, connections=connections, progress=progress)]
+                                       mirrors=items[0].mirrors, connections=connections, retries=retries,
+                                       progress=progress)]
         except ResumableError as exc:
             results = [exc]
     else:  # a batch: bounded concurrency over one connection pool
         results = resumable.fetch_many(items, jobs=min(BATCH_JOBS, len(items)), progress=progress,
-                                       connections=connections)
+                                       connections=connections, retries=retries)
     rows, failures = [], []
     for item, r in zip(items, results):
         if isinstance(r, Exception):

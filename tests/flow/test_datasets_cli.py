@@ -4,6 +4,7 @@ from __future__ import annotations
 
 ARCHIVE = "billboards.tar.gz"  # the dataset archive on the test file server (tests/flow/conftest.py)
 
+import os
 import shutil
 import subprocess
 import sys
@@ -63,3 +64,28 @@ def test_bad_input_is_one_line(tmp_path, served):
 
     r = _datasets("download", "custom", "--urls", served.url("missing.tar.gz"), cwd=tmp_path)
     assert r.returncode == 1 and "404" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_registry_mirrors_are_tried_in_order(tmp_path, served, dataset_archive):
+    served.fault("primary/" + ARCHIVE, status=503, times=None)  # the first source is down for good
+    (served.root / "mirror").mkdir()
+    shutil.copy(dataset_archive.path, served.root / "mirror" / ARCHIVE)
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(
+        "datasets:\n"
+        "  - name: billboards\n"
+        "    description: test\n"
+        "    files:\n"
+        f"      - url: {served.url('primary/' + ARCHIVE)}\n"
+        f"        mirrors: [{served.url('mirror/' + ARCHIVE)}]\n"
+        f"        size: {dataset_archive.size}\n"
+        f"        hash: {dataset_archive.hash}\n"
+        "    extract_to: billboards\n")
+    r = subprocess.run([sys.executable, "-m", "train_pipeline.cli", "datasets", "download", "billboards",
+                        "--registry", str(registry), "--data-dir", "data", "--quiet", "--retries", "0"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "data" / "billboards" / "billboards" / "metadata.jsonl").is_file()
+    assert served.bytes_sent_total("mirror/" + ARCHIVE) == dataset_archive.size
+    assert served.requests_for("primary/" + ARCHIVE)  # the primary was tried first
