@@ -26,23 +26,18 @@ class ExtractedDir:
 @task(cache_policy=STABLE_INPUTS, persist_result=True, task_run_name=run_name("extract", "target"))
 def extract(archive: FetchedFile, digest: str, target: str) -> ExtractedDir:
     """Unpack ``archive`` (already verified, ``digest`` 'alg:hex') into ``target``."""
-    from resumable.errors import ExtractError
+    from resumable.errors import CorruptArchiveError
     from resumable.extract import extract as extract_archive
 
     try:
         r = extract_archive(archive.path, target, archive_digest=digest or None)
-    except ExtractError as exc:
-        if CORRUPT in str(exc):
-            why = str(exc).replace("; delete it and download it again", "")
-            raise ExtractError(f"{why}; moved aside to {quarantine(archive.path).name}, so the next run downloads "
-                               "it again (check the source or its hash first)") from None
-        raise
+    except CorruptArchiveError as exc:  # bytes that do not decode: a new download can help (a bomb cannot)
+        why = str(exc).replace("; delete it and download it again", "")
+        raise CorruptArchiveError(f"{why}; moved aside to {quarantine(archive.path).name}, so the next run "
+                                  "downloads it again (check the source or its hash first)") from None
     get_run_logger().info("%s -> %s: %s, %d files, %s", Path(archive.path).name, r.target, r.status, r.files,
                           human_size(r.bytes))
     return ExtractedDir(str(r.target), r.format, r.files, r.bytes, r.status)
-
-
-CORRUPT = "corrupt or truncated"  # resumable.extract's wording for bytes that do not decode
 
 
 def quarantine(path: str | Path) -> Path:
