@@ -9,6 +9,7 @@ from prefect import get_run_logger, task
 
 import resumable
 from resumable.errors import TransferError
+from resumable.http import redact  # signed URLs carry tokens: never log or persist them
 from resumable.progress import human_size
 from tasks.caching import StableInputs, file_identity, run_name, transient_only
 from tasks.progress import DownloadProgress, artifact_key
@@ -54,8 +55,8 @@ def fetch_with_resume(url: str, dest: str, size: int | None = None, hash: str | 
     finally:
         progress.close()
     logger.info("%s: %s, %s transferred in %.1f s (%s/s) from %s, %s", name, r.status, human_size(r.bytes_transferred),
-                r.seconds, human_size(r.speed), r.url, r.digest or "no hash")
-    return FetchedFile(str(r.path), r.url, r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
+                r.seconds, human_size(r.speed), redact(r.url), r.digest or "no hash")
+    return FetchedFile(str(r.path), redact(r.url), r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
                        file_identity(r.path))
 
 
