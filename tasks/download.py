@@ -85,7 +85,7 @@ def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, conne
                               + "; run again to fetch only those")
         error.transient = all(getattr(r, "transient", False) for _, r in failures)
         raise error
-    return [FetchedFile(str(r.path), r.url, r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
+    return [FetchedFile(str(r.path), redact(r.url), r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
                         file_identity(r.path)) for r in done]
 
 
