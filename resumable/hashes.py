@@ -84,6 +84,13 @@ def update_from_file(h, path: str | Path, start: int = 0, end: int | None = None
     return done
 
 
+class _Borrowed:
+    __slots__ = ("view", "release")
+
+    def __init__(self, view, release):
+        self.view, self.release = view, release
+
+
 class BackgroundHasher:
     """Hashes chunks on a second thread (hashlib releases the GIL), fed through a bounded queue.
 
@@ -104,16 +111,25 @@ class BackgroundHasher:
             item = self._queue.get()
             if item is self._STOP:
                 return
+            release = None
             try:
                 if isinstance(item, tuple):  # (path, start, end): hash a region of a file
                     update_from_file(self._hash, *item)
+                elif isinstance(item, _Borrowed):
+                    release = item.release
+                    self._hash.update(item.view)
                 else:
                     self._hash.update(item)
             except BaseException as exc:  # reported by hexdigest()
                 self._error = exc
+            finally:
+                if release is not None:
+                    release()
 
-    def update(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
+    def update(self, chunk, release=None) -> None:
+        """Hash ``chunk`` (bytes or a memoryview); ``release()`` is called once it is hashed, so the
+        caller can reuse the buffer behind a view (no new memory per chunk)."""
+        self._queue.put(_Borrowed(chunk, release) if release is not None else chunk)
 
     def update_from_file(self, path: str | Path, start: int = 0, end: int | None = None) -> None:
         self._queue.put((path, start, end))

@@ -9,6 +9,7 @@ import pytest
 
 from engine_helpers import make_file, sha256_of
 from resumable import fetch
+from resumable.transfer import plan_bounds
 
 CHILD = """
 import sys
@@ -59,8 +60,11 @@ def test_segments_fetch_in_parallel_and_verify_the_whole_file(served, tmp_path):
     result = fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=digest, connections=4, progress=False)
     assert sha256_of(result.path) == digest and result.bytes_transferred == size
     gets = [r for r in srv.log if r.method == "GET"]
-    assert len(gets) == 2  # 70 MiB / 32 MiB minimum segment: two segments
-    assert {r.range for r in gets} == {f"bytes=0-{size // 2 - 1}", f"bytes={size // 2}-{size - 1}"}
+    # 70 MiB / 32 MiB minimum segment: two segments (sized 1:2, so the hash follows the transfer);
+    # a connection that finishes early may take half of the other's rest.
+    b = plan_bounds(size, 2)
+    assert {f"bytes=0-{b[1] - 1}", f"bytes={b[1]}-{size - 1}"} <= {r.range for r in gets}
+    assert 2 <= len(gets) <= 3
     assert all(r.status == 206 and r.if_range for r in gets)
 
 
@@ -72,7 +76,7 @@ def test_a_cut_segment_resumes_on_its_own(served, tmp_path):
     srv.fault("f.bin", cut_after=5 << 20)
     fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=digest, connections=2, retry_delay=0.01, progress=False)
     assert sha256_of(tmp_path / "f.bin") == digest
-    starts = {0, size // 2}  # the two segments; the one that was cut resumes 5 MiB in
+    starts = set(plan_bounds(size, 2)[:2])  # the two segments; the one that was cut resumes 5 MiB in
     resumed = [r for r in srv.log if r.method == "GET" and int(r.range[6:].split("-")[0]) not in starts]
     assert len(resumed) == 1 and resumed[0].status == 206
     assert int(resumed[0].range[6:].split("-")[0]) - (5 << 20) in starts
