@@ -27,9 +27,11 @@ if __name__ == "__main__":
 
 import argparse  # noqa: E402
 import os  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
-from prefect import flow  # noqa: E402
+from prefect import flow, get_run_logger  # noqa: E402
+from prefect.context import FlowRunContext  # noqa: E402
 from prefect.futures import wait  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
@@ -43,21 +45,59 @@ from train_pipeline.config import ConfigError, PipelineConfig, load_config  # no
 DEFAULT_MAX_WORKERS = int(os.environ.get("TRAIN_PIPELINE_MAX_WORKERS", "4"))
 
 
+@contextmanager
+def download_runner(cfg: PipelineConfig):
+    """The task runner of the download fan-out: None for this flow run's own (threads), else a
+    started DaskTaskRunner (``task_runner: {type: dask}``: a LocalCluster for the run, or the
+    cluster at ``address``). Training stays in the flow-run process either way."""
+    if cfg.task_runner.type != "dask":
+        yield None
+        return
+    from prefect_dask import DaskTaskRunner
+
+    spec = cfg.task_runner
+    if spec.address:
+        runner = DaskTaskRunner(address=spec.address)
+    else:
+        # The workers report task runs to this flow run's API (also the temporary server of a
+        # plain `python flows/pipeline.py`, which they could not find by themselves).
+        api_url = str(FlowRunContext.get().client.api_url)
+        runner = DaskTaskRunner(cluster_kwargs={"n_workers": spec.n_workers, "threads_per_worker": spec.threads_per_worker,
+                                                "dashboard_address": None, "env": {"PREFECT_API_URL": api_url}})
+    with runner:
+        get_run_logger().info("downloads run on the Dask cluster at %s", runner.client.scheduler.address)
+        yield runner
+
+
+@contextmanager
+def submitting_to(runner):
+    """``task.submit()`` inside goes to ``runner`` (None: the flow's own task runner)."""
+    if runner is None:
+        yield
+        return
+    with FlowRunContext.get().model_copy(update={"task_runner": runner}):
+        yield
+
+
 @flow(name="train-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_MAX_WORKERS))
-def train_pipeline(config: PipelineConfig | None = None) -> dict[str, Any]:
+def train_pipeline(config: PipelineConfig | None = None, config_file: str | None = None) -> dict[str, Any]:
     """Download the model and datasets (resumable, verified), extract, and fine-tune.
 
-    ``config`` defaults to the offline sample profile (configs/sample.yaml).
+    ``config`` defaults to the offline sample profile (configs/sample.yaml); ``config_file`` reads
+    one from a YAML file instead (relative to the working directory: the checkout in a deployment).
     """
-    cfg = config or load_config()
+    if config is not None and config_file:
+        raise ConfigError("give either 'config' or 'config_file', not both")
+    cfg = config or load_config(config_file)
     storage = cfg.result_storage_ref()
-    with sources(cfg) as (model_spec, dataset_specs):
-        model = snapshot_step(model_spec, cfg, storage) if model_spec else None
-        datasets = [dataset_steps(ds, cfg, storage) for ds in dataset_specs]
+    with sources(cfg) as (model_spec, dataset_specs), download_runner(cfg) as runner:
+        with submitting_to(runner):
+            model = snapshot_step(model_spec, cfg, storage) if model_spec else None
+            datasets = [dataset_steps(ds, cfg, storage) for ds in dataset_specs]
         trained = train_step(model, datasets[0], model_spec, cfg, storage) if cfg.train and model and datasets else None
         wait(all_futures(model, datasets, trained))
-    publish_summary(model, model_spec, datasets)
-    raise_first_failure(model, datasets, trained)
+        publish_summary(model, model_spec, datasets)
+        raise_first_failure(model, datasets, trained)
     return {
         "model": model.result().path if model else None,
         "datasets": {d.spec.name: str(cfg.path(cfg.data_dir) / (d.spec.extract_to or f"downloads/{d.spec.name}"))

@@ -161,6 +161,40 @@ class SampleSpec(_Strict):
     build_dir: str = Field("./build/sample", description="where the sample model and archive are built (once)")
 
 
+class TaskRunnerSpec(_Strict):
+    """Where the download fan-out runs (model snapshot, fetch, verify, extract). Training always
+    runs in the flow-run process."""
+
+    type: str = Field("threads", description="'threads' (in the flow-run process, max_workers at a time) or 'dask'")
+    address: str | None = Field(
+        None, description="dask: scheduler address of an existing cluster (tcp://host:8786); null = a LocalCluster per run"
+    )
+    n_workers: int = Field(2, ge=1, le=256, description="dask LocalCluster: worker processes")
+    threads_per_worker: int = Field(2, ge=1, le=64, description="dask LocalCluster: downloads at a time per worker")
+
+    @field_validator("type")
+    @classmethod
+    def _check_type(cls, v: str) -> str:
+        if v not in ("threads", "dask"):
+            raise ValueError(f"{v!r} is not a task runner; use 'threads' or 'dask'")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _check_address(cls, v: str | None) -> str | None:
+        if v is not None:
+            parts = urlsplit(v)
+            if parts.scheme not in ("tcp", "tls", "ws", "wss", "inproc") or not (parts.hostname or parts.scheme == "inproc"):
+                raise ValueError(f"{v!r} is not a Dask scheduler address; write it as tcp://host:8786")
+        return v
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> TaskRunnerSpec:
+        if self.address is not None and self.type != "dask":
+            raise ValueError("address: only used with type: dask; set 'type: dask' or remove 'address'")
+        return self
+
+
 class PipelineConfig(_Strict):
     """Everything the ``train-pipeline`` flow needs. Unknown keys are errors."""
 
@@ -190,6 +224,10 @@ class PipelineConfig(_Strict):
         10.0, ge=0, le=3600, description="seconds before a download task's first Prefect retry (the second waits 3x)"
     )
     train: TrainConfig | None = Field(default_factory=TrainConfig, description="fine-tuning settings; null = download only")
+    task_runner: TaskRunnerSpec = Field(
+        default_factory=TaskRunnerSpec,
+        description="where downloads run: {type: threads} (default) or {type: dask, address: null|tcp://..., n_workers: 2}",
+    )
 
     @field_validator("sample", mode="before")
     @classmethod
@@ -199,6 +237,11 @@ class PipelineConfig(_Strict):
         if v is False:
             return None
         return v
+
+    @field_validator("task_runner", mode="before")
+    @classmethod
+    def _task_runner_name(cls, v: Any) -> Any:
+        return {"type": v} if isinstance(v, str) else v  # `task_runner: dask` is short for {type: dask}
 
     @model_validator(mode="after")
     def _sources(self) -> PipelineConfig:
