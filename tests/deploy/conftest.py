@@ -1,0 +1,63 @@
+"""Deployment tests: fixtures. ``deployed``: deployments/up.sh on a copy of the checkout (its own
+Prefect server on a free port of 127.0.0.1, a fresh PREFECT_HOME), deployments/down.sh at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+from deploy_helpers import CHECKOUT, PROJECT_ROOT, Deployed, alive, free_port
+
+
+@pytest.fixture(scope="session")
+def checkout(tmp_path_factory) -> Path:
+    """A copy of the checkout's tracked content, as a fresh clone would have it."""
+    root = tmp_path_factory.mktemp("clone") / "train-pipeline"
+    root.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in CHECKOUT:
+        src = PROJECT_ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, root / name, ignore=ignore)
+        else:
+            shutil.copy2(src, root / name)
+    return root
+
+
+@pytest.fixture(scope="session")
+def deployed(checkout, tmp_path_factory):
+    """`deployments/up.sh` on the copy (its own server on a free port, a fresh PREFECT_HOME);
+    `deployments/down.sh` afterwards, which must stop both the worker and the server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update({
+        "PREFECT_HOME": str(tmp_path_factory.mktemp("deploy-prefect-home")),
+        "PREFECT_SERVER_API_PORT": str(free_port()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",  # tighter polling than the default 10 s, for the tests
+        "PREFECT_WORKER_PREFETCH_SECONDS": "1",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PYTHON": sys.executable,
+    })
+    up = subprocess.run(check=False, args=["bash", "deployments/up.sh"], cwd=checkout, env=env, capture_output=True, text=True, timeout=240)
+    state = checkout / ".prefect"
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        api_url = (state / "api_url").read_text().strip()
+        env["PREFECT_API_URL"] = api_url
+        with httpx.Client(base_url=api_url, timeout=30) as api:
+            yield Deployed(checkout, api_url, env, api)
+    finally:
+        pids = {name: int((state / f"{name}.pid").read_text()) for name in ("server", "worker")
+                if (state / f"{name}.pid").is_file()}
+        down = subprocess.run(check=False, args=["bash", "deployments/down.sh"], cwd=checkout, env=env, capture_output=True, text=True,
+                              timeout=180)
+        assert down.returncode == 0, down.stdout + down.stderr
+        for name, pid in pids.items():
+            assert not alive(pid), f"{name} (pid {pid}) still running after down.sh"
+        assert "SIGTERM" not in down.stderr, down.stderr  # stopped by SIGINT, gracefully
