@@ -164,6 +164,10 @@ class _Transfer:
     # -- the whole job -----------------------------------------------------------------------
     def run(self, t0: float) -> FetchResult:
         self.state = self._load_state()
+        if self.state and self.state.segments:
+            # A preallocated .part has holes: only its segments know the progress, whatever
+            # connection count this run asked for.
+            self.segmented = True
         try:
             digests = self.policy.retrying()(self._attempt)
             self._publish(digests)
