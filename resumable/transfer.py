@@ -296,7 +296,8 @@ class _Transfer:
 
     def _stream(self, resp: requests.Response, offset: int, total: int | None) -> dict[str, str]:
         hasher = BackgroundHasher(self.algorithm, max_pending=HASH_BUFFERS)
-        pool = _BufferPool(HASH_BUFFERS + 1)  # reused: fresh memory per read costs page faults
+        # reused: fresh memory per read costs page faults; small files get small buffers
+        pool = _BufferPool(HASH_BUFFERS + 1, READ_SIZE if total is None else min(READ_SIZE, total - offset))
         try:
             if offset:
                 hasher.update_from_file(self.part, 0, offset)  # the prefix, hashed once
@@ -598,22 +599,30 @@ class _Buffer:
 
 
 class _BufferPool:
-    """A fixed set of READ_SIZE buffers, reused: every read lands in memory that is already mapped.
+    """Up to ``count`` buffers of ``size`` bytes, made on first need and then reused: every read
+    lands in memory that is already mapped.
 
     Allocating a fresh 1 MiB object per read makes the allocator map (and the kernel fault in)
     new pages for every chunk; on machines that hand freed memory back to their host that alone
-    doubled the wall time. ``get`` blocks until a buffer is released (bounded memory).
+    doubled the wall time. ``get`` blocks while all buffers are in use (bounded memory).
     """
 
     def __init__(self, count: int, size: int = READ_SIZE):
         import queue
 
         self.free: "queue.SimpleQueue[_Buffer]" = queue.SimpleQueue()
-        for _ in range(count):
-            self.free.put(_Buffer(self, size))
+        self.size, self.left = max(1, size), count
+        self._lock = threading.Lock()
 
     def get(self) -> _Buffer:
-        return self.free.get()
+        try:
+            return self.free.get_nowait()
+        except Exception:  # queue.Empty
+            with self._lock:
+                if self.left > 0:
+                    self.left -= 1
+                    return _Buffer(self, self.size)
+            return self.free.get()
 
 
 class _Unpooled:
