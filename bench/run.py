@@ -656,7 +656,7 @@ def main() -> int:
         if 2 in wanted:
             scenario2(ngx, big, digest, size, runs, 0 if args.quick else 1, res)
         if 3 in wanted:
-            scenario3(ngx, big, digest, size, kills=3 if args.quick else 5, rounds=1 if args.quick else 2, res=res)
+            scenario3(ngx, big, digest, size, kills=3 if args.quick else 5, rounds=1, res=res)
         if 4 in wanted:
             scenario4(ngx, 1000, runs, res)
         if 5 in wanted:
