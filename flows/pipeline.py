@@ -53,8 +53,14 @@ def download_runner(cfg: PipelineConfig):
     if cfg.task_runner.type != "dask":
         yield None
         return
+    import cloudpickle
     from prefect_dask import DaskTaskRunner
 
+    # Every task sent to Dask carries this flow. Prefect's entrypoint loader (a deployment) runs
+    # this file as a module named 'pipeline', which no Dask scheduler or worker can import: ship
+    # this module's code by value (the rest is imported there from the installed package).
+    if __name__ not in ("__main__", "flows.pipeline"):
+        cloudpickle.register_pickle_by_value(sys.modules[__name__])
     spec = cfg.task_runner
     if spec.address:
         runner = DaskTaskRunner(address=spec.address)
@@ -98,12 +104,12 @@ def train_pipeline(config: PipelineConfig | None = None, config_file: str | None
         wait(all_futures(model, datasets, trained))
         publish_summary(model, model_spec, datasets)
         raise_first_failure(model, datasets, trained)
-    return {
-        "model": model.result().path if model else None,
-        "datasets": {d.spec.name: str(cfg.path(cfg.data_dir) / (d.spec.extract_to or f"downloads/{d.spec.name}"))
-                     for d in datasets},
-        "final_model_dir": trained.result().final_model_dir if trained else None,
-    }
+        return {
+            "model": model.result().path if model else None,
+            "datasets": {d.spec.name: str(cfg.path(cfg.data_dir) / (d.spec.extract_to or f"downloads/{d.spec.name}"))
+                         for d in datasets},
+            "final_model_dir": trained.result().final_model_dir if trained else None,
+        }
 
 
 # -- command line ---------------------------------------------------------------------------
