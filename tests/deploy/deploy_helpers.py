@@ -90,7 +90,7 @@ class Deployed:
         return r.json()
 
     def logs(self, flow_run_id: str) -> list[str]:
-        r = self.api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "limit": 200})
+        r = self.api.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}, "sort": "TIMESTAMP_ASC", "limit": 200})
         r.raise_for_status()
         return [x["message"] for x in r.json()]
 
