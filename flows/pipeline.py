@@ -63,6 +63,12 @@ def download_runner(cfg: PipelineConfig):
         cloudpickle.register_pickle_by_value(sys.modules[__name__])
     spec = cfg.task_runner
     if spec.address:
+        from prefect.settings import PREFECT_API_URL
+
+        if not PREFECT_API_URL.value():
+            get_run_logger().warning(
+                "task_runner.address without a Prefect server (PREFECT_API_URL unset): the cluster's workers "
+                "record their task runs elsewhere; run it as a deployment, or set PREFECT_API_URL here and on the workers")
         runner = DaskTaskRunner(address=spec.address)
     else:
         # The workers report task runs to this flow run's API (also the temporary server of a
