@@ -30,7 +30,7 @@ def checkout(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def deployed(checkout, tmp_path_factory):
     """`deployments/up.sh` on the copy (its own server on a free port, a fresh PREFECT_HOME);
     `deployments/down.sh` afterwards, which must stop both the worker and the server."""

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import yaml
-
 from deploy_helpers import PROJECT_ROOT
 
 
@@ -50,8 +49,8 @@ def test_task_runner_key(value, expected):
 
 @pytest.mark.parametrize("value, message", [
     ({"type": "ray"}, "task_runner.type: 'ray' is not a task runner; use 'threads' or 'dask'"),
-    ({"type": "dask", "address": "http://host:8786"}, "task_runner.address: 'http://host:8786' is not a Dask scheduler "
-                                                      "address; write it as tcp://host:8786"),
+    ({"type": "dask", "address": "http://host:8786"},
+     "task_runner.address: 'http://host:8786' is not a Dask scheduler address; write it as tcp://host:8786"),
     ({"address": "tcp://host:8786"}, "task_runner: address: only used with type: dask"),
     ({"type": "dask", "n_workers": 0}, "task_runner.n_workers: Input should be greater than or equal to 1"),
     ({"type": "dask", "workers": 2}, "task_runner.workers: unknown key"),
