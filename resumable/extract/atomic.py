@@ -23,8 +23,19 @@ def remove_stale(target: Path) -> list[Path]:
     """Remove temp folders of killed runs. Only call with the target's lock held: then none is live."""
     stale = sorted(target.parent.glob(f".{target.name}.extracting-*"))
     for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
+        remove(path)
     return stale
+
+
+def remove(path: Path) -> None:
+    """Remove a folder tree, or whatever else stood at the target's place (a file, a link)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
 
 
 def _libc():
@@ -65,7 +76,7 @@ def publish(tmp: Path, target: Path) -> None:
             os.rename(tmp, target)
             tmp = aside
         fsync_dir(target.parent)
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove(tmp)
     else:
         os.rename(tmp, target)
         fsync_dir(target.parent)

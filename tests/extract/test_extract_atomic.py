@@ -247,3 +247,25 @@ def test_the_engine_module_stays_light():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)),
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_file_standing_where_the_target_was_leaves_nothing_behind(tmp_path):
+    import io
+    import tarfile
+
+    from resumable.extract import extract
+
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as t:
+        info = tarfile.TarInfo("x/hello.txt")
+        info.size = 5
+        t.addfile(info, io.BytesIO(b"hello"))
+    target = tmp_path / "out"
+    extract(archive, target)
+    import shutil
+
+    shutil.rmtree(target)
+    target.write_text("a file where the folder was")
+    assert extract(archive, target).status == "extracted"
+    assert (target / "x" / "hello.txt").read_bytes() == b"hello"
+    assert not list(tmp_path.glob(".out.extracting-*"))
