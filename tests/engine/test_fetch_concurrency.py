@@ -76,10 +76,11 @@ def test_a_cut_segment_resumes_on_its_own(served, tmp_path):
     srv.fault("f.bin", cut_after=5 << 20)
     fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=digest, connections=2, retry_delay=0.01, progress=False)
     assert sha256_of(tmp_path / "f.bin") == digest
-    starts = set(plan_bounds(size, 2)[:2])  # the two segments; the one that was cut resumes 5 MiB in
-    resumed = [r for r in srv.log if r.method == "GET" and int(r.range[6:].split("-")[0]) not in starts]
-    assert len(resumed) == 1 and resumed[0].status == 206
-    assert int(resumed[0].range[6:].split("-")[0]) - (5 << 20) in starts
+    # The cut segment resumes exactly where its bytes stopped (5 MiB in); other ranged requests
+    # may appear where an idle connection took over half of a segment's rest.
+    starts = set(plan_bounds(size, 2)[:2])
+    resumed = [r for r in srv.log if r.method == "GET" and int(r.range[6:].split("-")[0]) - (5 << 20) in starts]
+    assert resumed and all(r.status == 206 for r in resumed)
 
 
 def test_small_or_rangeless_files_fall_back_to_one_connection(served, tmp_path):
