@@ -66,7 +66,7 @@ def human(n: float) -> str:
     return str(n)
 
 
-def measure(cmd, *, env=None, cwd=None, timeout: float | None = None, shell: bool = False) -> dict:
+def measure(cmd, *, env=None, cwd=None, shell: bool = False) -> dict:
     """Run ``cmd``: wall seconds, CPU seconds (user+sys of the process tree) and its peak RSS.
 
     Peak RSS comes from GNU time (``/usr/bin/time -f %M``) where present: a child forked from
@@ -229,13 +229,16 @@ http {{
     def mark(self) -> int:
         return self.log.stat().st_size
 
-    def sent_since(self, mark: int, settle: float = 0.3) -> tuple[int, int]:
-        """(bytes sent, requests) logged since ``mark`` (waits for the log to settle)."""
+    def sent_since(self, mark: int, settle: float = 0.3, paths: tuple[str, ...] | None = None) -> tuple[int, int]:
+        """(bytes sent, requests) logged since ``mark`` (waits for the log to settle), only for the
+        request paths in ``paths`` when given."""
         time.sleep(settle)
         with open(self.log, "rb") as f:
             f.seek(mark)
-            lines = f.read().decode().splitlines()
-        return sum(int(line.split()[2]) for line in lines if line.strip()), len(lines)
+            lines = [ln.split() for ln in f.read().decode().splitlines() if ln.strip()]
+        if paths is not None:
+            lines = [ln for ln in lines if ln[0].split("?")[0] in paths]
+        return sum(int(ln[2]) for ln in lines), len(lines)
 
     def __exit__(self, *exc) -> None:
         self.proc.terminate()
@@ -243,17 +246,32 @@ http {{
 
 
 class Results:
-    def __init__(self, args):
-        self.data = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
-                     "args": vars(args), "scenarios": {}}
+    """bench/out/results.json. A run of some scenarios keeps the other scenarios' entries of an
+    earlier run with the same file size (each entry carries its own date and load average)."""
+
+    def __init__(self, args, size: int):
+        self.data = {"date": now(), "machine": machine(), "args": vars(args), "size": size, "scenarios": {}}
+        try:
+            old = json.loads((OUT / "results.json").read_text())
+            if old.get("size") == size and old.get("machine", {}).get("cpus") == os.cpu_count():
+                self.data["scenarios"] = {k: v for k, v in old.get("scenarios", {}).items()
+                                          if k in {"1", "2", "3", "4", "5", "6", "7", "8"}}
+        except (OSError, ValueError, AttributeError):
+            pass
 
     def put(self, key: str, value) -> None:
+        value = {"date": now(), "loadavg": [round(x, 2) for x in os.getloadavg()], **value}
         self.data["scenarios"][key] = value
+        self.data["scenarios"] = dict(sorted(self.data["scenarios"].items()))
         self.save()
 
     def save(self) -> None:
         OUT.mkdir(parents=True, exist_ok=True)
         (OUT / "results.json").write_text(json.dumps(self.data, indent=2))
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def machine() -> dict:
@@ -273,7 +291,7 @@ def machine() -> dict:
     except OSError:
         pass
     return {"cpus": os.cpu_count(), "cpu": cpu, "memory": human(mem), "python": platform.python_version(),
-            "kernel": platform.release()}
+            "kernel": platform.release(), "loadavg_at_start": [round(x, 2) for x in os.getloadavg()]}
 
 
 def interleaved(contenders: dict, runs: int, prepare, label: str) -> dict:
@@ -547,16 +565,17 @@ def scenario5(ngx: Nginx, big: str, digest: str, size: int, runs: int, res: Resu
                   for name, cfg in configs.items()}
     contenders["one-task Prefect flow"] = lambda: measure([sys.executable, str(one_task)], env=env)
     mark = ngx.mark()
+    served = ("/f/flow-small.bin", f"/f/{big}")
     results = {name: [] for name in contenders}
     names = list(contenders)
     for i in range(runs):
         for name in (names if i % 2 == 0 else names[::-1]):
             m0 = ngx.mark()
             results[name].append(contenders[name]())
-            sent.setdefault(name, []).append(ngx.sent_since(m0, settle=0.1)[0])
+            sent.setdefault(name, []).append(ngx.sent_since(m0, settle=0.1, paths=served)[0])
         print(f"  [5] run {i + 1}/{runs}: " + ", ".join(f"{n} {results[n][-1]['wall']:.2f}s" for n in names),
               flush=True)
-    total_sent = ngx.sent_since(mark)[0]
+    total_sent = ngx.sent_since(mark, paths=served)[0]
     s = summarize(results, "one-task Prefect flow")
     for name in s:
         s[name]["bytes_sent"] = max(sent.get(name, [0]))
@@ -604,8 +623,11 @@ def scenario6(size: str, runs: int, res: Results) -> None:
 def scenario7(size: str, files: int, runs: int, res: Results) -> None:
     print(f"\n== 7: extraction of a {size} tar.gz with {files} files (bench/bench_extract.py) ==", flush=True)
     out = run_script(["bench/bench_extract.py", "--size", size, "--files", str(files), "--runs", str(runs)])
-    rows = {m.group(1).strip(): {"wall": float(m.group(2)), "ratio": float(m.group(3))}
-            for m in re.finditer(r"^(.{28}) +([\d.]+)s +([\d.]+)x$", out, re.M)}
+    rows = {}
+    for m in re.finditer(r"^\s*(.{28}) +([\d.]+)s +([\d.]+)x(?: +([\d.]+)s +([\d.]+)x)?", out, re.M):
+        rows[m.group(1).strip()] = {"wall": float(m.group(2)), "ratio": float(m.group(3))}
+        if m.group(4):
+            rows[m.group(1).strip()].update(cpu=float(m.group(4)), cpu_ratio=float(m.group(5)))
     checks = {f"{name} vs tar -xf (target <= 1.3)": v["ratio"] for name, v in rows.items() if name != "tar -xf"}
     res.put("7", {"size": size, "files": files, "runs": runs, "contenders": rows, "targets": checks, "output": out})
 
@@ -622,13 +644,62 @@ def startup(runs: int, res: Results) -> None:
     res.put("8", {"runs": runs, "contenders": s, "targets": checks})
 
 
+TARGETS = {  # scenario -> (how ours is compared, target) as in issue 8
+    "1": "≤ 1.0× curl -o; ≤ 0.45× curl -o && sha256sum; peak RSS ≤ 100 MiB",
+    "2": "≥ 0.95× aria2c -x8 -s8 throughput",
+    "3": "≤ 1 MiB re-transferred per interruption",
+    "4": "≤ 2× aria2c -i -j8",
+    "5": "0 bytes; 2 GiB re-run ≤ 1.2× small; ≤ one-task flow + 2 s",
+    "6": "≤ 1.0× snapshot_download; resumes after a kill",
+    "7": "≤ 1.3× tar -xf",
+    "8": "≤ 0.5 s",
+}
+
+
+def markdown(data: dict) -> str:
+    """The results as Markdown tables (bench/out/results.md; the README's table comes from it)."""
+    m = data["machine"]
+    lines = [f"Measured {data['date']} on {m['cpus']} cores ({m['cpu']}), {m['memory']} RAM, Python {m['python']}, "
+             f"Linux {m['kernel']}; big file {human(data.get('size', 0))}; load average at start "
+             f"{m.get('loadavg_at_start')}, at end {data.get('loadavg_at_end')}.", ""]
+    lines += ["| scenario | check | ours | target | measured |", "|---|---|---|---|---|"]
+    for key, sc in data["scenarios"].items():
+        for name, value in sc.get("targets", {}).items():
+            shown = f"{value:.2f}" if isinstance(value, float) else str(value)
+            when = sc.get("date", data["date"]) + (f", load {sc['loadavg'][0]}" if sc.get("loadavg") else "")
+            lines.append(f"| {key} | {name} | {shown} | {TARGETS.get(key, '')} | {when} |")
+    for key, sc in data["scenarios"].items():
+        rows = sc.get("contenders", {})
+        if not rows:
+            continue
+        lines += ["", f"Scenario {key}:", ""]
+        first = next(iter(rows.values()))
+        if isinstance(first, dict) and "walls" in first:
+            lines += ["| contender | median wall | runs | CPU s | peak RSS MiB | ratio |", "|---|---|---|---|---|---|"]
+            for name, r in rows.items():
+                ratio = f"{r['ratio']:.2f}×" if r.get("ratio") is not None else ""
+                lines.append(f"| {name} | {r['wall']:.2f} s | {', '.join(f'{w:.2f}' for w in r['walls'])} | "
+                             f"{r['cpu']:.2f} | {r['rss_mib']:.0f} | {ratio} |")
+        else:
+            lines += ["| contender | " + " | ".join(k for k in first if k != "rounds") + " |",
+                      "|---|" + "---|" * len([k for k in first if k != "rounds"])]
+            for name, r in rows.items():
+                vals = [f"{v:.2f}" if isinstance(v, float) else str(v) for k, v in r.items() if k != "rounds"]
+                lines.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="256 MiB, 3 runs, fewer kills, curl skipped in scenario 2")
     ap.add_argument("--scenarios", default="1,2,3,4,5,6,7,8", help="comma-separated list (default all: 1-8)")
     ap.add_argument("--size", help="size of the big file (default 2G; --quick: 256M)")
     ap.add_argument("--runs", type=int, help="runs per contender (default 5; --quick: 3)")
+    ap.add_argument("--markdown", action="store_true", help="only print bench/out/results.json as Markdown")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads((OUT / "results.json").read_text())), end="")
+        return 0
     wanted = {int(x) for x in args.scenarios.split(",") if x.strip()}
     size = parse_size(args.size or ("256M" if args.quick else "2G"))
     runs = args.runs or (3 if args.quick else 5)
@@ -640,8 +711,7 @@ def main() -> int:
               file=sys.stderr)
     ensure_packages()
     WORK.mkdir(parents=True, exist_ok=True)
-    res = Results(args)
-    res.data["size"] = size
+    res = Results(args, size)
     print(f"machine: {res.data['machine']}; big file {human(size)}; {runs} runs; work dir {WORK}", flush=True)
     with Nginx(WORK) as ngx:
         big = f"big-{size}.bin"
@@ -667,11 +737,14 @@ def main() -> int:
         scenario7("200M" if args.quick else "1G", 2000 if args.quick else 10_000, 3, res)
     if 8 in wanted:
         startup(7, res)
+    res.data["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    res.save()
     print("\n== targets ==")
     for key, sc in res.data["scenarios"].items():
         for name, value in sc.get("targets", {}).items():
             print(f"  {key}: {name}: {value:.2f}" if isinstance(value, float) else f"  {key}: {name}: {value}")
-    print(f"\nresults: {OUT / 'results.json'}")
+    (OUT / "results.md").write_text(markdown(res.data))
+    print(f"\nresults: {OUT / 'results.json'}, {OUT / 'results.md'}")
     return 0
 
 
