@@ -228,8 +228,15 @@ class _Transfer:
         self.state = PartState(self.url, http.strong_validator(resp), total,
                                str(self.expected) if self.expected else None, self.owner,
                                [list(s) for s in segments])
-        self.state.save(self.dest)
+        if not self._unrecorded():
+            self.state.save(self.dest)
         return self.state
+
+    def _unrecorded(self) -> bool:
+        """A body that arrives in one read gains nothing from a resume record (a kill costs at
+        most that read), and writing one is a file creation per small file."""
+        s = self.state
+        return s is not None and not s.segments and s.total is not None and s.total <= READ_SIZE
 
     def _restart(self, why: str) -> _RestartFromZero:
         log.warning("%s: %s; starting over from byte 0", self.dest.name, why)
@@ -493,7 +500,9 @@ class _Transfer:
     # -- publishing ---------------------------------------------------------------------------------
     def _publish(self, digests: dict[str, str]) -> None:
         current = PartState.load(self.dest)
-        if current is None or current.owner != self.owner:
+        if current is None and self._unrecorded():
+            pass  # never recorded, so nobody could have taken it over
+        elif current is None or current.owner != self.owner:
             # Another writer touched the .part (a lock that did nothing, e.g. on NFS):
             # trust only the bytes on disk.
             log.warning("%s: another process wrote the same .part; re-checking it before publishing", self.dest.name)

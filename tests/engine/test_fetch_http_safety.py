@@ -81,3 +81,16 @@ def test_not_enough_room_fails_before_transfer(served, tmp_path):
     with pytest.raises(DiskSpaceError, match="needs .* more but .* free"):
         fetch(srv.url("f.bin"), tmp_path / "f.bin", progress=False)
     assert not (tmp_path / "f.bin.part").exists()  # nothing written, nothing to clean up
+
+
+def test_environment_is_honoured_without_rereading_it_per_request(monkeypatch, tmp_path):
+    from resumable.http import new_session
+
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", "/etc/ssl/certs/ca-certificates.crt")
+    s = new_session()
+    assert s.trust_env is False and s.verify == "/etc/ssl/certs/ca-certificates.crt"
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")
+    assert new_session().trust_env is True  # proxies (and .netrc) keep requests' own handling
