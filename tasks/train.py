@@ -37,8 +37,37 @@ def train(model: SnapshotInfo, data: ExtractedDir, output_dir: str, config: Trai
 
     r = run_training(model.path, dataset_root(data.target), output_dir, config, progress=progress)
     logger.info("trained %d steps, final loss %s -> %s", r.steps, r.final_loss, r.final_model_dir)
+    publish_training_artifact(r, model)
     return TrainedModel(str(r.output_dir), str(r.final_model_dir), r.steps, r.final_loss, str(r.metrics_path),
                         str(r.curve_path), r.resumed_from_step)
+
+
+TRAINING_ARTIFACT = "training-summary"
+
+
+def publish_training_artifact(r, model: SnapshotInfo) -> None:
+    """The final numbers and the loss curve, in the Prefect UI (the PNG inlined: the UI cannot
+    read the worker's disk)."""
+    import base64
+
+    from prefect.artifacts import create_markdown_artifact
+
+    def fmt(value, spec: str) -> str:
+        return "–" if value is None else format(value, spec)
+
+    rows = [("model", f"{model.repo_id}@{model.commit[:12]}"), ("steps", r.steps),
+            ("final loss", fmt(r.final_loss, ".4f")), ("examples", f"{r.examples} ({r.skipped_rows} rows skipped)"),
+            ("tokens/s", fmt(r.tokens_per_second, ".0f")), ("runtime (this session)", fmt(r.train_runtime_s, ".1f") + " s"),
+            ("resumed from step", r.resumed_from_step if r.resumed_from_step is not None else "– (from scratch)"),
+            ("final model", f"`{r.final_model_dir}`" + (" (LoRA adapter)" if r.is_adapter else "")),
+            ("metrics", f"`{r.metrics_path}`")]
+    table = "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+    curve = ""
+    if Path(r.curve_path).is_file():
+        png = base64.b64encode(Path(r.curve_path).read_bytes()).decode()
+        curve = f"\n\n![loss curve](data:image/png;base64,{png})\n\n`{r.curve_path}`"
+    create_markdown_artifact(markdown=f"## Training\n\n{table}{curve}", key=TRAINING_ARTIFACT,
+                             description="Fine-tuning: final numbers and loss curve")
 
 
 def training_is_current(output_dir: str | Path, config: TrainConfig) -> bool:

@@ -20,6 +20,15 @@ def _sample_config(tmp_path, build_dir):
     return parse_config(data, "sample profile (test)")
 
 
+def _artifacts(flow_run_id, key: str):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    return [a for a in arts if a.key == key]
+
+
 def test_sample_pipeline_end_to_end_then_cached_then_only_the_deleted_model_file(
         tmp_path, sample_build_dir, run_pipeline, task_states):
     cfg = _sample_config(tmp_path, sample_build_dir)
@@ -32,6 +41,8 @@ def test_sample_pipeline_end_to_end_then_cached_then_only_the_deleted_model_file
     assert result["final_model_dir"] == str(final)
     assert (final / "model.safetensors").is_file() and (final / "processor_config.json").is_file()
     assert (tmp_path / "data_dir" / "outdoor_advertising_sample" / "outdoor_advertising_sample" / "metadata.jsonl").is_file()
+    training = _artifacts(state.state_details.flow_run_id, "training-summary")
+    assert len(training) == 1 and "final loss" in training[0].data and "data:image/png;base64," in training[0].data
 
     # A second run finds every step done.
     state = run_pipeline(cfg)
