@@ -49,13 +49,12 @@ class RetryPolicy:
     """``retries`` consecutive failures without a byte of progress end the transfer."""
 
     def __init__(self, retries: int = 5, delay: float = 1.0, max_delay: float = 30.0,
-                 retry_after_cap: float = 120.0, max_time: float | None = None, label: str = ""):
+                 retry_after_cap: float = 120.0, max_time: float | None = None):
         self.retries = retries
         self.retry_after_cap = retry_after_cap
         self.backoff = wait_exponential_jitter(multiplier=delay, max=max_delay, jitter=delay)
         self.deadline = stop_after_delay(max_time) if max_time else stop_never
         self.progress = ByteProgress()
-        self.label = label
         self._seen = 0
         self._stalled = 0
         self._corrupt = 0

@@ -153,7 +153,7 @@ class _Transfer:
         self.headers = {**headers, "Accept-Encoding": "identity"}
         self.timeout = timeout
         self.session = session or http.new_session()
-        self.policy = RetryPolicy(retries=retries, delay=retry_delay, max_time=max_time, label=http.redact(url))
+        self.policy = RetryPolicy(retries=retries, delay=retry_delay, max_time=max_time)
         self.reporter = Reporter(dest.name, progress, size)
         self.owner = uuid.uuid4().hex
         self.state: PartState | None = None
@@ -448,8 +448,7 @@ class _Transfer:
                        session: requests.Session) -> None:
         guard = plan.guard
         pool = _BufferPool(1)
-        policy = RetryPolicy(retries=self.retries, delay=self.retry_delay,
-                             label=f"{http.redact(self.url)} [{seg[0]}-{seg[1]})")
+        policy = RetryPolicy(retries=self.retries, delay=self.retry_delay)
         policy.progress = self.policy.progress  # any segment's bytes count as progress for all
 
         def one_try() -> None:
