@@ -30,7 +30,16 @@ from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, Resumable
 from .hashes import BackgroundHasher, ExpectedHash, parse_hash, update_from_file
 from .progress import Reporter, human_size
 from .retry import RetryPolicy
-from .state import PartState, VerifiedRecord, corrupt_path, discard_part, lock_path, part_path, record_dir
+from .state import (
+    PartState,
+    VerifiedRecord,
+    corrupt_path,
+    discard_part,
+    lock_path,
+    part_path,
+    record_dir,
+    state_path,
+)
 from .verify import check, is_verified, verify_file
 
 log = logging.getLogger("resumable")
@@ -314,23 +323,33 @@ class _Transfer:
                     os.ftruncate(fd, 0)
                 pos = offset
                 flusher = _Writeback(fd, pos)
-                for chunk, buf in _body_into(resp, self.url, pool):
-                    _pwrite_all(fd, chunk, pos)
-                    hasher.update(chunk, buf.release)
-                    pos += len(chunk)
-                    self._count(len(chunk))
-                    flusher.written(pos)
+                try:
+                    for chunk, buf in _body_into(resp, self.url, pool):
+                        _pwrite_all(fd, chunk, pos)
+                        hasher.update(chunk, buf.release)
+                        pos += len(chunk)
+                        self._count(len(chunk))
+                        flusher.written(pos)
+                except BaseException:
+                    self._record_partial(pos)
+                    raise
                 os.fsync(fd)
             finally:
                 os.close(fd)
         finally:
             hasher.close()
         if total is not None and pos != total:
+            self._record_partial(pos)
             raise ProtocolViolation(f"{http.redact(self.url)}: body ended at byte {pos} of {total}")
         if total is None:
             self.state.total = pos
             self.state.save(self.dest)
         return {self.algorithm: hasher.hexdigest()}
+
+    def _record_partial(self, pos: int) -> None:
+        """A small body cut short after all: its bytes are worth resuming, so record them now."""
+        if pos and self._unrecorded() and not state_path(self.dest).exists():
+            self.state.save(self.dest)
 
     def _count(self, n: int) -> None:
         self.transferred += n

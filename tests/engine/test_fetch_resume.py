@@ -173,3 +173,18 @@ def test_nginx_resume_after_kill(nginx, tmp_path):
     # Another URL of the same server: resumable only because the expected hash proves the bytes.
     assert sha256_of(dest) == digest
     assert result.status == "resumed" and result.bytes_transferred == size - have
+
+
+def test_a_small_file_cut_short_is_recorded_and_resumed(served, tmp_path):
+    # One-read bodies get no resume record up front (a file creation each), but one cut
+    # short keeps its bytes resumable.
+    srv, root = served
+    digest = make_file(root / "small.bin", 300_000)
+    dest = tmp_path / "small.bin"
+    srv.fault("small.bin", cut_after=100_000)
+    with pytest.raises(Exception):
+        fetch(srv.url("small.bin"), dest, retries=0, progress=False)
+    assert state_path(dest).exists() and part_path(dest).stat().st_size == 100_000
+    result = fetch(srv.url("small.bin"), dest, hash=digest, progress=False)
+    assert result.status == "resumed" and srv.log[-1].range == "bytes=100000-"
+    assert sha256_of(dest) == digest
