@@ -67,8 +67,8 @@ class _NoCookies(requests.cookies.cookielib.DefaultCookiePolicy):
 
 def check_url(url: str) -> str:
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise UsageError(f"URL {redact(url)!r}: only http:// and https:// URLs are supported; check the address")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"{redact(url)!r} is not an http(s) URL; write it as https://host/path")
     return url
 
 

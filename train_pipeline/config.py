@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from resumable.errors import UsageError
 from resumable.hashes import parse_hash
+from resumable.http import check_url
 from train_pipeline.training.config import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -32,13 +33,6 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class ConfigError(ValueError):
     """The config is invalid; the message is one line naming the key and the fix."""
-
-
-def check_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{url!r} is not an http(s) URL; write it as https://host/path")
-    return url
 
 
 class _Strict(BaseModel):
