@@ -11,21 +11,22 @@ from engine_helpers import free_port, wait_for_port
 from train_pipeline.servers.files import FileServer
 
 
-@pytest.fixture()
-def served(tmp_path):
-    """A FileServer over ``tmp_path/srv``; yields (server, root)."""
-    root = tmp_path / "srv"
+def _file_server(root):
     root.mkdir()
     with FileServer(root) as srv:
         yield srv, root
+
+
+@pytest.fixture()
+def served(tmp_path):
+    """A FileServer over ``tmp_path/srv``; yields (server, root)."""
+    yield from _file_server(tmp_path / "srv")
 
 
 @pytest.fixture()
 def second_server(tmp_path):
-    root = tmp_path / "srv2"
-    root.mkdir()
-    with FileServer(root) as srv:
-        yield srv, root
+    """Another origin (its own port): for cross-host redirects."""
+    yield from _file_server(tmp_path / "srv2")
 
 
 @pytest.fixture()
