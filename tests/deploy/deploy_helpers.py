@@ -94,6 +94,16 @@ class Deployed:
         r.raise_for_status()
         return [x["message"] for x in r.json()]
 
+    def has_log(self, flow_run_id: str, text: str, timeout: float = 30) -> bool:
+        """Whether a log line of the run contains ``text``. Prefect ships logs in batches, after
+        the run's state may already be final, so a line can arrive a few seconds late."""
+        deadline = time.monotonic() + timeout
+        while not any(text in m for m in self.logs(flow_run_id)):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+        return True
+
     def retry_as_the_ui_does(self, flow_run_id: str) -> None:
         """The UI's Retry button: the run goes to Scheduled, named AwaitingRetry, forced."""
         r = self.api.post(f"/flow_runs/{flow_run_id}/set_state", json={

@@ -96,7 +96,7 @@ def test_downloads_run_on_a_dask_local_cluster(deployed):
         "train-pipeline/default", download_only("dask-local", {"type": "dask", "n_workers": 2, "threads_per_worker": 1})))
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert deployed.task_states(run["id"]) == STEPS
-    assert any("downloads run on the Dask cluster at tcp://127.0.0.1:" in m for m in deployed.logs(run["id"]))
+    assert deployed.has_log(run["id"], "downloads run on the Dask cluster at tcp://127.0.0.1:"), deployed.logs(run["id"])
     data = deployed.root / "dask-local" / "data"
     assert (data / "downloads" / "outdoor_advertising_sample" / SAMPLE_ARCHIVE).is_file()
     assert any((data / "outdoor_advertising_sample").iterdir())
@@ -143,7 +143,7 @@ def test_downloads_run_on_an_existing_dask_cluster_by_address(deployed, dask_clu
         "train-pipeline/default", download_only("dask-remote", {"type": "dask", "address": address})))
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert deployed.task_states(run["id"]) == STEPS
-    assert any(f"downloads run on the Dask cluster at {address}" in m for m in deployed.logs(run["id"]))
+    assert deployed.has_log(run["id"], f"downloads run on the Dask cluster at {address}"), deployed.logs(run["id"])
     # The tasks ran in the cluster's worker process: their log lines are in its output.
     log = worker_log.read_text(errors="replace")
     for step in ("snapshot", "fetch", "verify", "extract"):
