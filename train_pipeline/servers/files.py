@@ -39,6 +39,7 @@ class Fault:
     length_delta: int = 0              # lie in Content-Length by this many bytes
     rate: int | None = None            # bytes per second
     content_range: str | None = None   # lie: send this Content-Range with a 206
+    chunked: bool = False              # Transfer-Encoding: chunked, no Content-Length (generated content)
     methods: tuple[str, ...] = ("GET",)
 
 
@@ -206,7 +207,10 @@ def _handler_for(server: FileServer):
                         if start >= size or start > end:
                             return self._simple(rec, 416, extra={"Content-Range": f"bytes */{size}"})
                         status = 206
-            headers = {"Content-Length": str(end - start + 1 + (fault.length_delta if fault else 0))}
+            if fault and fault.chunked:
+                headers = {"Transfer-Encoding": "chunked"}
+            else:
+                headers = {"Content-Length": str(end - start + 1 + (fault.length_delta if fault else 0))}
             if server.ranges:
                 headers["Accept-Ranges"] = "bytes"
             if server.validators:
@@ -231,7 +235,7 @@ def _handler_for(server: FileServer):
         def _body(self, rec: Request, file: Path, start: int, stop: int, fault: Fault | None) -> None:
             cut = fault.cut_after if fault else None
             plain = fault is None or (fault.corrupt_at is None and fault.rate is None and cut is None
-                                      and fault.length_delta <= 0)
+                                      and fault.length_delta <= 0 and not fault.chunked)
             with open(file, "rb") as f:
                 if plain:
                     try:
@@ -255,7 +259,10 @@ def _handler_for(server: FileServer):
                     if fault.corrupt_at is not None and pos <= fault.corrupt_at < pos + len(chunk):
                         chunk[fault.corrupt_at - pos] ^= 0xFF
                     try:
-                        self.wfile.write(chunk)
+                        if fault.chunked:
+                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        else:
+                            self.wfile.write(chunk)
                     except (BrokenPipeError, ConnectionResetError):
                         return
                     rec.bytes_sent += len(chunk)
@@ -264,6 +271,8 @@ def _handler_for(server: FileServer):
                         ahead = rec.bytes_sent / fault.rate - (time.monotonic() - t0)
                         if ahead > 0:
                             time.sleep(ahead)
+            if fault.chunked:
+                self.wfile.write(b"0\r\n\r\n")
             if fault.length_delta > 0:  # we promised more than we have: hang up like a broken server
                 self._drop(rec)
 
