@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import queue
 import string
 import threading
@@ -69,19 +70,33 @@ def file_digest(path: str | Path, algorithm: str = "sha256", *, start: int = 0, 
 
 
 def update_from_file(h, path: str | Path, start: int = 0, end: int | None = None) -> int:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return update_from_fd(h, fd, start, end)
+    finally:
+        os.close(fd)
+
+
+def update_from_fd(h, fd: int, start: int = 0, end: int | None = None, buf: bytearray | None = None) -> int:
+    """Feed ``h`` bytes ``[start, end)`` of open file ``fd`` (positional reads: the file offset is
+    left alone, so another thread may write the same fd). Returns the byte count read."""
     done = 0
-    with open(path, "rb", buffering=0) as f:
-        f.seek(start)
-        buf = bytearray(READ_SIZE)
-        view = memoryview(buf)
-        while end is None or start + done < end:
-            want = READ_SIZE if end is None else min(READ_SIZE, end - start - done)
-            n = f.readinto(view[:want])
-            if not n:
-                break
-            h.update(view[:n])
-            done += n
+    view = memoryview(buf if buf is not None else bytearray(READ_SIZE))
+    while end is None or start + done < end:
+        want = len(view) if end is None else min(len(view), end - start - done)
+        n = os.preadv(fd, [view[:want]], start + done)
+        if not n:
+            break
+        h.update(view[:n])
+        done += n
     return done
+
+
+class _Region:
+    __slots__ = ("fd", "start", "end")
+
+    def __init__(self, fd: int, start: int, end: int):
+        self.fd, self.start, self.end = fd, start, end
 
 
 class _Borrowed:
@@ -107,13 +122,17 @@ class BackgroundHasher:
         self._thread.start()
 
     def _run(self) -> None:
+        buf = None
         while True:
             item = self._queue.get()
             if item is self._STOP:
                 return
             release = None
             try:
-                if isinstance(item, tuple):  # (path, start, end): hash a region of a file
+                if isinstance(item, _Region):  # bytes just written to the file: from the page cache
+                    buf = buf or bytearray(READ_SIZE)
+                    update_from_fd(self._hash, item.fd, item.start, item.end, buf)
+                elif isinstance(item, tuple):  # (path, start, end): hash a region of a file
                     update_from_file(self._hash, *item)
                 elif isinstance(item, _Borrowed):
                     release = item.release
@@ -133,6 +152,10 @@ class BackgroundHasher:
 
     def update_from_file(self, path: str | Path, start: int = 0, end: int | None = None) -> None:
         self._queue.put((path, start, end))
+
+    def update_from_fd(self, fd: int, start: int, end: int) -> None:
+        """Hash bytes ``[start, end)`` of ``fd``, which must stay open until ``close()`` returns."""
+        self._queue.put(_Region(fd, start, end))
 
     def hexdigest(self) -> str:
         self.close()

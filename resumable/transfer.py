@@ -20,12 +20,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 import threading
 from pathlib import Path
+from typing import Iterator
 
 import requests
 import urllib3
 from filelock import FileLock
 
-from . import http
+from . import http, zerocopy
 from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, ResumableError, TransferError, UsageError
 from .hashes import BackgroundHasher, ExpectedHash, parse_hash, update_from_file
 from .progress import Reporter, human_size
@@ -48,6 +49,7 @@ READ_SIZE = 1 << 20  # socket read size, whatever chunk size a caller asks for: 
 MIN_SEGMENT = 32 << 20  # smaller segments gain nothing and lose to per-request overhead
 STATE_SAVE_INTERVAL = 0.1  # seconds of segment progress a SIGKILL may cost
 HASH_BUFFERS = 16  # reads waiting for the hashing thread at most (memory stays flat: 17 x READ_SIZE)
+HASH_STEP = 4 << 20  # spliced bytes are handed to the hashing thread in regions of this size
 WRITEBACK_STEP = 32 << 20  # start writing dirty pages to disk every this many bytes, so the final fsync is short
 
 
@@ -311,40 +313,86 @@ class _Transfer:
             return self._stream(resp, offset, total)
 
     def _stream(self, resp: requests.Response, offset: int, total: int | None) -> dict[str, str]:
+        # Read and written through one descriptor: the hashing thread reads back the regions the
+        # kernel spliced in (see zerocopy), and must be done before the descriptor closes.
+        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
         hasher = BackgroundHasher(self.algorithm, max_pending=HASH_BUFFERS)
-        # reused: fresh memory per read costs page faults; small files get small buffers
-        pool = _BufferPool(HASH_BUFFERS + 1, READ_SIZE if total is None else min(READ_SIZE, total - offset))
+        pos = offset
         try:
             if offset:
                 hasher.update_from_file(self.part, 0, offset)  # the prefix, hashed once
-            fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
+            else:
+                os.ftruncate(fd, 0)
+            flusher = _Writeback(fd, pos)
             try:
-                if offset == 0:
-                    os.ftruncate(fd, 0)
-                pos = offset
-                flusher = _Writeback(fd, pos)
-                try:
-                    for chunk, buf in _body_into(resp, self.url, pool):
-                        _pwrite_all(fd, chunk, pos)
-                        hasher.update(chunk, buf.release)
-                        pos += len(chunk)
-                        self._count(len(chunk))
-                        flusher.written(pos)
-                except BaseException:
-                    self._record_partial(pos)
-                    raise
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+                for n in self._receive(resp, fd, pos, total, hasher):
+                    pos += n
+                    self._count(n)
+                    flusher.written(pos)
+            except BaseException:
+                self._record_partial(pos)
+                raise
+            os.fsync(fd)
+            digest = hasher.hexdigest()
         finally:
             hasher.close()
+            os.close(fd)
         if total is not None and pos != total:
             self._record_partial(pos)
             raise ProtocolViolation(f"{http.redact(self.url)}: body ended at byte {pos} of {total}")
         if total is None:
             self.state.total = pos
             self.state.save(self.dest)
-        return {self.algorithm: hasher.hexdigest()}
+        return {self.algorithm: digest}
+
+    def _receive(self, resp: requests.Response, fd: int, pos: int, total: int | None,
+                 hasher: BackgroundHasher) -> Iterator[int]:
+        """Write the body into ``fd`` from ``pos`` on, feeding ``hasher``; yields each piece's size.
+
+        Spliced by the kernel where it can (plain HTTP on Linux: no copy through Python), else
+        read into pooled buffers that the hasher hands back once hashed."""
+        direct = _direct_reader(resp)
+        sock = zerocopy.body_socket(direct[0]) if direct else None
+        if sock is not None:
+            fp, left = direct
+            try:
+                # Body bytes that http.client buffered along with the headers go first.
+                head = fp.peek(1)[:left] if left is None or left > 0 else b""
+                head = fp.read(len(head)) if head else b""
+            except (OSError, ValueError) as exc:
+                raise TransferError(f"{http.redact(self.url)}: {http.describe_network_error(exc)}") from None
+            if head:
+                _pwrite_all(fd, head, pos)
+                hasher.update(head)
+                pos += len(head)
+                left = None if left is None else left - len(head)
+                yield len(head)
+            hashed = pos
+            try:
+                for n in zerocopy.splice_into(sock, fd, pos, left):
+                    pos += n
+                    if pos - hashed >= HASH_STEP:
+                        hasher.update_from_fd(fd, hashed, pos)
+                        hashed = pos
+                    yield n
+                    if left is not None:
+                        left -= n
+            except zerocopy.SpliceRefused:
+                pass  # nothing consumed: the ordinary path below reads the rest
+            except zerocopy.SocketError as exc:
+                raise TransferError(f"{http.redact(self.url)}: {http.describe_network_error(exc.error)}") from None
+            else:
+                hasher.update_from_fd(fd, hashed, pos)
+                if left == 0:
+                    _body_done(resp)
+                return
+        # reused: fresh memory per read costs page faults; small files get small buffers
+        pool = _BufferPool(HASH_BUFFERS + 1, READ_SIZE if total is None else min(READ_SIZE, max(1, total - pos)))
+        for chunk, buf in _body_into(resp, self.url, pool):
+            _pwrite_all(fd, chunk, pos)
+            hasher.update(chunk, buf.release)
+            pos += len(chunk)
+            yield len(chunk)
 
     def _record_partial(self, pos: int) -> None:
         """A small body cut short after all: its bytes are worth resuming, so record them now."""
