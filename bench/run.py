@@ -302,6 +302,8 @@ def interleaved(contenders: dict, runs: int, prepare, label: str) -> dict:
         order = names if i % 2 == 0 else names[::-1]
         for name in order:
             prepare(name)
+            # No contender pays for another's disk writes (the generated file's, a deleted output's).
+            os.sync()
             time.sleep(PAUSE)
             results[name].append(contenders[name]())
         print(f"  [{label}] run {i + 1}/{runs}: " + ", ".join(f"{n} {results[n][-1]['wall']:.2f}s" for n in names),
