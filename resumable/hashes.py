@@ -93,10 +93,10 @@ def update_from_fd(h, fd: int, start: int = 0, end: int | None = None, buf: byte
 
 
 class _Region:
-    __slots__ = ("fd", "start", "end")
+    __slots__ = ("fd", "start", "end", "then")
 
-    def __init__(self, fd: int, start: int, end: int):
-        self.fd, self.start, self.end = fd, start, end
+    def __init__(self, fd: int, start: int, end: int, then):
+        self.fd, self.start, self.end, self.then = fd, start, end, then
 
 
 class _Borrowed:
@@ -132,6 +132,8 @@ class BackgroundHasher:
                 if isinstance(item, _Region):  # bytes just written to the file: from the page cache
                     buf = buf or bytearray(READ_SIZE)
                     update_from_fd(self._hash, item.fd, item.start, item.end, buf)
+                    if item.then is not None:
+                        item.then(item.end)
                 elif isinstance(item, tuple):  # (path, start, end): hash a region of a file
                     update_from_file(self._hash, *item)
                 elif isinstance(item, _Borrowed):
@@ -153,9 +155,10 @@ class BackgroundHasher:
     def update_from_file(self, path: str | Path, start: int = 0, end: int | None = None) -> None:
         self._queue.put((path, start, end))
 
-    def update_from_fd(self, fd: int, start: int, end: int) -> None:
-        """Hash bytes ``[start, end)`` of ``fd``, which must stay open until ``close()`` returns."""
-        self._queue.put(_Region(fd, start, end))
+    def update_from_fd(self, fd: int, start: int, end: int, then=None) -> None:
+        """Hash bytes ``[start, end)`` of ``fd``, which must stay open until ``close()`` returns;
+        ``then(end)`` runs on the hashing thread afterwards."""
+        self._queue.put(_Region(fd, start, end, then))
 
     def hexdigest(self) -> str:
         self.close()

@@ -3,8 +3,9 @@
 Bytes go to ``<dest>.part`` with a small state record (URL, validator, total size) beside
 it. A later run resumes with ``Range`` + ``If-Range`` and appends only when the server's
 ``Content-Range`` proves the bytes continue the same version; anything else starts over.
-The hash is computed while downloading on a second thread; the destination appears only
-complete and verified (fsync + os.replace).
+The hash is computed while downloading on a second thread (over the bytes as read, or, where
+the kernel splices the body into the file, over each region right behind it); the destination
+appears only complete and verified (fsync + os.replace).
 """
 
 from __future__ import annotations
@@ -323,12 +324,10 @@ class _Transfer:
                 hasher.update_from_file(self.part, 0, offset)  # the prefix, hashed once
             else:
                 os.ftruncate(fd, 0)
-            flusher = _Writeback(fd, pos)
             try:
                 for n in self._receive(resp, fd, pos, total, hasher):
                     pos += n
                     self._count(n)
-                    flusher.written(pos)
             except BaseException:
                 self._record_partial(pos)
                 raise
@@ -349,10 +348,12 @@ class _Transfer:
                  hasher: BackgroundHasher) -> Iterator[int]:
         """Write the body into ``fd`` from ``pos`` on, feeding ``hasher``; yields each piece's size.
 
-        Spliced by the kernel where it can (plain HTTP on Linux: no copy through Python), else
-        read into pooled buffers that the hasher hands back once hashed."""
+        Spliced by the kernel where it pays (plain HTTP on Linux, bodies larger than one read: no
+        copy through Python), else read into pooled buffers that the hasher hands back once hashed.
+        """
+        flusher = _Writeback(fd, pos)
         direct = _direct_reader(resp)
-        sock = zerocopy.body_socket(direct[0]) if direct else None
+        sock = zerocopy.body_socket(direct[0]) if direct and (direct[1] is None or direct[1] > READ_SIZE) else None
         if sock is not None:
             fp, left = direct
             try:
@@ -372,13 +373,15 @@ class _Transfer:
                 for n in zerocopy.splice_into(sock, fd, pos, left):
                     pos += n
                     if pos - hashed >= HASH_STEP:
-                        hasher.update_from_fd(fd, hashed, pos)
+                        # The hashing thread also starts the region's writeback once it has read
+                        # it: that work leaves the thread moving the bytes.
+                        hasher.update_from_fd(fd, hashed, pos, then=flusher.written)
                         hashed = pos
                     yield n
                     if left is not None:
                         left -= n
             except zerocopy.SpliceRefused:
-                pass  # nothing consumed: the ordinary path below reads the rest
+                direct = (fp, left)  # nothing more consumed: the ordinary path below reads the rest
             except zerocopy.SocketError as exc:
                 raise TransferError(f"{http.redact(self.url)}: {http.describe_network_error(exc.error)}") from None
             else:
@@ -388,10 +391,11 @@ class _Transfer:
                 return
         # reused: fresh memory per read costs page faults; small files get small buffers
         pool = _BufferPool(HASH_BUFFERS + 1, READ_SIZE if total is None else min(READ_SIZE, max(1, total - pos)))
-        for chunk, buf in _body_into(resp, self.url, pool):
+        for chunk, buf in _body_into(resp, self.url, pool, direct):
             _pwrite_all(fd, chunk, pos)
             hasher.update(chunk, buf.release)
             pos += len(chunk)
+            flusher.written(pos)
             yield len(chunk)
 
     def _record_partial(self, pos: int) -> None:
@@ -727,11 +731,12 @@ def _direct_reader(resp: requests.Response):
     return fp, length
 
 
-def _body_into(resp: requests.Response, url: str, pool: _BufferPool):
+def _body_into(resp: requests.Response, url: str, pool: _BufferPool, direct=None):
     """The body as (memoryview, buffer) pairs, each view into a pooled buffer that the consumer
     releases when done with it. One ``readinto1`` per read: what has arrived, up to READ_SIZE, so
-    a cut connection loses no received bytes (as ``_body``)."""
-    direct = _direct_reader(resp)
+    a cut connection loses no received bytes (as ``_body``). ``direct``: the (socket file, bytes
+    left) of ``_direct_reader``, when the caller already read part of it."""
+    direct = direct or _direct_reader(resp)
     if direct is None:
         for chunk in _body(resp, url):
             yield memoryview(chunk), _UNPOOLED

@@ -133,3 +133,11 @@ def test_a_stalled_socket_times_out_instead_of_hanging(tmp_path):
         conn.close()
         client.close()
         listener.close()
+
+
+def test_a_body_of_one_read_is_not_spliced(served, tmp_path, spliced):
+    # A pipe and its system calls gain nothing for a body that arrives in one read.
+    srv, root = served
+    digest = make_file(root / "small.bin", 512 * 1024)
+    assert fetch(srv.url("small.bin"), tmp_path / "small.bin", hash=digest, progress=False).status == "downloaded"
+    assert spliced == []
