@@ -73,8 +73,16 @@ def run(code: str, dest: Path, endpoint: str) -> float:
     return time.monotonic() - t0
 
 
-def partial_files(dest: Path) -> list[Path]:
-    return [p for p in dest.rglob("*") if p.is_file() and (p.name.endswith(".part") or p.name.endswith(".incomplete"))]
+def partial_sizes(dest: Path) -> list[int]:
+    """Sizes of the partial downloads under ``dest`` (a small one may be published while we look)."""
+    sizes = []
+    for p in dest.rglob("*"):
+        if p.name.endswith(".part") or p.name.endswith(".incomplete"):
+            try:
+                sizes.append(p.stat().st_size)
+            except FileNotFoundError:
+                pass
+    return sizes
 
 
 def kill_half_way(code: str, dest: Path, hub: HubServer, size: int, rate: float) -> int:
@@ -84,7 +92,7 @@ def kill_half_way(code: str, dest: Path, hub: HubServer, size: int, rate: float)
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         while proc.poll() is None:
-            if any(p.stat().st_size >= size // 2 for p in partial_files(dest)):
+            if any(n >= size // 2 for n in partial_sizes(dest)):
                 break
             time.sleep(0.02)
     finally:
