@@ -79,10 +79,22 @@ class Deployed:
         r.raise_for_status()
         return r.json()
 
-    def task_states(self, flow_run_id: str, exclude: set[str] = frozenset()) -> dict[str, str]:
+    def task_states(self, flow_run_id: str, exclude: set[str] = frozenset(), timeout: float = 30) -> dict[str, str]:
         """{step: state name} ('snapshot', 'fetch', 'verify', 'extract', 'train'), leaving out the
-        task runs whose ids are in ``exclude`` (those of an earlier attempt)."""
-        return {t["name"].split(" ")[0]: t["state"]["name"] for t in self.task_runs(flow_run_id) if t["id"] not in exclude}
+        task runs whose ids are in ``exclude`` (those of an earlier attempt).
+
+        The server records task runs from the worker's events, a moment after the flow run's own
+        final state: read until every task run has a state and two reads agree (a task that never
+        ran stays Pending)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            runs = [t for t in self.task_runs(flow_run_id) if t["id"] not in exclude]
+            states = {t["name"].split(" ")[0]: (t["state"] or {}).get("name") for t in runs}
+            if (None not in states.values() and states == last) or time.monotonic() > deadline:
+                return states
+            last = states
+            time.sleep(0.3)
 
     def artifacts(self, flow_run_id: str) -> list[dict]:
         r = self.api.post("/artifacts/filter", json={"flow_runs": {"id": {"any_": [flow_run_id]}}})

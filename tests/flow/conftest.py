@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,12 +100,22 @@ def dataset_config(tmp_path, served, dataset_archive):
     return make
 
 
-def _task_runs(flow_run_id):
+def _task_runs(flow_run_id, timeout: float = 30):
+    """The server records task runs from events, a moment after the flow run ends: read until
+    each has a state and two reads agree (a task that never ran stays Pending)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + timeout
+    last = None
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        while True:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+            seen = {(r.id, r.state.type, r.state.name) if r.state else (r.id, None, None) for r in runs}
+            if (all(r.state is not None for r in runs) and seen == last) or time.monotonic() > deadline:
+                break
+            last = seen
+            time.sleep(0.3)
     return sorted(runs, key=lambda r: (r.start_time or r.expected_start_time or r.created, r.created))
 
 
