@@ -45,6 +45,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the checkout's engine, also when run before `pip install -e .`
+from resumable.extract.atomic import remove as rm  # noqa: E402  (a tree, a file or a link)
 OUT = ROOT / "bench" / "out"
 WORK = Path(os.environ.get("BENCH_WORK", "/tmp/train-pipeline-bench"))
 MIB = 1 << 20
@@ -141,16 +143,6 @@ def sha256_of(path: Path) -> str:
         while chunk := f.read(MIB):
             h.update(chunk)
     return h.hexdigest()
-
-
-def rm(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
 
 
 def tool(name: str) -> str:
@@ -705,7 +697,6 @@ def main() -> int:
     wanted = {int(x) for x in args.scenarios.split(",") if x.strip()}
     size = parse_size(args.size or ("256M" if args.quick else "2G"))
     runs = args.runs or (3 if args.quick else 5)
-    sys.path.insert(0, str(ROOT))
     os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
     free = shutil.disk_usage(WORK.parent).free
     if free < 4 * size:
