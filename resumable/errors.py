@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from .redaction import redact_text
+
 
 class ResumableError(Exception):
-    """Base of every error the engine raises on purpose (never a bug)."""
+    """Base of every error the engine raises on purpose (never a bug).
+
+    Its text never carries a URL's query or userinfo, whatever built it: messages quote other
+    libraries' errors, and they end up in logs, Prefect states and events."""
+
+    def __init__(self, *args):
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 class UsageError(ResumableError, ValueError):

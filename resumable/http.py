@@ -13,6 +13,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import requests
 
 from .errors import STATUS_HINTS, HTTPStatusError, TransferError, UsageError
+from .redaction import redact, redact_text
 
 USER_AGENT = "train-pipeline-resumable/0.1"
 MAX_REDIRECTS = 10
@@ -22,17 +23,19 @@ _CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$", re.I)
 _UNSATISFIED_RANGE = re.compile(r"^bytes\s+\*/(\d+)$", re.I)
 
 
-class _RedactQueries(logging.Filter):
-    """urllib3 logs request lines at DEBUG; signed URLs carry tokens in their query."""
+class RedactingFilter(logging.Filter):
+    """Log records with every URL query and userinfo removed (urllib3 logs request lines at DEBUG;
+    our own messages may quote other libraries' errors)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(_QUERY.sub("?…", a) if isinstance(a, str) else a for a in record.args)
+        if record.args:
+            record.msg, record.args = record.getMessage(), ()
+        record.msg = redact_text(str(record.msg))
         return True
 
 
-_QUERY = re.compile(r"\?[^\s\"]*")
-logging.getLogger("urllib3.connectionpool").addFilter(_RedactQueries())
+for _name in ("urllib3.connectionpool", "resumable"):
+    logging.getLogger(_name).addFilter(RedactingFilter())
 
 
 def new_session(pool_size: int = 10) -> requests.Session:
@@ -65,20 +68,28 @@ class _NoCookies(requests.cookies.cookielib.DefaultCookiePolicy):
         return False
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ENCODED_CONTROL = re.compile(r"%(?:[01][0-9a-f]|7f)", re.I)
+
+
 def check_url(url: str) -> str:
-    parts = urlsplit(url)
+    """``url`` when it is an http(s) URL that a request can be made for, else a one-line UsageError."""
+    if not isinstance(url, str):
+        raise UsageError(f"URL {url!r}: expected text like https://host/path")
+    shown = redact(url)
+    if _CONTROL.search(url):
+        raise UsageError(f"URL {shown!r} contains a control character (NUL, CR, LF, ...); remove it")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:
+        raise UsageError(f"URL {shown!r}: {exc}; write it as https://host[:port]/path") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{redact(url)!r} is not an http(s) URL; write it as https://host/path")
+        raise UsageError(f"{shown!r} is not an http(s) URL; write it as https://host/path")
+    if _ENCODED_CONTROL.search(parts.path):
+        raise UsageError(f"URL {shown!r}: its path encodes a control character (%00-%1F, %7F); no server file "
+                         "has such a name, check the URL")
     return url
-
-
-def redact(url: str) -> str:
-    """The URL without its query and userinfo: signed URLs carry tokens there, logs must not."""
-    p = urlsplit(url)
-    netloc = p.hostname or ""
-    if p.port:
-        netloc += f":{p.port}"
-    return urlunsplit((p.scheme, netloc, p.path, "…" if p.query else "", ""))
 
 
 def origin(url: str) -> tuple[str, str, int | None]:
