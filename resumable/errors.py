@@ -41,8 +41,17 @@ class IntegrityError(TransferError):
     """The bytes do not match the expected size or hash."""
 
 
+class StalledError(TransferError):
+    """The body arrives slower than the speed limit allows (a trickle): reconnect and resume."""
+
+
 class DiskSpaceError(ResumableError):
-    pass
+    """The destination's file system is (or would be) full."""
+
+
+class LocalFileError(ResumableError):
+    """The destination or a sidecar cannot be written: permissions, a read-only file system, a
+    file where a folder should be. Trying again cannot help until the user fixes it."""
 
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

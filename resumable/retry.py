@@ -1,15 +1,19 @@
-"""The retry policy of a transfer, as tenacity data.
+"""The retry policy of a transfer, as tenacity data, and the rule that ends a stalled body.
 
 Transient failures only (network errors, timeouts, 408/429/5xx, cut bodies, a corrupt
-download); the budget of attempts and the backoff both start over whenever bytes arrive,
-so a long download over a flaky link is never abandoned while it makes progress;
-``Retry-After`` is honoured up to a cap.
+download); the budget of attempts and the backoff both start over whenever real progress
+arrives (at least a stall window's worth of bytes that are kept), so a long download over a
+flaky link is never abandoned while it makes progress, and a trickle never counts as progress.
+Starting over from byte 0 (bad bytes, a server that cannot continue the file) has its own small
+budget, so no file is downloaded in full more than a few times in one run. ``Retry-After`` is
+honoured up to a cap.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -21,12 +25,14 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from .errors import IntegrityError, ResumableError
+from .errors import IntegrityError, ResumableError, StalledError
 
 log = logging.getLogger("resumable")
 
 
-MAX_CORRUPT_RETRIES = 2
+MAX_FRESH_STARTS = 2  # downloads from byte 0 after the first, per transfer: at most 3 in full per run
+DEFAULT_SPEED_LIMIT = 1024  # bytes/s: slower than this for SPEED_TIME seconds is a stall (curl -Y/-y)
+DEFAULT_SPEED_TIME = 30.0
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -45,33 +51,61 @@ class ByteProgress:
             self.received += n
 
 
+class SpeedGuard:
+    """One connection's body must average at least ``limit`` bytes/s over every ``window`` seconds
+    (curl's --speed-limit/--speed-time): a trickle raises StalledError. ``limit`` 0 disables it."""
+
+    def __init__(self, limit: float, window: float, what: str):
+        self.limit, self.window, self.what = limit, window, what
+        self.start, self.bytes = time.monotonic(), 0
+
+    def add(self, n: int) -> None:
+        if not self.limit:
+            return
+        self.bytes += n
+        now = time.monotonic()
+        if now - self.start >= self.window:
+            if self.bytes < self.limit * (now - self.start):
+                raise StalledError(f"{self.what}: slower than {self.limit:.0f} B/s for {now - self.start:.0f} s "
+                                   f"({self.bytes} bytes); reconnecting")
+            self.start, self.bytes = now, 0
+
+
 class RetryPolicy:
-    """``retries`` consecutive failures without a byte of progress end the transfer."""
+    """``retries`` consecutive failures without real progress end the transfer, and so does a
+    fresh start from byte 0 beyond MAX_FRESH_STARTS. Progress is ``min_progress`` bytes kept
+    since the last failure (a trickle of a few bytes per attempt must not reset the budget)."""
 
     def __init__(self, retries: int = 5, delay: float = 1.0, max_delay: float = 30.0,
-                 retry_after_cap: float = 120.0, max_time: float | None = None):
+                 retry_after_cap: float = 120.0, max_time: float | None = None, min_progress: int = 1):
         self.retries = retries
         self.retry_after_cap = retry_after_cap
         self.backoff = wait_exponential_jitter(multiplier=delay, max=max_delay, jitter=delay)
         self.deadline = stop_after_delay(max_time) if max_time else stop_never
+        self.min_progress = max(1, int(min_progress))
         self.progress = ByteProgress()
+        self.fresh_starts = 0
         self._seen = 0
         self._stalled = 0
-        self._corrupt = 0
+
+    def fresh_start(self) -> None:
+        """The bytes so far were thrown away: what arrived before is no progress either."""
+        with self.progress._lock:
+            self.fresh_starts += 1
+            self._seen = self.progress.received
+
+    @property
+    def gave_up_restarting(self) -> bool:
+        return self.fresh_starts > MAX_FRESH_STARTS
 
     # tenacity hooks --------------------------------------------------------------------------
     def _retry(self, state: RetryCallState) -> bool:
         exc = state.outcome.exception()
-        if exc is None or not is_transient(exc):
+        if exc is None or not is_transient(exc) or self.gave_up_restarting:
             return False
-        if isinstance(exc, IntegrityError):
-            # Bad bytes are no progress, and a source that keeps sending them is not worth
-            # more than a couple of full re-downloads.
-            self._seen = self.progress.received
-            self._corrupt += 1
-            if self._corrupt > MAX_CORRUPT_RETRIES:
-                return False
-        elif self.progress.received > self._seen:  # bytes arrived since the last failure
+        if isinstance(exc, (IntegrityError, StalledError)):
+            self._seen = self.progress.received  # bad bytes or a trickle: no progress
+        elif self.progress.received - self._seen >= self.min_progress:
             self._seen, self._stalled = self.progress.received, 0
         self._stalled += 1
         return True

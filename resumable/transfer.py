@@ -1,18 +1,22 @@
 """The transfer engine: one file from one URL into ``dest``, resumable across process death.
 
-Bytes go to ``<dest>.part`` with a small state record (URL, validator, total size) beside
-it. A later run resumes with ``Range`` + ``If-Range`` and appends only when the server's
-``Content-Range`` proves the bytes continue the same version; anything else starts over.
-The hash is computed while downloading on a second thread (over the bytes as read, or, where
-the kernel splices the body into the file, over each region right behind it); the destination
-appears only complete and verified (fsync + os.replace).
+Bytes go to a ``.part`` in the record folder ``.resumable/`` with a small state record (URL
+digest, validator, total size) beside it. A later run resumes with ``Range`` + ``If-Range`` and
+appends only when the server's ``Content-Range`` proves the bytes continue the same version;
+anything else starts over (a few times per run at most). The hash is computed while downloading
+on a second thread (over the bytes as read, or, where the kernel splices the body into the file,
+over each region right behind it); the destination appears only complete and verified (fsync +
+os.replace), and a record of it (source, validator, size, mtime, ctime, inode) is what later
+runs trust: a file the engine did not publish from this URL is never reported as done.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
+import stat
 import sys
 import time
 import uuid
@@ -25,22 +29,35 @@ from typing import Iterator
 
 import requests
 import urllib3
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from . import http, zerocopy
-from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, ResumableError, TransferError, UsageError
-from .hashes import BackgroundHasher, ExpectedHash, parse_hash, update_from_file
+from .errors import (
+    DiskSpaceError,
+    IntegrityError,
+    LocalFileError,
+    ProtocolViolation,
+    ResumableError,
+    TransferError,
+    UsageError,
+)
+from .hashes import BackgroundHasher, ExpectedHash, file_digest, parse_hash, update_from_fd
 from .progress import Reporter, human_size
-from .retry import RetryPolicy
+from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, MAX_FRESH_STARTS, RetryPolicy, SpeedGuard
 from .state import (
     PartState,
     VerifiedRecord,
+    check_destination,
     corrupt_path,
-    discard_part,
+    ensure_record_dir,
+    local_error,
     lock_path,
+    open_regular,
     part_path,
-    record_dir,
+    private_part_path,
+    remove_orphaned_private_parts,
     state_path,
+    url_id,
 )
 from .verify import check, is_verified, verify_file
 
@@ -52,6 +69,7 @@ STATE_SAVE_INTERVAL = 0.1  # seconds of segment progress a SIGKILL may cost
 HASH_BUFFERS = 16  # reads waiting for the hashing thread at most (memory stays flat: 17 x READ_SIZE)
 HASH_STEP = 4 << 20  # spliced bytes are handed to the hashing thread in regions of this size
 WRITEBACK_STEP = 32 << 20  # start writing dirty pages to disk every this many bytes, so the final fsync is short
+_NOT_MODIFIED: dict[str, str] = {}  # the attempt's answer when a conditional request got 304
 
 
 @dataclass
@@ -72,32 +90,82 @@ class FetchResult:
 def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | ExpectedHash | None = None,
           mirrors: tuple[str, ...] | list[str] = (), connections: int = 1, retries: int = 5,
           retry_delay: float = 1.0, headers: dict | None = None, timeout=(10, 60), progress=None,
-          lock: bool = True, max_time: float | None = None,
-          session: requests.Session | None = None) -> FetchResult:
-    """Download ``url`` to ``dest`` (resuming, verifying, atomically); mirrors are tried in order."""
+          lock: bool = True, max_time: float | None = None, speed_limit: float = DEFAULT_SPEED_LIMIT,
+          speed_time: float = DEFAULT_SPEED_TIME, session: requests.Session | None = None) -> FetchResult:
+    """Download ``url`` to ``dest`` (resuming, verifying, atomically); mirrors are tried in order.
+
+    A file already at ``dest`` counts as done only when it matches ``hash``, or when this engine
+    published it from one of these URLs and nobody changed it since (then, without ``size``
+    either, one conditional request asks the server whether it changed). A body slower than
+    ``speed_limit`` bytes/s over ``speed_time`` seconds is a stall (0 disables the rule).
+    ``lock=False`` is for file systems where locks silently do nothing: each process then writes
+    its own part file (correct, but a killed process's bytes are not resumed).
+    """
     sources = [http.check_url(u) for u in (url, *mirrors)]
     expected = parse_hash(hash)
-    if size is not None and (not isinstance(size, int) or size < 0):
+    if size is not None and (type(size) is not int or size < 0):
         raise UsageError(f"size {size!r}: expected a number of bytes >= 0")
-    if connections < 1:
+    if type(connections) is not int or connections < 1:
         raise UsageError(f"connections {connections!r}: use 1 or more")
-    dest = Path(dest).absolute()
-    if dest.is_dir():
-        raise UsageError(f"destination {dest} is a directory; pass a file path (or -d DIR to name it from the URL)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    if type(retries) is not int or retries < 0:
+        raise UsageError(f"retries {retries!r}: use 0 or more")
+    if not speed_limit >= 0 or not speed_time > 0:
+        raise UsageError(f"speed limit {speed_limit!r} B/s over {speed_time!r} s: use a limit >= 0 (0: off) "
+                         "and a time > 0")
+    headers = check_headers(headers or {})
+    dest = _destination(dest)
+    options = dict(connections=connections, retries=retries, retry_delay=retry_delay, headers=headers,
+                   timeout=timeout, progress=progress, max_time=max_time, speed_limit=speed_limit,
+                   speed_time=speed_time, session=session, private=not lock)
+    try:
+        return _fetch(sources, dest, size, expected, lock, options)
+    except OSError as exc:  # the network's errors are TransferErrors by now: this is the local disk
+        raise local_error(exc, dest) from None
+
+
+def check_headers(headers: dict) -> dict:
+    """Request headers that can be sent as given: names are tokens, values one printable line."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or not all(c.isascii() and c.isprintable() and c not in " :"
+                                                            for c in name):
+            raise UsageError(f"header name {name!r}: use letters, digits and '-' (e.g. Authorization)")
+        if not isinstance(value, str) or any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7f for c in value):
+            raise UsageError(f"header {name}: its value must be one line of text (no CR, LF or NUL)")
+    return dict(headers)
+
+
+def _destination(dest: str | Path) -> Path:
+    text = os.fspath(dest)
+    if not text or "\0" in str(text):
+        raise UsageError(f"destination {str(text)!r}: give a file path (e.g. -o data/file.zip)")
+    path = Path(text).absolute()
+    if path.is_dir():
+        raise UsageError(f"destination {path} is a directory; pass a file path (or -d DIR to name it from the URL)")
+    return path
+
+
+def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedHash | None, lock: bool,
+           options: dict) -> FetchResult:
+    check_destination(dest)
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise LocalFileError(f"{dest.parent}: a file stands where the destination's folder should be; "
+                             "choose another path") from None
+    ensure_record_dir(dest)
     t0 = time.monotonic()
     with _exclusive(dest, lock):
-        cached = _existing(dest, size, expected, sources[0], t0)
+        check_destination(dest)
+        cached = _existing(dest, size, expected, sources, t0)
         if cached:
             return cached
         failures: list[ResumableError] = []
         for source in sources:
-            job = _Transfer(source, dest, size, expected, connections=connections, retries=retries,
-                            retry_delay=retry_delay, headers=headers or {}, timeout=timeout, progress=progress,
-                            max_time=max_time, session=session)
+            job = _Transfer(source, dest, size, expected, revalidate=_revalidation(dest, source, size, expected),
+                            **options)
             try:
                 return job.run(t0)
-            except (UsageError, DiskSpaceError):
+            except (UsageError, DiskSpaceError, LocalFileError):
                 raise
             except ResumableError as exc:
                 failures.append(exc)
@@ -112,45 +180,69 @@ def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | Ex
 def _exclusive(dest: Path, enabled: bool):
     """One process transfers, the others wait, then find the result in place.
 
-    The lock is an optimisation, not the guarantee: writers use positional writes of the
-    same server bytes, and publishing re-checks ownership of the .part (see _publish).
+    Without the lock (``enabled=False``) every writer uses a part file of its own (see _Transfer),
+    so writers never mix their bytes whatever the file system does with locks.
     """
     if not enabled:
         yield
         return
-    record_dir(dest).mkdir(parents=True, exist_ok=True)
     # An explicit mode without group/other write: filelock then skips probing the directory for
     # flock support with a scratch file on every lock (a third of a small file's cost); a file
-    # system without flock is still detected when locking.
-    flock = FileLock(str(lock_path(dest)), mode=0o644)
+    # system without flock is still detected when locking. filelock opens with O_NOFOLLOW.
+    path = lock_path(dest)
+    flock = FileLock(str(path), mode=0o644)
     try:
-        flock.acquire(timeout=0.05)
-    except Exception:
-        log.info("%s: another process is fetching it; waiting", dest.name)
-        flock.acquire()
+        try:
+            flock.acquire(timeout=0.05)
+        except Timeout:
+            log.info("%s: another process is fetching it; waiting", dest.name)
+            flock.acquire()
+    except OSError as exc:
+        raise local_error(exc, path) from None
     try:
+        remove_orphaned_private_parts(dest)
         yield
     finally:
         flock.release()
 
 
-def _existing(dest: Path, size: int | None, expected: ExpectedHash | None, url: str, t0: float) -> FetchResult | None:
-    """A destination already in place that meets the expectations (re-hashed only if it changed)."""
-    if not dest.is_file():
+def _existing(dest: Path, size: int | None, expected: ExpectedHash | None, sources: list[str],
+              t0: float) -> FetchResult | None:
+    """The destination already in place, when it is known to be right without a transfer: it
+    matches the expected hash (re-hashed only if it changed since it was checked), or the engine
+    published it from one of ``sources`` with this size and nobody changed it since."""
+    if not os.path.lexists(dest):
         return None
-    if size is None and expected is None:
-        good = True  # published by an atomic rename, so complete; nothing more to check
-    else:
-        good = is_verified(dest, size, expected) or verify_file(dest, size, expected)
-    if not good:
-        log.warning("%s: existing file fails verification; fetching a fresh copy (the old one stays until it verifies)",
-                    dest)
-        return None
+    if expected is not None:
+        if not (is_verified(dest, size, expected) or verify_file(dest, size, expected)):
+            log.warning("%s: existing file fails verification; fetching a fresh copy (the old one stays until the "
+                        "new one verifies)", dest)
+            return None
+    elif size is None or not _published_from(dest, sources, size):
+        return None  # without a hash: ask the server (conditional request) or fetch again
     record = VerifiedRecord.load(dest)
     digests = record.digests if record and record.matches(dest) else {}
     alg = expected.algorithm if expected else "sha256"
     digest = f"{alg}:{digests[alg]}" if alg in digests else None
-    return FetchResult(dest, url, dest.stat().st_size, digest, "cached", 0, time.monotonic() - t0)
+    return FetchResult(dest, sources[0], os.lstat(dest).st_size, digest, "cached", 0, time.monotonic() - t0)
+
+
+def _published_from(dest: Path, sources: list[str], size: int | None = None) -> VerifiedRecord | None:
+    """The record of ``dest`` when the engine published it from one of ``sources`` (with ``size``)
+    and it is unchanged since."""
+    record = VerifiedRecord.load(dest)
+    if record is None or not record.matches(dest) or record.source not in {url_id(s) for s in sources}:
+        return None
+    return record if size is None or record.size == size else None
+
+
+def _revalidation(dest: Path, source: str, size: int | None, expected: ExpectedHash | None) -> str | None:
+    """The validator to send in a conditional request to ``source``: only for a file without size and
+    hash that the engine published from that very URL (an ETag means nothing for another URL)."""
+    if size is not None or expected is not None:
+        return None
+    record = _published_from(dest, [source])
+    return record.validator if record else None
 
 
 class _RestartFromZero(ProtocolViolation):
@@ -160,18 +252,25 @@ class _RestartFromZero(ProtocolViolation):
 class _Transfer:
     def __init__(self, url: str, dest: Path, size: int | None, expected: ExpectedHash | None, *, connections: int,
                  retries: int, retry_delay: float, headers: dict, timeout, progress, max_time: float | None,
-                 session: requests.Session | None):
-        self.url, self.dest, self.part = url, dest, part_path(dest)
+                 speed_limit: float, speed_time: float, session: requests.Session | None, private: bool,
+                 revalidate: str | None):
+        self.url, self.dest = url, dest
+        self.owner = uuid.uuid4().hex
+        self.private = private
+        self.part = private_part_path(dest, self.owner) if private else part_path(dest)
         self.size, self.expected = size, expected
         self.algorithm = expected.algorithm if expected else "sha256"
         self.connections, self.retries, self.retry_delay = connections, retries, retry_delay
         self.headers = {**headers, "Accept-Encoding": "identity"}
         self.timeout = timeout
+        self.speed_limit, self.speed_time = speed_limit, speed_time
         self.session = session or http.new_session()
-        self.policy = RetryPolicy(retries=retries, delay=retry_delay, max_time=max_time)
+        self.policy = RetryPolicy(retries=retries, delay=retry_delay, max_time=max_time,
+                                  min_progress=speed_limit * speed_time)
         self.reporter = Reporter(dest.name, progress, size)
-        self.owner = uuid.uuid4().hex
         self.state: PartState | None = None
+        self.revalidate = revalidate  # validator of the file in place: ask the server if it changed
+        self.validator: str | None = None  # ETag or Last-Modified of what we publish, for the next re-check
         self.transferred = 0
         self.resumed = False
         self.segmented = connections > 1
@@ -184,17 +283,37 @@ class _Transfer:
             # connection count this run asked for.
             self.segmented = True
         try:
-            digests = self.policy.retrying()(self._attempt)
-            self._publish(digests)
+            try:
+                digests = self.policy.retrying()(self._attempt)
+            except TransferError as exc:
+                if self.policy.gave_up_restarting:
+                    raise type(exc)(f"{exc}; gave up after {MAX_FRESH_STARTS + 1} downloads from byte 0 in this run "
+                                    "(the server keeps sending bytes that cannot complete the file)") from None
+                raise
+            if digests is _NOT_MODIFIED:
+                return self._unchanged(t0)
+            digests = self._publish(digests)
+        except BaseException:
+            if self.private:
+                self._discard()  # nobody else can resume a private part
+            raise
         finally:
             self.reporter.close()
         seconds = time.monotonic() - t0
-        result = FetchResult(self.dest, self.url, self.dest.stat().st_size,
+        result = FetchResult(self.dest, self.url, os.lstat(self.dest).st_size,
                              f"{self.algorithm}:{digests[self.algorithm]}",
                              "resumed" if self.resumed else "downloaded", self.transferred, seconds)
         log.info("%s: %s, %s transferred in %.1fs (%s/s)", self.dest.name, result.status,
                  human_size(result.bytes_transferred), seconds, human_size(result.speed))
         return result
+
+    def _unchanged(self, t0: float) -> FetchResult:
+        """The server answered 304 to our conditional request: the file in place is current."""
+        record = VerifiedRecord.load(self.dest)
+        digest = record.digests.get("sha256") if record else None
+        log.info("%s: unchanged on the server (304); kept", self.dest.name)
+        return FetchResult(self.dest, self.url, os.lstat(self.dest).st_size, digest and f"sha256:{digest}",
+                           "cached", 0, time.monotonic() - t0)
 
     def _attempt(self) -> dict[str, str]:
         try:
@@ -202,50 +321,62 @@ class _Transfer:
         except FileNotFoundError:
             # Only another writer that ignored (or never saw) our lock removes the .part.
             self.state = None
-            raise TransferError(f"{self.part.name} vanished while fetching (another process?); trying again") \
-                from None
+            raise TransferError(f"{self.dest.name}: the partial file vanished while fetching (another process?); "
+                                "trying again") from None
 
     def _attempt_and_check(self) -> dict[str, str]:
         if self.segmented:
             digests = self._attempt_segmented()
         else:
             digests = self._attempt_sequential()
-        problem = check(self.part.stat().st_size, digests, self.size, self.expected)
+        if digests is _NOT_MODIFIED:
+            return digests
+        problem = check(os.lstat(self.part).st_size, digests, self.size, self.expected)
         if problem:
             corrupt = corrupt_path(self.dest)
             os.replace(self.part, corrupt)
-            discard_part(self.dest)
+            self._discard()
             self.state = None
+            self.policy.fresh_start()
             raise IntegrityError(f"{self.dest.name} from {http.redact(self.url)}: {problem}; "
-                                 f"bad bytes kept in {corrupt.name}, downloading again")
+                                 f"the bad bytes are kept in {corrupt}")
         return digests
 
     # -- state ------------------------------------------------------------------------------------
     def _load_state(self) -> PartState | None:
+        if self.private:
+            return None
         state = PartState.load(self.dest)
-        if not self.part.exists() or state is None:
-            discard_part(self.dest)
+        if state is None or not _regular(self.part):
+            self._discard()
             return None
         if state.expected_hash and self.expected and state.expected_hash != str(self.expected):
-            discard_part(self.dest)  # bytes of another file
+            self._discard()  # bytes of another file
             return None
-        if state.url != self.url:
+        if state.total is not None and not state.segments and os.lstat(self.part).st_size > state.total:
+            self._discard()  # more bytes than the file has: not ours to trust
+            return None
+        if state.source != url_id(self.url):
             if not (self.expected and state.expected_hash == str(self.expected)):
-                discard_part(self.dest)  # another source, nothing to prove the bytes match
+                self._discard()  # another source, nothing to prove the bytes match
                 return None
             # Same expected hash from a mirror: keep the bytes, its validator means nothing here.
-            state.url, state.validator = self.url, None
+            state.source, state.url, state.validator = url_id(self.url), http.redact(self.url), None
         state.owner = self.owner
         state.save(self.dest)
         return state
 
     def _new_state(self, resp: requests.Response, total: int | None, segments=()) -> PartState:
-        self.state = PartState(self.url, http.strong_validator(resp), total,
+        self.state = PartState(url_id(self.url), http.redact(self.url), http.strong_validator(resp), total,
                                str(self.expected) if self.expected else None, self.owner,
                                [list(s) for s in segments])
-        if not self._unrecorded():
-            self.state.save(self.dest)
+        self.validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        self._save_state()
         return self.state
+
+    def _save_state(self) -> None:
+        if not self.private and not self._unrecorded():
+            self.state.save(self.dest)
 
     def _unrecorded(self) -> bool:
         """A body that arrives in one read gains nothing from a resume record (a kill costs at
@@ -253,10 +384,19 @@ class _Transfer:
         s = self.state
         return s is not None and not s.segments and s.total is not None and s.total <= READ_SIZE
 
+    def _discard(self) -> None:
+        paths = (self.part,) if self.private else (self.part, state_path(self.dest))
+        for path in paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
     def _restart(self, why: str) -> _RestartFromZero:
         log.warning("%s: %s; starting over from byte 0", self.dest.name, why)
-        discard_part(self.dest)
+        self._discard()
         self.state = None
+        self.policy.fresh_start()
         return _RestartFromZero(f"{self.dest.name}: {why}")
 
     def _check_total(self, total: int | None, have: int) -> None:
@@ -277,7 +417,7 @@ class _Transfer:
 
     # -- one connection ---------------------------------------------------------------------------
     def _attempt_sequential(self) -> dict[str, str]:
-        offset = self.part.stat().st_size if self.state and self.part.exists() else 0
+        offset = os.lstat(self.part).st_size if self.state and _regular(self.part) else 0
         if offset and not (self.state.validator or self.expected):
             offset = 0  # nothing could prove the server still has the same bytes
         extra = {}
@@ -285,31 +425,45 @@ class _Transfer:
             extra["Range"] = f"bytes={offset}-"
             if self.state.validator:
                 extra["If-Range"] = self.state.validator
+        elif self.revalidate:
+            extra.update(_conditional(self.revalidate))
         resp = self._request("GET", extra)
         with resp:
+            if resp.status_code == 304 and not offset and self.revalidate:
+                return _NOT_MODIFIED
             if resp.status_code == 416:
                 total = http.parse_unsatisfied_range(resp.headers.get("Content-Range"))
-                if offset and total == offset and self.state.total in (None, offset):
+                # Every byte is here already, if the server's size is ours (or the hash will say so).
+                if offset and total == offset and (self.state.total in (None, offset) or self.expected):
                     self._check_total(total, offset)
+                    self.state.total = total
+                    self.validator = self.state.validator
                     self.reporter.set_total(total, offset)
-                    return self._hash_file()  # we already hold every byte
+                    return self._hash_file()
                 raise self._restart(f"server refused the range {offset}- (416)")
             if resp.status_code not in (200, 206):
                 raise http.status_error(resp, self.url)
+            self.revalidate = None  # answered: from here on a plain download
             if resp.status_code == 206:
                 cr = http.parse_content_range(resp.headers.get("Content-Range"))
                 known = self.state.total if self.state else None
+                length = http.body_length(resp)
                 if not offset or cr is None or cr.start != offset or cr.total is None \
                         or cr.end != cr.total - 1 or (known is not None and cr.total != known):
                     raise self._restart(f"server answered range {offset}- with "
                                         f"{resp.headers.get('Content-Range')!r}")
+                if length is not None and length != cr.end - cr.start + 1:
+                    raise ProtocolViolation(f"{http.redact(self.url)}: Content-Length {length} disagrees with "
+                                            f"Content-Range {resp.headers.get('Content-Range')!r}")
                 total = cr.total
                 self.state.total = total
+                self.validator = self.state.validator
                 self.resumed = True
             else:
                 if offset:
                     log.info("%s: server sent the whole file (new version or no Range support); starting over",
                              self.dest.name)
+                    self.policy.fresh_start()
                 offset, total = 0, http.body_length(resp)
                 self._new_state(resp, total)
             self._check_total(total, offset)
@@ -319,19 +473,23 @@ class _Transfer:
     def _stream(self, resp: requests.Response, offset: int, total: int | None) -> dict[str, str]:
         # Read and written through one descriptor: the hashing thread reads back the regions the
         # kernel spliced in (see zerocopy), and must be done before the descriptor closes.
-        fd = os.open(self.part, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(self.part, os.O_RDWR | os.O_CREAT)
         hasher = BackgroundHasher(self.algorithm, max_pending=HASH_BUFFERS)
         pos = offset
         try:
             if offset:
-                hasher.update_from_file(self.part, 0, offset)  # the prefix, hashed once
+                hasher.update_from_fd(fd, 0, offset)  # the prefix, hashed once
             else:
                 os.ftruncate(fd, 0)
             try:
                 for n in self._receive(resp, fd, pos, total, hasher):
                     pos += n
                     self._count(n)
-            except BaseException:
+            except BaseException as exc:
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    os.ftruncate(fd, pos)  # a piece half written: keep exactly the bytes we count
+                    self._record_partial(pos)
+                    raise local_error(exc, self.dest) from None
                 self._record_partial(pos)
                 raise
             os.fsync(fd)
@@ -344,7 +502,7 @@ class _Transfer:
             raise ProtocolViolation(f"{http.redact(self.url)}: body ended at byte {pos} of {total}")
         if total is None:
             self.state.total = pos
-            self.state.save(self.dest)
+            self._save_state()
         return {self.algorithm: digest}
 
     def _receive(self, resp: requests.Response, fd: int, pos: int, total: int | None,
@@ -353,7 +511,23 @@ class _Transfer:
 
         Spliced by the kernel where it pays (plain HTTP on Linux, bodies larger than one read: no
         copy through Python), else read into pooled buffers that the hasher hands back once hashed.
+        A body longer than the expected size stops at once; a trickle ends by the speed rule.
         """
+        guard = SpeedGuard(self.speed_limit, self.speed_time, http.redact(self.url))
+        cap = total if total is not None else self.size
+        for n in self._receive_body(resp, fd, pos, total, hasher):
+            pos += n
+            if cap is not None and pos > cap:
+                self._discard()
+                self.state = None
+                self.policy.fresh_start()
+                raise IntegrityError(f"{http.redact(self.url)}: the body runs past the expected {cap} bytes; "
+                                     "the file changed upstream or the expected size is wrong")
+            guard.add(n)
+            yield n
+
+    def _receive_body(self, resp: requests.Response, fd: int, pos: int, total: int | None,
+                      hasher: BackgroundHasher) -> Iterator[int]:
         flusher = _Writeback(fd, pos)
         direct = _direct_reader(resp)
         sock = zerocopy.body_socket(direct[0]) if direct and (direct[1] is None or direct[1] > READ_SIZE) else None
@@ -403,7 +577,7 @@ class _Transfer:
 
     def _record_partial(self, pos: int) -> None:
         """A small body cut short after all: its bytes are worth resuming, so record them now."""
-        if pos and self._unrecorded() and not state_path(self.dest).exists():
+        if pos and not self.private and self._unrecorded() and not os.path.lexists(state_path(self.dest)):
             self.state.save(self.dest)
 
     def _count(self, n: int) -> None:
@@ -415,15 +589,21 @@ class _Transfer:
         import hashlib
 
         h = hashlib.new(self.algorithm)
-        update_from_file(h, self.part)
+        fd = open_regular(self.part, os.O_RDONLY)
+        try:
+            update_from_fd(h, fd)
+        finally:
+            os.close(fd)
         return {self.algorithm: h.hexdigest()}
 
     # -- several connections ----------------------------------------------------------------------
     def _attempt_segmented(self) -> dict[str, str]:
         state = self.state
-        if not (state and state.segments and state.total and self.part.exists()
-                and self.part.stat().st_size == state.total):
-            if state and self.part.exists() and not state.segments:
+        if self.revalidate:
+            return self._attempt_sequential()  # one conditional GET decides; a 200 streams on it
+        if not (state and state.segments and state.total and _regular(self.part)
+                and os.lstat(self.part).st_size == state.total):
+            if state and _regular(self.part) and not state.segments:
                 return self._attempt_sequential()  # a sequential .part: keep appending to it
             state = self._plan_segments()
             if state is None:
@@ -434,6 +614,7 @@ class _Transfer:
         done_before = sum(d - s for s, _, d in state.segments)
         if done_before:
             self.resumed = True
+        self.validator = self.validator or state.validator
         self.reporter.set_total(total, done_before)
         return self._run_segments(state)
 
@@ -452,9 +633,12 @@ class _Transfer:
             # (equal segments all end together and leave (n-1)/n of the file to hash afterwards);
             # idle connections then split the earliest unfinished segment (see _Segments.claim).
             bounds = plan_bounds(total, n)
-            discard_part(self.dest)
-            with open(self.part, "wb") as f:
-                f.truncate(total)  # sparse: each segment writes its own region
+            self._discard()
+            fd = open_regular(self.part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+            try:
+                os.ftruncate(fd, total)  # sparse: each segment writes its own region
+            finally:
+                os.close(fd)
             return self._new_state(resp, total, [(a, b, a) for a, b in zip(bounds, bounds[1:])])
 
     def _run_segments(self, state: PartState) -> dict[str, str]:
@@ -463,7 +647,7 @@ class _Transfer:
         stop = threading.Event()
         guard = threading.Lock()
         plan = _Segments(state.segments, guard)
-        fd = os.open(self.part, os.O_WRONLY)
+        fd = open_regular(self.part, os.O_RDWR)
         hasher, hashed = hashlib.new(self.algorithm), 0
         last_save = time.monotonic()
         workers = max(1, min(self.connections, len([s for s in state.segments if s[2] < s[1]])))
@@ -479,7 +663,7 @@ class _Transfer:
                     # Hash the contiguous prefix as it grows (from the page cache, overlapping the transfer).
                     frontier = _frontier(state.segments, guard)
                     if frontier > hashed:
-                        update_from_file(hasher, self.part, hashed, frontier)
+                        update_from_fd(hasher, fd, hashed, frontier)
                         hashed = frontier
                     if time.monotonic() - last_save > STATE_SAVE_INTERVAL:
                         self._save_segments(state, guard)
@@ -492,16 +676,16 @@ class _Transfer:
                             raise self._restart(str(exc))
                         raise exc
             os.fsync(fd)
+            update_from_fd(hasher, fd, hashed, state.total)
         finally:
             os.close(fd)
             if self.state is not None:
                 self._save_segments(state, guard)
-        update_from_file(hasher, self.part, hashed, state.total)
         return {self.algorithm: hasher.hexdigest()}
 
     def _save_segments(self, state: PartState, guard: threading.Lock) -> None:
         with guard:
-            state.save(self.dest)
+            self._save_state()
 
     def _segment_worker(self, plan: "_Segments", fd: int, stop: threading.Event) -> None:
         """Fetch unfinished segments one after another (one connection), then help the others."""
@@ -522,7 +706,7 @@ class _Transfer:
                        session: requests.Session) -> None:
         guard = plan.guard
         pool = _BufferPool(1)
-        policy = RetryPolicy(retries=self.retries, delay=self.retry_delay)
+        policy = RetryPolicy(retries=self.retries, delay=self.retry_delay, min_progress=self.policy.min_progress)
         policy.progress = self.policy.progress  # any segment's bytes count as progress for all
 
         def one_try() -> None:
@@ -547,6 +731,7 @@ class _Transfer:
                                            f"{resp.headers.get('Content-Range')!r}")
                 pos = done
                 flusher = _Writeback(fd, pos)
+                speed = SpeedGuard(self.speed_limit, self.speed_time, http.redact(self.url))
                 for chunk, buf in _body_into(resp, self.url, pool):
                     try:
                         if stop.is_set():
@@ -565,37 +750,62 @@ class _Transfer:
                     flusher.written(pos)
                     if pos >= limit:
                         return
+                    speed.add(len(chunk))
                 if pos != end:
                     raise ProtocolViolation(f"{http.redact(self.url)}: segment ended at byte {pos} of {end}")
 
         policy.retrying()(one_try)
 
     # -- publishing ---------------------------------------------------------------------------------
-    def _publish(self, digests: dict[str, str]) -> None:
-        current = PartState.load(self.dest)
-        if current is None and self._unrecorded():
-            pass  # never recorded, so nobody could have taken it over
-        elif current is None or current.owner != self.owner:
-            # Another writer touched the .part (a lock that did nothing, e.g. on NFS):
-            # trust only the bytes on disk.
-            log.warning("%s: another process wrote the same .part; re-checking it before publishing", self.dest.name)
-            try:
-                digests = self._hash_file()
-                problem = check(self.part.stat().st_size, digests, self.size, self.expected)
-            except FileNotFoundError:
-                problem = None  # already published by the other writer: checked below
-            if problem:
-                raise IntegrityError(f"{self.dest.name}: concurrent writers left a bad .part ({problem})")
+    def _publish(self, digests: dict[str, str]) -> dict[str, str]:
+        """Put the verified part in place of the destination and record where it came from;
+        returns the digests of the file now published."""
+        if not self.private:
+            current = PartState.load(self.dest)
+            if current is None and self._unrecorded():
+                pass  # never recorded, so nobody could have taken it over
+            elif current is None or current.owner != self.owner:
+                # Another writer touched the .part (a lock that did nothing): trust only the bytes on disk.
+                log.warning("%s: another process wrote the same partial file; re-checking it before publishing",
+                            self.dest.name)
+                try:
+                    digests = self._hash_file()
+                    problem = check(os.lstat(self.part).st_size, digests, self.size, self.expected)
+                except FileNotFoundError:
+                    problem = None  # already published by the other writer: checked below
+                if problem:
+                    raise IntegrityError(f"{self.dest.name}: concurrent writers left a bad partial file ({problem})")
+        check_destination(self.dest)
         try:
             os.replace(self.part, self.dest)
         except FileNotFoundError:
-            # The other writer published first; accept its file only if it verifies.
-            if not verify_file(self.dest, self.size, self.expected):
-                raise IntegrityError(f"{self.dest.name}: published by another process but fails verification")
-            return
+            if self.private:
+                raise
+            # The other writer published first: its file counts only if it verifies, with its own digest.
+            digests = {self.algorithm: file_digest(self.dest, self.algorithm)}
+            problem = check(os.lstat(self.dest).st_size, digests, self.size, self.expected)
+            if problem:
+                raise IntegrityError(f"{self.dest.name}: published by another process but {problem}") from None
+            return digests
         _fsync_dir(self.dest.parent)
-        VerifiedRecord.of(self.dest, digests).save(self.dest)
-        discard_part(self.dest)
+        VerifiedRecord.of(self.dest, digests, url_id(self.url), self.validator).save(self.dest)
+        self._discard()
+        return digests
+
+
+def _regular(path: Path) -> bool:
+    """A regular file (not a symlink, FIFO or device someone put in its place)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _conditional(validator: str) -> dict[str, str]:
+    """Headers asking the server to answer 304 if its file is still the one ``validator`` names."""
+    if validator.startswith(('"', 'W/"')):
+        return {"If-None-Match": validator}
+    return {"If-Modified-Since": validator}
 
 
 def plan_bounds(total: int, n: int) -> list[int]:

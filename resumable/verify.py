@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .hashes import ExpectedHash, file_digest, parse_hash
@@ -45,17 +46,20 @@ def verify_file(path: str | Path, size: int | None = None, hash: str | ExpectedH
         return False
     if is_verified(path, size, expected):
         return True
-    actual_size = path.stat().st_size
-    if size is not None and actual_size != size:
-        log.warning("%s: size is %d bytes, expected %d", path, actual_size, size)
+    before = os.stat(path)
+    if size is not None and before.st_size != size:
+        log.warning("%s: size is %d bytes, expected %d", path, before.st_size, size)
         return False
     algorithm = expected.algorithm if expected else "sha256"
     record = VerifiedRecord.load(path)
-    digests = dict(record.digests) if record and record.matches(path) else {}
+    kept = record if record and record.matches(path) else None
+    digests = dict(kept.digests) if kept else {}
     digests[algorithm] = file_digest(path, algorithm)
-    problem = check(actual_size, digests, size, expected)
+    problem = check(before.st_size, digests, size, expected)
     if problem:
         log.warning("%s: %s", path, problem)
         return False
-    VerifiedRecord.of(path, digests).save(path)
+    after = VerifiedRecord.of(path, digests, kept.source if kept else None, kept.validator if kept else None)
+    if (after.size, after.mtime_ns, after.inode) == (before.st_size, before.st_mtime_ns, before.st_ino):
+        after.save(path)  # only what was hashed is remembered: a file that changed meanwhile is not
     return True

@@ -9,14 +9,13 @@ import os
 import shutil
 import sys
 import threading
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from .. import http
 from ..errors import HTTPStatusError, IntegrityError
-from ..state import VerifiedRecord, read_json
+from ..state import VerifiedRecord, ensure_record_dir, read_json, temp_path
 from ..transfer import FetchResult, fetch
 from ..verify import verify_file
 from .api import HubAPI
@@ -110,8 +109,9 @@ def blob_matches(dest: Path, blob: str) -> bool:
     if h.hexdigest() != blob:
         return False
     record = VerifiedRecord.load(dest)
-    digests = dict(record.digests) if record and record.matches(dest) else {}
-    VerifiedRecord.of(dest, {**digests, GIT_BLOB: blob}).save(dest)
+    kept = record if record and record.matches(dest) else None
+    VerifiedRecord.of(dest, {**(kept.digests if kept else {}), GIT_BLOB: blob}, kept and kept.source,
+                      kept and kept.validator).save(dest)
     return True
 
 
@@ -141,16 +141,22 @@ def _files_of_other_commits(snap_dir: Path) -> dict[str, Path]:
 def _link_from_other_commit(dest: Path, f: RemoteFile, others: dict[str, Path]) -> bool:
     """Hard-link (else copy) a verified identical file from another commit's snapshot."""
     source = others.get(_content_key(f) or "")
-    if source is None or not already_verified(source, f):
+    record = VerifiedRecord.load(source) if source is not None else None
+    if record is None or not already_verified(source, f):
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
+    ensure_record_dir(dest)
+    tmp = temp_path(dest)
     try:
-        os.link(source, tmp)
+        os.link(source, tmp, follow_symlinks=False)
+        linked = True
     except OSError:
-        shutil.copy2(source, tmp)  # another file system, or no hard links here
+        shutil.copy2(source, tmp, follow_symlinks=False)  # another file system, or no hard links here
+        linked = False
     os.replace(tmp, dest)
-    VerifiedRecord.of(dest, VerifiedRecord.load(source).digests).save(dest)
+    if linked:  # a new link changes the shared inode's ctime: the source's record must follow
+        VerifiedRecord.of(source, record.digests, record.source, record.validator).save(source)
+    VerifiedRecord.of(dest, record.digests).save(dest)
     log.info("%s: same content as in %s; linked, not downloaded", f.path, source.parent.name[:12])
     return True
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
-from ..state import RECORD_DIR, read_json, write_json
+from ..state import RECORD_DIR, ensure_record_dir, read_json, write_json
 from .common import RemoteFile, SnapshotError
 
 if TYPE_CHECKING:
@@ -40,8 +41,9 @@ def write_manifest(snap_dir: Path, hub: "HubAPI", revision: str, commit: str, tr
     dropping each other's files."""
     from filelock import FileLock
 
-    (snap_dir / RECORD_DIR).mkdir(parents=True, exist_ok=True)
-    with FileLock(str(snap_dir / RECORD_DIR / "snapshot.lock")):
+    ensure_record_dir(snap_dir / MANIFEST)
+    # Named after the manifest, a name no repository file may take (see safe_dest).
+    with FileLock(str(snap_dir / RECORD_DIR / f"{MANIFEST}.lock"), mode=0o644):
         current = read_json(snap_dir / MANIFEST)
         if manifest_tree(current, hub.repo_id, commit) is not None:
             done = done | set(current.get("files", []))
@@ -75,9 +77,12 @@ def select_files(tree: list[RemoteFile], include: list[str] | None, exclude: lis
 
 
 def safe_dest(snap_dir: Path, name: str) -> Path:
-    """The local path of a repository file; a listing must never write outside the snapshot."""
-    parts = PurePosixPath(name).parts
-    if not parts or name.startswith("/") or any(p in ("..", ".", "") for p in parts) or name == MANIFEST:
+    """The local path of a repository file; a listing must never write outside the snapshot, into
+    the engine's record folders, or under a name no file system takes."""
+    parts = PurePosixPath(name).parts if isinstance(name, str) else ()
+    if (not parts or name.startswith("/") or "\\" in name or name == MANIFEST
+            or any(p in ("..", ".", "", RECORD_DIR) or len(os.fsencode(p)) > 255 for p in parts)
+            or any(ord(c) < 0x20 or ord(c) == 0x7f for c in name)):
         raise SnapshotError(f"the server listed an unsafe file name {name!r}; refusing to write it", "integrity")
     return snap_dir.joinpath(*parts)
 

@@ -6,6 +6,8 @@ import logging
 
 import pytest
 
+from resumable.state import part_path
+
 from engine_helpers import make_file, sha256_of
 from resumable import DiskSpaceError, HTTPStatusError, fetch
 from resumable.names import destination_in, name_from_disposition, safe_name
@@ -80,7 +82,7 @@ def test_not_enough_room_fails_before_transfer(served, tmp_path):
     srv.fault("f.bin", length_delta=1 << 50)  # announces a petabyte
     with pytest.raises(DiskSpaceError, match="needs .* more but .* free"):
         fetch(srv.url("f.bin"), tmp_path / "f.bin", progress=False)
-    assert not (tmp_path / "f.bin.part").exists()  # nothing written, nothing to clean up
+    assert not part_path(tmp_path / "f.bin").exists()  # nothing written, nothing to clean up
 
 
 def test_environment_is_honoured_without_rereading_it_per_request(monkeypatch, tmp_path):

@@ -14,7 +14,7 @@ import pytest
 
 from engine_helpers import make_file, sha256_of
 from resumable import fetch
-from resumable.state import PartState, part_path, state_path
+from resumable.state import PartState, part_path, state_path, url_id
 
 CHILD = """
 import sys
@@ -130,9 +130,10 @@ def test_complete_part_finishes_on_416(served, tmp_path):
     digest = make_file(root / "f.bin", 1 << 20)
     dest = tmp_path / "f.bin"
     # A run killed after the last byte but before publishing: .part complete, state recorded.
+    part_path(dest).parent.mkdir()
     part_path(dest).write_bytes((root / "f.bin").read_bytes())
     from email.utils import formatdate
-    PartState(srv.url("f.bin"), validator=formatdate((root / "f.bin").stat().st_mtime, usegmt=True),
+    PartState(url_id(srv.url("f.bin")), validator=formatdate((root / "f.bin").stat().st_mtime, usegmt=True),
               total=1 << 20).save(dest)
     result = fetch(srv.url("f.bin"), dest, hash=digest, progress=False)
     assert sha256_of(dest) == digest and result.bytes_transferred == 0
@@ -154,8 +155,9 @@ def test_python_http_server_without_range_support(stdlib_server, tmp_path):
     base, root = stdlib_server
     digest = make_file(root / "f.bin", 3 << 20)
     dest = tmp_path / "f.bin"
+    part_path(dest).parent.mkdir()
     part_path(dest).write_bytes(b"x" * 1000)  # bytes of a run killed earlier
-    PartState(f"{base}/f.bin", validator="Thu, 01 Jan 2026 00:00:00 GMT", total=3 << 20).save(dest)
+    PartState(url_id(f"{base}/f.bin"), validator="Thu, 01 Jan 2026 00:00:00 GMT", total=3 << 20).save(dest)
     result = fetch(f"{base}/f.bin", dest, hash=digest, progress=False)
     assert sha256_of(dest) == digest and result.size == 3 << 20
 

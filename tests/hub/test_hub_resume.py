@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from resumable.state import part_path
+
 from resumable.hub import snapshot, snapshot_is_complete
 from train_pipeline.servers.hub import HubServer
 
@@ -43,7 +45,7 @@ def test_killed_snapshot_resumes_with_a_range_request(big_root, tmp_path, cdn):
     with HubServer(big_root, cdn=cdn, cdn_ttl=1.0) as hub:
         commit = hub.repo("org/big").commit
         weights = tmp_path / "org--big" / commit / "model.safetensors"
-        part = weights.with_name(weights.name + ".part")
+        part = part_path(weights)
         hub.slow = 8_000_000.0  # ~4 s for the whole file: time to kill it half-way
         proc = start_download(hub.endpoint, tmp_path)
         try:
