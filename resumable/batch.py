@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import http
-from .errors import ResumableError
+from .errors import ResumableError, UsageError
 from .transfer import FetchResult, fetch
 
 
@@ -22,7 +22,17 @@ class FetchItem:
 
 def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False,
                **options) -> list[FetchResult | ResumableError]:
-    """Fetch every item; returns, in order, a FetchResult or the error that item ended with."""
+    """Fetch every item; returns, in order, a FetchResult or the error that item ended with.
+
+    Two items with one destination are refused before anything is fetched: one of them would be
+    reported done with the other's bytes."""
+    seen: dict[Path, str] = {}
+    for item in items:
+        dest = Path(item.dest).absolute()
+        if dest in seen:
+            raise UsageError(f"{http.redact(seen[dest])} and {http.redact(item.url)} would both be saved as {dest}; "
+                             "give one of them another name or folder")
+        seen[dest] = item.url
     session = http.new_session(pool_size=max(jobs, 1))
 
     def one(item: FetchItem) -> FetchResult | ResumableError:

@@ -8,7 +8,7 @@ import os
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 
@@ -17,8 +17,10 @@ from .redaction import redact, redact_text
 
 USER_AGENT = "train-pipeline-resumable/0.1"
 MAX_REDIRECTS = 10
-# Headers that carry credentials: dropped as soon as a redirect leaves the original origin.
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "x-api-key", "x-auth-token"})
+# The only request headers that follow a redirect to another origin: any other header may be a
+# credential (Authorization, Private-Token, X-Goog-Api-Key, a custom one), so it stays behind.
+CROSS_ORIGIN_HEADERS = frozenset({"user-agent", "accept", "accept-encoding", "accept-language", "range",
+                                  "if-range", "if-none-match", "if-modified-since"})
 _CONTENT_RANGE = re.compile(r"^bytes\s+(\d+)-(\d+)/(\d+|\*)$", re.I)
 _UNSATISFIED_RANGE = re.compile(r"^bytes\s+\*/(\d+)$", re.I)
 
@@ -110,15 +112,20 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
     for _ in range(MAX_REDIRECTS + 1):
         try:
             resp = session.request(method, current, headers=hdrs, timeout=timeout, stream=True, allow_redirects=False)
-        except requests.exceptions.InvalidURL as exc:
-            raise UsageError(f"URL {redact(current)!r}: {exc}") from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError) as exc:
+            raise UsageError(f"URL {redact(current)!r}: {describe_network_error(exc)}") from None
         except requests.exceptions.RequestException as exc:
             raise TransferError(f"{redact(current)}: {describe_network_error(exc)}") from None
         if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
             resp.close()
-            current = urljoin(current, resp.headers["Location"])
+            location = resp.headers["Location"]
+            try:
+                current = check_url(urljoin(current, location))
+            except (UsageError, ValueError) as exc:
+                raise TransferError(f"{redact(current)}: redirected to an unusable address "
+                                    f"({redact_text(str(exc))[:200]}); check the URL") from None
             if origin(current) != first_origin:
-                hdrs = {k: v for k, v in hdrs.items() if k.lower() not in CREDENTIAL_HEADERS}
+                hdrs = {k: v for k, v in hdrs.items() if k.lower() in CROSS_ORIGIN_HEADERS}
             continue
         resp.final_url = current  # type: ignore[attr-defined]
         return resp
@@ -133,8 +140,13 @@ def describe_network_error(exc: BaseException) -> str:
         return "read timed out"
     if isinstance(exc, requests.exceptions.ConnectionError) and "refused" in text.lower():
         return "connection refused"
+    if "NameResolution" in text or "Name or service not known" in text or "nodename nor servname" in text:
+        return "the host name does not resolve (DNS); check the host in the URL and the network"
     name = type(exc).__name__
-    return f"{name}: {text[:160]}" if text else name
+    text = redact_text(text)
+    if len(text) > 200:
+        text = text[:200].rsplit(" ", 1)[0] + " …"
+    return f"{name}: {text}" if text else name
 
 
 def status_error(resp: requests.Response, url: str) -> HTTPStatusError:

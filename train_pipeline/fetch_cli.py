@@ -30,6 +30,11 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=_positive, default=4, metavar="N", help="files fetched at once with -d (default 4)")
     p.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
                    help="extra request header, e.g. 'Authorization: Bearer TOKEN' (never sent to another host)")
+    p.add_argument("--speed-limit", type=_size, default=None, metavar="BYTES",
+                   help="a body slower than this many bytes/s for --speed-time seconds is a stall: reconnect "
+                        "and resume (default 1024; 0 turns the rule off)")
+    p.add_argument("--speed-time", type=_positive, default=None, metavar="SECONDS",
+                   help="the window of --speed-limit (default 30)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
@@ -50,31 +55,34 @@ def run(args: argparse.Namespace) -> int:
     progress = False if args.quiet else None
     options = dict(size=args.size, hash=args.hash, connections=args.connections, retries=args.retries,
                    headers=headers, progress=progress)
-    if args.output:
-        targets = [(args.urls[0], Path(args.output))]
-    else:
-        targets = [(url, None) for url in args.urls]
-    failed = 0
+    options.update({k: v for k, v in (("speed_limit", args.speed_limit), ("speed_time", args.speed_time))
+                    if v is not None})
+    from concurrent.futures import ThreadPoolExecutor
 
-    def one(url: str, dest: Path | None):
-        try:
-            if dest is None:
-                dest = _name_in(Path(args.dir), url, headers)
-            result = fetch(url, dest, mirrors=tuple(args.mirror), **options)
+    with ThreadPoolExecutor(args.jobs) as pool:
+        if args.output:
+            targets = [(args.urls[0], Path(args.output))]
+        else:
+            targets = list(zip(args.urls, pool.map(lambda u: _name_in(Path(args.dir), u, headers), args.urls)))
+            clash = _same_destination(targets)
+            if clash:
+                return _fail(clash)
+
+        def one(target: tuple[str, Path | ResumableError]) -> str | None:
+            url, dest = target
+            try:
+                if isinstance(dest, ResumableError):
+                    raise dest
+                result = fetch(url, dest, mirrors=tuple(args.mirror), **options)
+            except ResumableError as exc:
+                return f"error: {exc}"
             if not args.quiet:
                 digest = f" {result.digest}" if result.digest else ""
                 print(f"{result.status:>10} {result.path}{digest}", file=sys.stderr)
             return None
-        except ResumableError as exc:
-            return f"error: {exc}"
 
-    if len(targets) == 1:
-        outcomes = [one(*targets[0])]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(args.jobs) as pool:
-            outcomes = list(pool.map(lambda t: one(*t), targets))
+        outcomes = list(pool.map(one, targets))
+    failed = 0
     for message in outcomes:
         if message:
             failed += 1
@@ -82,10 +90,28 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def _name_in(directory: Path, url: str, headers: dict) -> Path:
-    """The destination for ``url`` in ``directory``: Content-Disposition's name, else the URL's."""
+def _same_destination(targets: list[tuple[str, object]]) -> str | None:
+    """Two URLs that one batch would save under one name: one would be reported with the other's bytes."""
+    from resumable.http import redact
+
+    first: dict[Path, str] = {}
+    for url, dest in targets:
+        if not isinstance(dest, Path):
+            continue
+        if dest in first:
+            return (f"{redact(first[dest])} and {redact(url)} both name the file {dest.name} in {dest.parent}; "
+                    "fetch one of them with -o FILE or into another -d DIR")
+        first[dest] = url
+    return None
+
+
+def _name_in(directory: Path, url: str, headers: dict):
+    """The destination for ``url`` in ``directory``: Content-Disposition's name, else the URL's (or
+    the error saying why there is none)."""
     from resumable import http
     from resumable.names import destination_in, name_from_disposition
+
+    from resumable.errors import ResumableError
 
     name = None
     try:
@@ -93,9 +119,12 @@ def _name_in(directory: Path, url: str, headers: dict) -> Path:
             if resp.status_code < 400:
                 name = name_from_disposition(resp.headers.get("Content-Disposition"))
                 url = getattr(resp, "final_url", url) if not name else url
-    except Exception:  # naming is best effort; the fetch reports real errors
+    except ResumableError:  # naming is best effort; the fetch reports the real error
         pass
-    return destination_in(directory, name, url)
+    try:
+        return destination_in(directory, name, url)
+    except ResumableError as exc:
+        return exc
 
 
 def _headers(values: list[str]) -> dict:
