@@ -1,9 +1,16 @@
-"""Run ``train`` in a child process, optionally SIGKILLing itself at a given step.
+"""Run ``train`` in a child process, optionally SIGKILLing itself at a given point.
 
-Usage: python train_child.py MODEL_DIR DATA_DIR OUTPUT_DIR CONFIG_JSON [KILL_AT_STEP]
+Usage: python train_child.py MODEL_DIR DATA_DIR OUTPUT_DIR CONFIG_JSON [KILL_AT]
+
+KILL_AT is where the child kills itself:
+  N              at step N, after the optimizer step, before that step's log and checkpoint
+  saved:N        right after checkpoint-N is whole (and older ones rotated away)
+  final-partial  while saving final/: the weights are in final.partial, the processor and the
+                 rename to final/ are not done
+  final          after final/ is in place, before train_result.json is written
 
 The kill is a real SIGKILL of the training process (no cleanup, no atexit, no flush), sent from
-inside so it lands at a known step; where it lands relative to checkpoint saves is the test's
+inside so it lands at a known point; where it lands relative to checkpoint saves is the test's
 choice. Prints the TrainResult as JSON on the last line when training finishes.
 """
 
@@ -16,23 +23,68 @@ import sys
 
 from transformers import TrainerCallback
 
+from train_pipeline.training import finetune
 from train_pipeline.training.config import TrainConfig
 from train_pipeline.training.finetune import train
 
 
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class KillAt(TrainerCallback):
-    def __init__(self, step: int):
+    def __init__(self, step: int, after_save: bool = False):
         self.step = step
+        self.after_save = after_save
 
     def on_step_end(self, args, state, control, **kwargs):
         # on_step_end runs after the optimizer step and before this step's log and checkpoint.
-        if state.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
+        if not self.after_save and state.global_step == self.step:
+            _die()
+
+    def on_save(self, args, state, control, **kwargs):
+        # on_save runs once checkpoint-N is written and rotated.
+        if self.after_save and state.global_step == self.step:
+            _die()
+
+
+def _kill_while_saving_final() -> None:
+    make_class = finetune._resumable_trainer_class
+
+    def killing_class() -> type:
+        class KillingTrainer(make_class()):
+            def save_model(self, output_dir=None, _internal_call=False):
+                super().save_model(output_dir, _internal_call)
+                if not _internal_call and str(output_dir).endswith(".partial"):
+                    _die()
+
+        return KillingTrainer
+
+    finetune._resumable_trainer_class = killing_class
+
+
+def _kill_after_final() -> None:
+    save_final = finetune._save_final
+
+    def save_then_die(*args, **kwargs):
+        save_final(*args, **kwargs)
+        _die()
+
+    finetune._save_final = save_then_die
 
 
 def main(argv: list[str]) -> None:
     model_dir, data_dir, output_dir, config_json = argv[:4]
-    callbacks = [KillAt(int(argv[4]))] if len(argv) > 4 else []
+    kill_at = argv[4] if len(argv) > 4 else None
+    callbacks = []
+    if kill_at == "final-partial":
+        _kill_while_saving_final()
+    elif kill_at == "final":
+        _kill_after_final()
+    elif kill_at is not None and kill_at.startswith("saved:"):
+        callbacks.append(KillAt(int(kill_at.removeprefix("saved:")), after_save=True))
+    elif kill_at is not None:
+        callbacks.append(KillAt(int(kill_at)))
     config = TrainConfig.model_validate_json(config_json)
     result = train(model_dir, data_dir, output_dir, config, callbacks=callbacks)
     print(json.dumps(result.to_json()))
