@@ -42,9 +42,14 @@ BASE = {
     "seed": 7,
 }
 LORA = {**BASE, "learning_rate": 1e-2, "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}  # dropout draws from the RNG
+# 11 steps: the last one is mid-epoch (2 optimizer steps per epoch) and not a multiple of
+# save_steps, so the final checkpoint is the end-of-training save, checkpoint-11.
+END_FULL = {**BASE, "max_steps": 11}
+END_LORA = {**LORA, "max_steps": 11}
 
 
-def _child(model_dir: Path, data_dir: Path, out: Path, config: dict, kill_at: int | None = None) -> list[str]:
+def _child(model_dir: Path, data_dir: Path, out: Path, config: dict, kill_at: int | str | None = None) -> list[str]:
+    """``kill_at``: a step number or one of train_child.py's named kill points."""
     args = [sys.executable, str(CHILD), str(model_dir), str(data_dir), str(out), json.dumps(config)]
     return args + ([str(kill_at)] if kill_at else [])
 
@@ -65,11 +70,11 @@ def _finish(args: list[str]) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _assert_same_training(resumed: Path, reference: Path) -> None:
+def _assert_same_training(resumed: Path, reference: Path, max_steps: int = 12) -> None:
     keys = ("step", "epoch", "loss", "grad_norm", "learning_rate", "num_input_tokens_seen")
     got = [{k: r[k] for k in keys} for r in read_metrics(resumed / "metrics.jsonl")]
     want = [{k: r[k] for k in keys} for r in read_metrics(reference / "metrics.jsonl")]
-    assert [r["step"] for r in want] == list(range(1, 13))
+    assert [r["step"] for r in want] == list(range(1, max_steps + 1))
     assert got == want
     name = "adapter_model.safetensors" if (reference / "final" / "adapter_model.safetensors").exists() else "model.safetensors"
     a, b = load_file(resumed / "final" / name), load_file(reference / "final" / name)
@@ -132,3 +137,27 @@ def test_sigkill_while_saving_then_resume_matches(reference, tiny_model_dir, sam
     assert result["resumed_from_step"] in (None, 4)  # None: killed before checkpoint-4 was whole
     _assert_same_training(tmp_path, ref)
     assert is_complete_checkpoint(tmp_path / "checkpoint-12")  # rewritten whole by the resumed run
+
+
+@pytest.mark.parametrize("kill_at", ["saved:11", "final-partial", "final"])
+@pytest.mark.parametrize(("name", "config"), [("full-end", END_FULL), ("lora-end", END_LORA)])
+def test_sigkill_after_last_checkpoint_then_resume_does_no_step(
+    name, config, kill_at, reference, tiny_model_dir, sample_data_dir, tmp_path
+):
+    """Killed once the final checkpoint (checkpoint-11 = max_steps, mid-epoch) is whole, or while
+    or after final/ is written but before train_result.json: the resume has nothing left to train.
+    It must save final/ from checkpoint-11 as is; no step 12 (Trainer used to take one, at LR 0)."""
+    ref = reference(name, config)
+    killed = _run(_child(tiny_model_dir, sample_data_dir, tmp_path, config, kill_at=kill_at))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [step for step, _ in checkpoint_dirs(tmp_path)] == [8, 11]
+    assert not (tmp_path / "train_result.json").exists()
+    assert (tmp_path / "final").is_dir() == (kill_at == "final")
+    assert (tmp_path / "final.partial").is_dir() == (kill_at == "final-partial")
+
+    result = _finish(_child(tiny_model_dir, sample_data_dir, tmp_path, config))
+    assert result["resumed_from_step"] == 11 and result["steps"] == 11
+    _assert_same_training(tmp_path, ref, max_steps=11)
+    assert [step for step, _ in checkpoint_dirs(tmp_path)] == [8, 11]  # no checkpoint-12
+    assert (tmp_path / "loss_curve.png").read_bytes() == (ref / "loss_curve.png").read_bytes()
+    assert not (tmp_path / "final.partial").exists()

@@ -259,10 +259,20 @@ def _run_trainer(
 
 
 def _resumable_trainer_class() -> type:
+    import transformers
     from transformers import Trainer
 
+    for hook in ("_load_from_checkpoint", "_init_training_state"):
+        # Private Trainer methods: if an upgrade renames one, the override below would silently stop applying.
+        if not callable(getattr(Trainer, hook, None)):
+            raise RuntimeError(
+                f"transformers {transformers.__version__}: Trainer has no {hook}, which ResumableTrainer "
+                "overrides for exact resumes: pin transformers or port train_pipeline/training/finetune.py"
+            )
+
     class ResumableTrainer(Trainer):
-        """Trainer whose resume leaves full-model weights to ``load_model_for_training``.
+        """Trainer whose resume leaves full-model weights to ``load_model_for_training`` and never
+        trains past ``max_steps``.
 
         Its own loader would run ``load_state_dict(strict=False)`` on mismatched key names: a no-op
         with a misleading missing-keys warning (see model.load_model_for_training). Optimizer,
@@ -274,6 +284,17 @@ def _resumable_trainer_class() -> type:
 
             if isinstance(model if model is not None else self.model, PeftModel):
                 super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+        def _init_training_state(self, max_steps, *args, **kwargs):
+            """Trainer turns the restored global_step into (epochs done, batches done in the current
+            epoch) without comparing it to max_steps, and its loop only checks max_steps after a step.
+            A checkpoint at max_steps that ends mid-epoch (max_steps not a multiple of the optimizer
+            steps per epoch) thus re-enters the last epoch and trains one step past the end, at
+            learning rate 0. Such a checkpoint has no epoch left to run: skip the loop."""
+            epochs_trained, batches_trained = super()._init_training_state(max_steps, *args, **kwargs)
+            if self.state.global_step >= max_steps:
+                return self.state.num_train_epochs, 0
+            return epochs_trained, batches_trained
 
     return ResumableTrainer
 
