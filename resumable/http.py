@@ -122,8 +122,10 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
             try:
                 current = check_url(urljoin(current, location))
             except (UsageError, ValueError) as exc:
-                raise TransferError(f"{redact(current)}: redirected to an unusable address "
-                                    f"({redact_text(str(exc))[:200]}); check the URL") from None
+                err = TransferError(f"{redact(current)}: redirected to an unusable address "
+                                    f"({redact_text(str(exc))[:200]}); check the URL")
+                err.transient = False  # the same request gets the same redirect
+                raise err from None
             if origin(current) != first_origin:
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() in CROSS_ORIGIN_HEADERS}
             continue

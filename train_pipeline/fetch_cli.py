@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from resumable import ResumableError, fetch
     from resumable.errors import UsageError
 
-    if args.output and len(args.urls) > 1:
+    if args.output is not None and len(args.urls) > 1:
         return _fail("-o FILE takes one URL; use -d DIR for several")
     if (args.hash or args.size is not None or args.mirror) and len(args.urls) > 1:
         return _fail("--hash, --size and --mirror describe one file; fetch several files one by one or with a "
@@ -60,8 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(args.jobs) as pool:
-        if args.output:
-            targets = [(args.urls[0], Path(args.output))]
+        if args.output is not None:
+            targets = [(args.urls[0], args.output)]
         else:
             targets = list(zip(args.urls, pool.map(lambda u: _name_in(Path(args.dir), u, headers), args.urls)))
             clash = _same_destination(targets)

@@ -40,6 +40,8 @@ class Fault:
     rate: int | None = None            # bytes per second
     content_range: str | None = None   # lie: send this Content-Range with a 206
     chunked: bool = False              # Transfer-Encoding: chunked, no Content-Length (generated content)
+    close_delimited: bool = False      # no Content-Length, no chunking: the body ends when the server closes
+    endless: bool = False              # the body never ends (chunked, or close-delimited): generated content gone wrong
     methods: tuple[str, ...] = ("GET",)
 
 
@@ -150,6 +152,19 @@ class FileServer:
         return None
 
 
+def _not_modified(headers, etag: str, mtime: float) -> bool:
+    """A conditional GET/HEAD that the file still satisfies (RFC 9110: If-None-Match wins)."""
+    inm = headers.get("If-None-Match")
+    if inm is not None:
+        return any(tag.strip() in (etag, "*", "W/" + etag) for tag in inm.split(","))
+    ims = headers.get("If-Modified-Since")
+    try:
+        when = email.utils.parsedate_to_datetime(ims) if ims else None
+    except (TypeError, ValueError):
+        return False
+    return when is not None and int(mtime) <= when.timestamp()
+
+
 def etag_of(st: os.stat_result) -> str:
     return '"' + hashlib.sha1(f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest()[:20] + '"'
 
@@ -192,6 +207,13 @@ def _handler_for(server: FileServer):
             st = file.stat()
             size = st.st_size
             etag, last_modified = etag_of(st), email.utils.formatdate(st.st_mtime, usegmt=True)
+            if server.validators and _not_modified(self.headers, etag, st.st_mtime):
+                rec.status = 304
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.send_header("Last-Modified", last_modified)
+                self.end_headers()
+                return
             start, end, status = 0, size - 1, 200
             rng = self.headers.get("Range")
             if rng and server.ranges and not (fault and fault.ignore_range):
@@ -209,6 +231,9 @@ def _handler_for(server: FileServer):
                         status = 206
             if fault and fault.chunked:
                 headers = {"Transfer-Encoding": "chunked"}
+            elif fault and fault.close_delimited:
+                headers = {"Connection": "close"}
+                self.close_connection = True
             else:
                 headers = {"Content-Length": str(end - start + 1 + (fault.length_delta if fault else 0))}
             if server.ranges:
@@ -235,7 +260,7 @@ def _handler_for(server: FileServer):
         def _body(self, rec: Request, file: Path, start: int, stop: int, fault: Fault | None) -> None:
             cut = fault.cut_after if fault else None
             plain = fault is None or (fault.corrupt_at is None and fault.rate is None and cut is None
-                                      and fault.length_delta <= 0 and not fault.chunked)
+                                      and fault.length_delta <= 0 and not fault.chunked and not fault.endless)
             with open(file, "rb") as f:
                 if plain:
                     try:
@@ -245,6 +270,8 @@ def _handler_for(server: FileServer):
                     return
                 f.seek(start)
                 pos, t0 = start, time.monotonic()
+                if fault.endless:
+                    return self._endless(rec, fault.chunked)
                 while pos < stop:
                     n = min(_BLOCK, stop - pos)
                     if fault.rate:
@@ -275,6 +302,16 @@ def _handler_for(server: FileServer):
                 self.wfile.write(b"0\r\n\r\n")
             if fault.length_delta > 0:  # we promised more than we have: hang up like a broken server
                 self._drop(rec)
+
+        def _endless(self, rec: Request, chunked: bool) -> None:
+            block = b"\x5a" * _BLOCK
+            frame = b"%x\r\n%s\r\n" % (len(block), block) if chunked else block
+            while True:
+                try:
+                    self.wfile.write(frame)
+                except (BrokenPipeError, ConnectionResetError, OSError):
+                    return
+                rec.bytes_sent += len(block)
 
         def _simple(self, rec: Request, status: int, extra: dict | None = None) -> None:
             rec.status = status

@@ -1,0 +1,453 @@
+"""Attacks on the transfer engine: a file is done only with the URL's bytes, sidecars never collide
+with downloads, only regular files in the destination's folder are written, and every transfer ends.
+
+Each test sets up what a hostile server, a careless user or planted local state would, then drives
+the real engine (``resumable.fetch`` or the ``train-pipeline fetch`` command) against a real server
+on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from resumable import fetch
+from resumable.errors import DiskSpaceError, IntegrityError, ResumableError, TransferError, UsageError
+from resumable.state import part_path, record_dir, state_path
+from resumable.verify import is_verified
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def gets(srv) -> list:
+    return [r for r in srv.log if r.method == "GET"]
+
+
+def plant_state(dest: Path, url: str, **fields) -> None:
+    """A resume record as a killed run would leave it (both the URL and its digest, so the record
+    reads the same to every version of the engine)."""
+    record = {"url": url, "source": hashlib.sha256(url.encode()).hexdigest(), "owner": "x" * 32,
+              "segments": [], "validator": None, "total": None, "expected_hash": None, **fields}
+    state_path(dest).parent.mkdir(exist_ok=True)
+    state_path(dest).write_text(json.dumps(record))
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "train_pipeline.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=REPO)
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    return lines[0]
+
+
+# -- 1. done means the URL's bytes ---------------------------------------------------------------
+def test_a_file_the_user_wrote_is_replaced_not_reported_cached(files, tmp_path, write_random):
+    srv, root = files
+    digest = write_random(root / "f.bin", 100_000)
+    dest = tmp_path / "out" / "f.bin"
+    dest.parent.mkdir()
+    dest.write_bytes(b"my own notes, not the server's file")
+    result = fetch(srv.url("f.bin"), dest, progress=False)
+    assert result.status == "downloaded" and sha256(dest) == digest
+
+
+def test_a_file_from_another_url_is_not_this_urls(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "a.bin", 50_000, seed=1)
+    b = write_random(root / "b.bin", 50_000, seed=2)
+    dest = tmp_path / "f.bin"
+    fetch(srv.url("a.bin"), dest, progress=False)
+    result = fetch(srv.url("b.bin"), dest, size=50_000, progress=False)
+    assert result.status == "downloaded" and sha256(dest) == b
+
+
+def test_an_unreachable_url_never_reports_a_file_in_place_as_done(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dest = tmp_path / "f.bin"
+    dest.write_bytes(b"whatever was here")
+    with pytest.raises(TransferError, match="connection refused"):
+        fetch(f"http://127.0.0.1:{port}/f.bin", dest, retries=0, progress=False)
+    assert dest.read_bytes() == b"whatever was here"  # kept: nothing verified replaced it
+
+
+def test_without_size_or_hash_a_file_is_revalidated_by_a_conditional_request(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 200_000, seed=1)
+    dest = tmp_path / "f.bin"
+    fetch(srv.url("f.bin"), dest, progress=False)
+    again = fetch(srv.url("f.bin"), dest, progress=False)
+    last = gets(srv)[-1]
+    assert again.status == "cached" and last.status == 304 and last.bytes_sent == 0
+    assert last.headers.get("If-None-Match")  # the ETag the first download recorded
+    time.sleep(1.1)  # a new version, with a new mtime and ETag
+    new = write_random(root / "f.bin", 200_000, seed=2)
+    changed = fetch(srv.url("f.bin"), dest, progress=False)
+    assert changed.status == "downloaded" and sha256(dest) == new
+
+
+def test_a_file_changed_in_place_with_its_mtime_restored_is_not_trusted(files, tmp_path, write_random):
+    srv, root = files
+    digest = write_random(root / "f.bin", 100_000)
+    dest = tmp_path / "f.bin"
+    fetch(srv.url("f.bin"), dest, hash=digest, progress=False)
+    before = os.stat(dest)
+    with open(dest, "r+b") as f:  # same size, one byte flipped, mtime put back
+        f.seek(500)
+        f.write(b"\x00" if f.read(1) != b"\x00" else b"\x01")
+    os.utime(dest, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert not is_verified(dest, hash=digest)
+    result = fetch(srv.url("f.bin"), dest, hash=digest, progress=False)
+    assert result.status == "downloaded" and sha256(dest) == digest
+
+
+@pytest.mark.parametrize("suffix", [".part", ".part.json", ".corrupt", ".lock", ".verified.json"])
+def test_a_server_chosen_name_equal_to_a_sidecar_takes_nothing_from_the_other_file(files, tmp_path, write_random,
+                                                                                  suffix):
+    srv, root = files
+    a = write_random(root / "a.bin", 3 << 20, seed=1)
+    b = write_random(root / "b.bin", 200_000, seed=2)
+    srv.content_disposition("b.bin", f'attachment; filename="a.bin{suffix}"')
+    out = tmp_path / "out"
+    srv.fault("a.bin", cut_after=1 << 20)  # a.bin is left part-way, as a killed run leaves it
+    with pytest.raises(TransferError):
+        fetch(srv.url("a.bin"), out / "a.bin", retries=0, progress=False)
+    proc = run_cli("fetch", "-d", str(out), "-q", srv.url("b.bin"), srv.url("a.bin"))
+    assert proc.returncode == 0, proc.stderr
+    assert sha256(out / f"a.bin{suffix}") == b and sha256(out / "a.bin") == a
+
+
+def test_a_hub_repo_holding_a_file_and_its_part_name_snapshots_both(tmp_path, write_random):
+    from resumable.hub import snapshot
+    from train_pipeline.servers.hub import HubServer
+
+    repo = tmp_path / "repos" / "org" / "clash"
+    w = write_random(repo / "w.bin", 2 << 20, seed=1)
+    p = write_random(repo / "w.bin.part", 300_000, seed=2)
+    (repo / "config.json").write_text("{}")
+    with HubServer(tmp_path / "repos") as hub:
+        for include in ("w.bin.part", "w.bin", None):  # one file at a time, then the whole repo
+            result = snapshot("org/clash", dest_root=tmp_path / "cache", endpoint=hub.endpoint, include=include,
+                              progress=False)
+            assert sha256(result.path / "w.bin.part") == p  # never taken for the other file's partial download
+            transferred = result.bytes_transferred
+    assert sha256(result.path / "w.bin") == w and transferred == 2  # only config.json was new
+
+
+def test_two_urls_naming_one_file_in_a_batch_are_refused_before_any_transfer(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "x" / "data.bin", 10_000, seed=1)
+    write_random(root / "y" / "data.bin", 10_000, seed=2)
+    proc = run_cli("fetch", "-d", str(tmp_path / "out"), "-q", srv.url("x/data.bin"), srv.url("y/data.bin"))
+    line = assert_one_line_error(proc)
+    assert "data.bin" in line and proc.returncode == 2
+    assert not gets(srv) and not (tmp_path / "out" / "data.bin").exists()
+
+
+def test_fetch_many_refuses_two_items_with_one_destination(files, tmp_path):
+    from resumable import FetchItem, fetch_many
+
+    srv, _ = files
+    items = [FetchItem(srv.url("a"), tmp_path / "same"), FetchItem(srv.url("b"), tmp_path / "same")]
+    with pytest.raises(UsageError, match="both be saved as"):
+        fetch_many(items, progress=False)
+
+
+_WRITER = """
+import json, sys
+from resumable import fetch
+r = fetch(sys.argv[1], sys.argv[2], lock=False, progress=False, retry_delay=0.05)
+print(json.dumps({"digest": r.digest}))
+"""
+
+
+def _writers(urls: list[str], dest: Path) -> list[str]:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, str(dest)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for url in urls]
+    digests = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        digests.append(json.loads(out.strip().splitlines()[-1])["digest"])
+    return digests
+
+
+@pytest.mark.slow
+def test_without_the_lock_four_writers_of_one_url_return_the_files_digest(files, tmp_path, write_random):
+    srv, root = files
+    digest = write_random(root / "f.bin", 8 << 20)
+    srv.fault("f.bin", rate=16 << 20, times=None)  # slow enough that the four overlap
+    dest = tmp_path / "f.bin"
+    returned = _writers([srv.url("f.bin")] * 4, dest)
+    assert sha256(dest) == digest and returned == [f"sha256:{digest}"] * 4
+
+
+@pytest.mark.slow
+def test_without_the_lock_writers_of_two_urls_never_publish_a_mix(files, tmp_path, write_random):
+    srv, root = files
+    a = write_random(root / "a.bin", 8 << 20, seed=1)
+    b = write_random(root / "b.bin", 8 << 20, seed=2)
+    for name in ("a.bin", "b.bin"):
+        srv.fault(name, rate=16 << 20, times=None)
+    dest = tmp_path / "f.bin"
+    returned = _writers([srv.url("a.bin"), srv.url("b.bin"), srv.url("a.bin"), srv.url("b.bin")], dest)
+    assert sha256(dest) in (a, b)
+    assert set(returned) == {f"sha256:{a}", f"sha256:{b}"}
+    assert not list(record_dir(dest).glob("*part*"))  # no writer's part file is left behind
+
+
+# -- 2. writes only where they belong -------------------------------------------------------------
+def test_a_fifo_as_destination_is_refused(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 1000)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(UsageError, match="FIFO"):
+        fetch(srv.url("f.bin"), fifo, progress=False)
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and not gets(srv)
+
+
+def test_a_socket_or_device_as_destination_is_refused(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 1000)
+    sock = tmp_path / "sock"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(sock))
+        with pytest.raises(UsageError, match="socket"):
+            fetch(srv.url("f.bin"), sock, progress=False)
+    assert stat.S_ISSOCK(os.lstat(sock).st_mode)
+    if os.geteuid() == 0:
+        null = tmp_path / "null"
+        os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a /dev/null of our own
+        with pytest.raises(UsageError, match="character device"):
+            fetch(srv.url("f.bin"), null, progress=False)
+        assert stat.S_ISCHR(os.lstat(null).st_mode)
+    proc = run_cli("fetch", srv.url("f.bin"), "-o", str(sock), "-q")
+    assert "socket" in assert_one_line_error(proc)
+
+
+def test_a_planted_part_symlink_is_never_written_through(files, tmp_path, write_random):
+    srv, root = files
+    digest = write_random(root / "f.bin", 300_000)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"x" * 1000)
+    dest = tmp_path / "dl" / "f.bin"
+    dest.parent.mkdir()
+    part_path(dest).parent.mkdir(exist_ok=True)
+    os.symlink(victim, part_path(dest))
+    st = os.stat(root / "f.bin")
+    from email.utils import formatdate
+    plant_state(dest, srv.url("f.bin"), validator=formatdate(st.st_mtime, usegmt=True), total=300_000)
+    fetch(srv.url("f.bin"), dest, progress=False)
+    assert victim.read_bytes() == b"x" * 1000
+    assert not dest.is_symlink() and sha256(dest) == digest
+
+
+def test_a_record_folder_that_is_a_symlink_is_refused(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 1000)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "dl").mkdir()
+    os.symlink(elsewhere, tmp_path / "dl" / ".resumable")
+    with pytest.raises(UsageError, match=".resumable"):
+        fetch(srv.url("f.bin"), tmp_path / "dl" / "f.bin", progress=False)
+    assert not list(elsewhere.iterdir()) and not (tmp_path / "dl" / "f.bin").exists()
+
+
+def test_a_lock_file_that_is_a_symlink_is_one_line(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 1000)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    dest = tmp_path / "dl" / "f.bin"
+    record_dir(dest).mkdir(parents=True)
+    from resumable.state import lock_path
+
+    os.symlink(victim, lock_path(dest))
+    proc = run_cli("fetch", srv.url("f.bin"), "-o", str(dest), "-q")
+    assert "symlink" in assert_one_line_error(proc)
+    assert victim.read_text() == "keep me"
+
+
+# -- 3. secrets stay secret -------------------------------------------------------------------------
+def test_a_redirect_to_another_origin_carries_no_user_header(files, other_origin, write_random, tmp_path):
+    srv, _ = files
+    cdn, cdn_root = other_origin
+    digest = write_random(cdn_root / "f.bin", 10_000)
+    srv.redirect("f.bin", cdn.url("f.bin"))
+    secret = {"Authorization": "Bearer s1", "Private-Token": "s2", "X-Goog-Api-Key": "s3", "X-My-Secret": "s4",
+              "Cookie": "session=s5"}
+    fetch(srv.url("f.bin"), tmp_path / "f.bin", headers=secret, progress=False)
+    assert sha256(tmp_path / "f.bin") == digest
+    sent = {k.lower(): v for k, v in gets(cdn)[-1].headers.items()}
+    assert not {k.lower() for k in secret} & set(sent), sent
+    assert gets(srv)[-1].headers.get("Private-Token") == "s2"  # the origin it was meant for got it
+
+
+def test_a_signed_urls_query_never_reaches_an_error_a_log_or_a_record(files, tmp_path, caplog, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 3 << 20)
+    secret = "X-Amz-Signature=SECRETSIG&token=SECRETTOK"
+    caplog.set_level("DEBUG")
+    srv.fault("f.bin", cut_after=1 << 20)
+    with pytest.raises(TransferError) as cut:
+        fetch(srv.url(f"f.bin?{secret}"), tmp_path / "f.bin", retries=0, progress=False)
+    with pytest.raises(ResumableError) as dns:  # requests' own text quotes the whole request target
+        fetch(f"http://nonexistent.invalid/f.bin?{secret}", tmp_path / "g.bin", retries=0, progress=False)
+    with pytest.raises(UsageError) as bad_port:
+        fetch(f"http://u:pw@h:99999/f.bin?{secret}", tmp_path / "h.bin", progress=False)
+    texts = [str(cut.value), str(dns.value), str(bad_port.value), caplog.text]
+    texts += [p.read_text(errors="replace") for p in record_dir(tmp_path / "f.bin").glob("*.json")]
+    for text in texts:
+        assert "SECRET" not in text and "pw@" not in text, text
+
+
+# -- 4. every transfer ends -----------------------------------------------------------------------
+_FETCH = """
+import sys
+from resumable import fetch
+from resumable.errors import ResumableError
+try:
+    fetch(sys.argv[1], sys.argv[2], hash=sys.argv[3] or None, retries=2, retry_delay=0.01, progress=False)
+except ResumableError as exc:
+    print(exc, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def _bounded_fetch(url: str, dest: Path, hash: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-c", _FETCH, url, str(dest), hash], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def test_an_overstated_content_length_ends_within_a_few_full_downloads(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 500_000)
+    srv.fault("f.bin", length_delta=1000, times=None)
+    proc = _bounded_fetch(srv.url("f.bin"), tmp_path / "f.bin")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    full = [r for r in gets(srv) if r.range is None]
+    assert 1 <= len(full) <= 4, [(r.status, r.range) for r in gets(srv)]  # never more than a few full copies
+    assert not (tmp_path / "f.bin").exists()
+
+
+def test_an_overstated_content_length_completes_when_the_hash_agrees(files, tmp_path, write_random):
+    srv, root = files
+    digest = write_random(root / "f.bin", 500_000)
+    srv.fault("f.bin", length_delta=1000, times=None)
+    proc = _bounded_fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=f"sha256:{digest}")
+    assert proc.returncode == 0, proc.stderr
+    assert sha256(tmp_path / "f.bin") == digest and len(gets(srv)) == 2  # the body, then a 416 for the rest
+
+
+def test_a_trickle_is_a_stall_that_ends(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 100_000)
+    srv.fault("f.bin", rate=40, times=None)  # 40 bytes a second, forever
+    t0 = time.monotonic()
+    with pytest.raises(TransferError, match="slower than"):
+        fetch(srv.url("f.bin"), tmp_path / "f.bin", retries=1, retry_delay=0.01, speed_limit=1000, speed_time=1,
+              progress=False)
+    assert time.monotonic() - t0 < 15
+
+
+def test_a_body_past_the_expected_size_stops_at_once(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 10_000)
+    srv.fault("f.bin", endless=True, chunked=True, times=None)
+    with pytest.raises(IntegrityError, match="runs past the expected 10000 bytes"):
+        fetch(srv.url("f.bin"), tmp_path / "f.bin", size=10_000, retries=0, progress=False)
+    assert srv.bytes_sent_total("f.bin") < 64 << 20  # stopped, not read until the client gave up
+
+
+@pytest.mark.parametrize("fault", [dict(endless=True, chunked=True), dict(endless=True, close_delimited=True)],
+                         ids=["chunked", "spliced"])
+def test_an_endless_body_stops_at_a_full_disk_with_one_line_and_a_resumable_part(files, small_disk, write_random,
+                                                                                 fault):
+    srv, root = files
+    write_random(root / "f.bin", 1000)
+    srv.fault("f.bin", times=None, **fault)
+    dest = small_disk / "f.bin"
+    with pytest.raises(DiskSpaceError, match="no space left"):
+        fetch(srv.url("f.bin"), dest, retries=0, progress=False)
+    assert part_path(dest).stat().st_size > 1 << 20 and state_path(dest).exists()  # kept for a resume
+    for leftover in record_dir(dest).iterdir():
+        leftover.unlink()
+    proc = run_cli("fetch", srv.url("f.bin"), "-o", str(dest), "-q", "--retries", "0")
+    assert "no space left" in assert_one_line_error(proc)
+
+
+# -- 5. bad input is one line -------------------------------------------------------------------
+@pytest.mark.parametrize("url", ["http://h:abc/x", "http://h:99999/x", "http://[::1/x", "http://h/a%00b",
+                                 "ftp://h/x", "http://"])
+def test_a_malformed_url_is_one_line(url, tmp_path):
+    assert_one_line_error(run_cli("fetch", url, "-o", str(tmp_path / "f"), "-q"))
+
+
+def test_bad_destinations_are_one_line(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "f.bin", 1000)
+    (tmp_path / "afile").write_text("x")
+    for args in (["-o", ""], ["-o", str(tmp_path / "afile" / "f.bin")], ["-d", str(tmp_path / "afile")],
+                 ["-o", str(tmp_path)]):
+        assert_one_line_error(run_cli("fetch", srv.url("f.bin"), "-q", *args))
+
+
+def test_a_redirect_to_an_unusable_address_is_one_line(files, tmp_path):
+    srv, _ = files
+    srv.redirect("f.bin", "http://127.0.0.1:99999/f.bin")
+    line = assert_one_line_error(run_cli("fetch", srv.url("f.bin"), "-o", str(tmp_path / "f"), "-q"))
+    assert "redirected" in line
+
+
+def test_names_up_to_name_max_download_with_their_sidecars(files, tmp_path, write_random):
+    srv, root = files
+    digest = write_random(root / "f.bin", 2 << 20)
+    for length in (246, 250, 255):
+        dest = tmp_path / ("n" * (length - 4) + ".bin")
+        srv.fault("f.bin", cut_after=1 << 20)  # so that a resume record and a part are written
+        result = fetch(srv.url("f.bin"), dest, hash=digest, retry_delay=0.01, progress=False)
+        assert result.status == "resumed" and sha256(dest) == digest
+
+
+@pytest.mark.parametrize("record", [
+    {"segments": 5, "total": 2 << 20},
+    {"segments": [[0, 10, 99]], "total": 2 << 20},
+    {"validator": "\"abc\"\r\nX-Injected: 1", "total": 2 << 20},
+    {"validator": 12345, "total": 2 << 20},
+    {"total": -5},
+    {"total": "lots"},
+], ids=["segments-int", "segments-overrun", "validator-crlf", "validator-int", "total-negative", "total-text"])
+def test_a_malformed_resume_record_is_ignored_not_fatal(files, tmp_path, write_random, record):
+    srv, root = files
+    digest = write_random(root / "f.bin", 2 << 20)
+    dest = tmp_path / "f.bin"
+    part_path(dest).parent.mkdir()
+    part_path(dest).write_bytes(b"\x00" * 1000)
+    plant_state(dest, srv.url("f.bin"), **record)
+    assert fetch(srv.url("f.bin"), dest, hash=digest, progress=False).status == "downloaded"
+    assert sha256(dest) == digest
+    assert fetch(srv.url("f.bin"), dest, hash=digest, progress=False).status == "cached"
