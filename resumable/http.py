@@ -160,6 +160,7 @@ def status_error(resp: requests.Response, url: str) -> HTTPStatusError:
     return err
 
 
+_DIGITS = re.compile(r"[0-9]{1,20}")
 _RATELIMIT = re.compile(r";\s*r=(\d+)\s*;\s*t=(\d+)")
 
 
@@ -174,7 +175,7 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DIGITS.fullmatch(value):  # ASCII only: str.isdigit() accepts '²', which int() refuses
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -220,4 +221,4 @@ def body_length(resp: requests.Response) -> int | None:
     if resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
         return None
     cl = resp.headers.get("Content-Length")
-    return int(cl) if cl and cl.isdigit() else None
+    return int(cl) if cl and _DIGITS.fullmatch(cl.strip()) else None

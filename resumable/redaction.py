@@ -10,6 +10,8 @@ def redact(url: str) -> str:
     """The URL without its query and userinfo: signed URLs carry tokens there, logs must not."""
     try:
         p = urlsplit(url)
+        if not p.netloc:  # not a URL we can take apart: cut what could be a query or userinfo
+            return redact_text(url.split("?", 1)[0]) + ("?…" if "?" in url else "")
         netloc = p.hostname or ""
         if ":" in netloc:
             netloc = f"[{netloc}]"
@@ -20,12 +22,17 @@ def redact(url: str) -> str:
         return redact_text(str(url))  # unparseable: still never show a query or userinfo
 
 
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]*@")
+# What ends a URL inside a message: a space, a line break, a quote or an angle bracket. (Not \s:
+# it also matches \x1c-\x1f, which would end the URL early and leave its query in the text.)
+_END = " \t\r\n'\"<>"
+_USERINFO = re.compile(f"//[^/@{_END}]*@")  # scheme://user:password@host
 # A query after anything path-like ("https://h/p?", "url: /p?", "h/p?"): signed URLs keep tokens there.
-_PATH_QUERY = re.compile(r"((?:[a-z][a-z0-9+.-]*://|/)[^\s?'\"<>]*)\?[^\s'\"<>]+", re.I)
+_PATH_QUERY = re.compile(f"((?:[a-z][a-z0-9+.-]*://|/)[^?{_END}]*)\\?[^{_END}]+", re.I)
+_ANY_QUERY = re.compile(f"[?&][^?&={_END}]*=[^{_END}]*")  # key=value after a '?' or '&' wherever it stands
 
 
 def redact_text(text: str) -> str:
     """``text`` with every URL query and userinfo replaced: for messages built from other libraries'
     errors (requests and urllib3 quote the whole request target, query included)."""
-    return _PATH_QUERY.sub(r"\1?…", _USERINFO.sub(r"\1", text))
+    text = _PATH_QUERY.sub(r"\1?…", _USERINFO.sub("//", text))
+    return _ANY_QUERY.sub("?…", text)
