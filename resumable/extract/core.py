@@ -16,7 +16,7 @@ from .atomic import new_temp_dir, publish, remove_stale, sync_filesystem
 from .formats import detect_format
 from .guard import MemberGuard
 from .limits import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_SIZE, Limits, limits_for
-from .record import Record, archive_matches, read_record, record_path, target_intact, top_level_names, write_record
+from .record import Record, archive_matches, members_intact, read_record, record_path, scan_members, write_record
 from .stream import DecompressingReader
 from .tar import extract_single, extract_tar
 from .zip import extract_zip
@@ -39,8 +39,9 @@ def lock_path(target: Path) -> Path:
 
 
 def extraction_is_current(archive: str | Path, target: str | Path) -> bool:
-    """Cheap check (a few stats, no hashing): ``target`` holds what ``archive`` extracts to, per the
-    completion record, and neither has been replaced since."""
+    """Cheap check (one stat per extracted member, no hashing): ``target`` holds what ``archive``
+    extracts to, per the completion record; the archive has not been replaced and no member of
+    the target is missing or changed since (files added are ignored)."""
     target = Path(os.path.abspath(target))
     record = read_record(target)
     if record is None or record.state != "complete":
@@ -49,7 +50,7 @@ def extraction_is_current(archive: str | Path, target: str | Path) -> bool:
         st = os.stat(archive)
     except OSError:
         return False
-    return archive_matches(record, st) and target_intact(record, target)
+    return archive_matches(record, st) and members_intact(record, target)
 
 
 def extract(archive: str | Path, target: str | Path, *, archive_digest: str | None = None,
@@ -58,9 +59,10 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
     """Extract ``archive`` so that ``target`` becomes exactly its content.
 
     ``archive_digest`` ("sha256:hex", as the downloader verified it) spares hashing the archive;
-    without it sha256 is computed while extracting. The same archive again is a no-op ("cached");
-    another archive replaces the target's content in one rename. ``progress``: None (a bar when
-    stderr is a terminal), False (silent) or ``callable(archive_bytes_done, archive_size)``.
+    without it sha256 is computed while extracting. The same archive again, with every extracted
+    member still in place and unchanged (a stat each), is a no-op ("cached"); a member missing or
+    changed, or another archive, replaces the target's content in one rename. ``progress``: None
+    (a bar when stderr is a terminal), False (silent) or ``callable(archive_bytes_done, archive_size)``.
     ``sync=False`` skips flushing to disk before publishing (for scratch data).
     """
     archive, target = Path(os.path.abspath(archive)), Path(os.path.abspath(target))
@@ -73,7 +75,7 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
         remove_stale(target)
         st = archive.stat()
         record = read_record(target)
-        if record is not None and record.state == "complete" and target_intact(record, target):
+        if record is not None and record.state == "complete" and members_intact(record, target):
             if digest is None and archive_matches(record, st):
                 return _cached(record, target)
             if digest is None and record.archive_size == st.st_size:
@@ -100,8 +102,9 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        target_ino, members = scan_members(target)  # as published: only the target's own ctime moved
         record = Record("complete", str(archive), digest, st.st_size, st.st_mtime_ns, st.st_ino, fmt, files,
-                        nbytes, os.lstat(target).st_ino, top_level_names(target))
+                        nbytes, target_ino, members)
         write_record(target, record)
         return ExtractResult(target, fmt, files, nbytes, "extracted", digest)
 
