@@ -49,11 +49,12 @@ def quarantine(path: str | Path) -> Path:
     return dest
 
 
-def extraction_is_current(archive: str | Path, target: str | Path) -> bool:
-    """Cheap: ``target`` still holds this archive's content (no hashing, no listing of the tree)."""
+def extraction_is_current(archive: str | Path, target: str | Path, unwrap: str | None = None) -> bool:
+    """Cheap: ``target`` still holds this archive's content, every extracted member present and
+    unchanged (one stat each, no hashing; ~0.3 s for 100,000 files). ``unwrap`` as given to extract."""
     from resumable.extract import extraction_is_current as current
 
     try:
-        return current(archive, target)
+        return current(archive, target, unwrap=unwrap)
     except OSError:
         return False

@@ -38,13 +38,13 @@ def lock_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.extract.lock")
 
 
-def extraction_is_current(archive: str | Path, target: str | Path) -> bool:
+def extraction_is_current(archive: str | Path, target: str | Path, *, unwrap: str | None = None) -> bool:
     """Cheap check (one stat per extracted member, no hashing): ``target`` holds what ``archive``
-    extracts to, per the completion record; the archive has not been replaced and no member of
-    the target is missing or changed since (files added are ignored)."""
+    extracts to (with the same ``unwrap``), per the completion record; the archive has not been
+    replaced and no member of the target is missing or changed since (files added are ignored)."""
     target = Path(os.path.abspath(target))
     record = read_record(target)
-    if record is None or record.state != "complete":
+    if record is None or record.state != "complete" or record.unwrap != unwrap:
         return False
     try:
         st = os.stat(archive)
@@ -55,7 +55,7 @@ def extraction_is_current(archive: str | Path, target: str | Path) -> bool:
 
 def extract(archive: str | Path, target: str | Path, *, archive_digest: str | None = None,
             max_total_size: int = DEFAULT_MAX_TOTAL_SIZE, max_ratio: float = DEFAULT_MAX_RATIO,
-            progress=None, sync: bool = True) -> ExtractResult:
+            progress=None, sync: bool = True, unwrap: str | None = None) -> ExtractResult:
     """Extract ``archive`` so that ``target`` becomes exactly its content.
 
     ``archive_digest`` ("sha256:hex", as the downloader verified it) spares hashing the archive;
@@ -63,11 +63,15 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
     member still in place and unchanged (a stat each), is a no-op ("cached"); a member missing or
     changed, or another archive, replaces the target's content in one rename. ``progress``: None
     (a bar when stderr is a terminal), False (silent) or ``callable(archive_bytes_done, archive_size)``.
-    ``sync=False`` skips flushing to disk before publishing (for scratch data).
+    ``sync=False`` skips flushing to disk before publishing (for scratch data). ``unwrap``: a
+    folder name; when the archive holds nothing but a folder of that name (``a.tar.gz`` holding
+    ``a/``), the target gets that folder's content instead of the folder (no ``a/a/``).
     """
     archive, target = Path(os.path.abspath(archive)), Path(os.path.abspath(target))
     digest = str(parse_hash(archive_digest)) if archive_digest else None
     _check_paths(archive, target)
+    if unwrap is not None and (not unwrap or unwrap in (".", "..") or "/" in unwrap or "\0" in unwrap):
+        raise UsageError(f"unwrap={unwrap!r}: give a plain folder name (no '/')")
     target.parent.mkdir(parents=True, exist_ok=True)
     from filelock import FileLock  # imported here: keeps `import resumable` light
 
@@ -75,7 +79,8 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
         remove_stale(target)
         st = archive.stat()
         record = read_record(target)
-        if record is not None and record.state == "complete" and members_intact(record, target):
+        if (record is not None and record.state == "complete" and record.unwrap == unwrap
+                and members_intact(record, target)):
             if digest is None and archive_matches(record, st):
                 return _cached(record, target)
             if digest is None and record.archive_size == st.st_size:
@@ -88,9 +93,12 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
         limits = limits_for(str(archive), st.st_size, max_total_size, max_ratio)
         tmp = new_temp_dir(target)
         try:
+            guard = MemberGuard(archive)
             with _Progress(progress, archive.name, st.st_size) as report:
-                files, nbytes, hexdigest = _extract_into(fmt, archive, tmp, limits, digest is None, report)
+                files, nbytes, hexdigest = _extract_into(fmt, archive, tmp, guard, limits, digest is None, report)
             digest = digest or f"sha256:{hexdigest}"
+            if unwrap is not None:
+                tmp = _unwrap(tmp, unwrap, guard)
             now = archive.stat()
             if (now.st_size, now.st_mtime_ns, now.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
                 raise ExtractError(f"{archive}: the file changed while it was being extracted; "
@@ -104,15 +112,14 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
             raise
         target_ino, members = scan_members(target)  # as published: only the target's own ctime moved
         record = Record("complete", str(archive), digest, st.st_size, st.st_mtime_ns, st.st_ino, fmt, files,
-                        nbytes, target_ino, members)
+                        nbytes, target_ino, unwrap, members)
         write_record(target, record)
         return ExtractResult(target, fmt, files, nbytes, "extracted", digest)
 
 
-def _extract_into(fmt: str, archive: Path, dest: Path, limits: Limits, want_digest: bool,
+def _extract_into(fmt: str, archive: Path, dest: Path, guard: MemberGuard, limits: Limits, want_digest: bool,
                   report: Callable[[int], None]) -> tuple[int, int, str | None]:
     """Extract into ``dest``; return (files, bytes, archive sha256 hex when ``want_digest``)."""
-    guard = MemberGuard(archive)
     if fmt == "zip":
         hasher = BackgroundHasher("sha256") if want_digest else None
         if hasher is not None:  # zip is read out of order: hash the file on the second core
@@ -134,6 +141,25 @@ def _extract_into(fmt: str, archive: Path, dest: Path, limits: Limits, want_dige
     finally:
         reader.close()
     return files, nbytes, hasher.hexdigest() if hasher is not None else None
+
+
+def _unwrap(tmp: Path, name: str, guard: MemberGuard) -> Path:
+    """When ``tmp`` holds only the folder ``name``, move that folder beside ``tmp`` (a temp name
+    that remove_stale knows) and return it: it is what gets published. Not when a symlink inside
+    climbs through the archive's root: unwrapped, it would point elsewhere (outside the target)."""
+    inner = tmp / name
+    if os.listdir(tmp) != [name] or inner.is_symlink() or not inner.is_dir():
+        return tmp
+    for rel, link in guard.symlinks.items():
+        depth = len([p for p in rel.split("/") if p]) - 1  # folders between the root and the link
+        for part in (p for p in link.split("/") if p not in ("", ".")):
+            depth += -1 if part == ".." else 1
+            if depth <= 0:  # at the archive's root, outside the folder being unwrapped
+                return tmp
+    moved = tmp.with_name(f"{tmp.name}-unwrapped")
+    os.rename(inner, moved)
+    os.rmdir(tmp)
+    return moved
 
 
 def _single_name(name: str, fmt: str) -> str:

@@ -64,6 +64,7 @@ class Record:
     files: int = 0
     bytes: int = 0
     target_ino: int = -1
+    unwrap: str | None = None  # the folder name extract() was asked to unwrap (see core.extract)
     members: Members | None = None
     version: int = VERSION
 
@@ -101,7 +102,7 @@ def parse_record(raw: bytes) -> Record | None:
 
 
 _KEYS = {"state", "archive", "archive_digest", "archive_size", "archive_mtime_ns", "archive_ino", "format", "files",
-         "bytes", "target_ino", "members", "version"}
+         "bytes", "target_ino", "unwrap", "members", "version"}
 
 
 def _parse_v2(data: dict[str, Any]) -> Record | None:
@@ -112,6 +113,8 @@ def _parse_v2(data: dict[str, Any]) -> Record | None:
     for name in _INT_FIELDS:
         if name in data:
             setattr(record, name, _typed(data[name], int))
+    unwrap = data.get("unwrap")
+    record.unwrap = None if unwrap is None else _plain_name(_typed(unwrap, str))
     if record.state not in ("complete", "replacing"):
         return None
     members = data.get("members")
@@ -173,7 +176,7 @@ def _parse_members(data: dict[str, Any]) -> Members:
 def write_record(target: Path, record: Record) -> None:
     path = record_path(target)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    data = {name: getattr(record, name) for name in ("version", "state", *_STR_FIELDS[1:], *_INT_FIELDS)}
+    data = {name: getattr(record, name) for name in ("version", "state", *_STR_FIELDS[1:], *_INT_FIELDS, "unwrap")}
     m = record.members
     data["members"] = None if m is None else {
         "dirs": m.dirs, "counts": m.counts, "names": "/".join(m.names), "modes": m.modes, "sizes": m.sizes,

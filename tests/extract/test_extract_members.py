@@ -12,10 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from resumable.errors import UsageError
 from resumable.extract import extract, extraction_is_current
 from resumable.extract.record import read_record, record_path
 
-from extract_archives import build, file_member, tar_bytes, write
+from extract_archives import build, file_member, link_member, tar_bytes, write
 
 FILES = {"top.txt": b"top\n", "sub/deep/c.txt": b"c content\n", "sub/deep/d.bin": b"\x00" * 300,
          "sub/e.txt": b"e\n"}
@@ -171,3 +172,55 @@ def test_replacement_without_rename_exchange_is_cached_after(sandbox, monkeypatc
     write(archive, gzip.compress(tar_bytes([file_member("sub/deep/c.txt", b"v2")]), 1))
     assert extract(archive, target, progress=False).status == "extracted"
     assert extract(archive, target, progress=False).status == "cached"
+
+
+# -- unwrap: an archive holding only a folder of the given name fills the target with its content
+
+def wrapped(path: Path, folder: str = "a", extra=()) -> Path:
+    return nested_archive(path, {f"{folder}/{n}": d for n, d in FILES.items()}, extra)
+
+
+def test_unwrap_puts_the_folder_content_in_the_target(sandbox):
+    archive = wrapped(sandbox / "a.tar.gz")
+    target = sandbox / "a"
+    assert extract(archive, target, unwrap="a", progress=False).status == "extracted"
+    assert tree(target) == FILES
+    assert extraction_is_current(archive, target, unwrap="a")
+    assert extract(archive, target, unwrap="a", progress=False).status == "cached"
+    assert [p.name for p in sandbox.iterdir() if ".extracting-" in p.name] == []
+    # Asked without unwrap, the same archive gives another layout: not current, extracted again.
+    assert not extraction_is_current(archive, target)
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert tree(target) == {f"a/{n}": d for n, d in FILES.items()}
+
+
+@pytest.mark.parametrize("case", ["other name", "second top-level entry", "a file of that name"])
+def test_unwrap_leaves_other_archives_as_they_are(sandbox, case):
+    if case == "other name":
+        archive, expected = wrapped(sandbox / "x.tar.gz", "b"), {f"b/{n}": d for n, d in FILES.items()}
+    elif case == "second top-level entry":
+        archive = wrapped(sandbox / "x.tar.gz", extra=[file_member("README", b"r")])
+        expected = {f"a/{n}": d for n, d in FILES.items()} | {"README": b"r"}
+    else:
+        archive, expected = nested_archive(sandbox / "x.tar.gz", {"a": b"just a file"}), {"a": b"just a file"}
+    target = sandbox / "t"
+    assert extract(archive, target, unwrap="a", progress=False).status == "extracted"
+    assert tree(target) == expected
+    assert extract(archive, target, unwrap="a", progress=False).status == "cached"
+
+
+def test_unwrap_keeps_the_folder_when_a_symlink_climbs_through_the_archive_root(sandbox):
+    """``a/link -> ../a/top.txt`` resolves inside the archive; unwrapped into a target of another
+    name it would point at a sibling folder outside the target."""
+    archive = wrapped(sandbox / "x.tar.gz", extra=[link_member("a/link", "../a/top.txt")])
+    target = sandbox / "x"
+    extract(archive, target, unwrap="a", progress=False)
+    assert os.readlink(target / "a" / "link") == "../a/top.txt"
+    assert (target / "a" / "link").read_bytes() == b"top\n"
+
+
+def test_unwrap_must_be_a_plain_name(sandbox):
+    archive = wrapped(sandbox / "a.tar.gz")
+    for bad in ("", ".", "..", "a/b", "a\0"):
+        with pytest.raises(UsageError, match="plain folder name"):
+            extract(archive, sandbox / "a", unwrap=bad, progress=False)
