@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import threading
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from pydantic import ValidationError
 
@@ -88,15 +91,83 @@ def download_path(data_dir: Path, ds: DatasetSpec, f: FileSpec) -> Path:
 
 
 def extract_target(data_dir: Path, ds: DatasetSpec, f: FileSpec) -> Path | None:
-    """Where an archive is extracted: ``<data_dir>/<extract_to>`` (one archive) or
-    ``<data_dir>/<extract_to>/<archive stem>`` (several); None when not extracted."""
+    """Where an archive is extracted; None when not extracted. One archive in the dataset:
+    ``<data_dir>/<extract_to>``. Several: each its own ``<data_dir>/<extract_to>/<folder>``, the
+    folder being the file name minus its archive suffix (``a.v2.zip`` -> ``a.v2``), or the whole
+    file name where two archives would share that (``a.tar.gz`` and ``a.zip``). The rule depends
+    only on the dataset's file list: no two archives of a dataset ever extract into one folder."""
     if not ds.extract_to or not is_archive(f.filename):
         return None
     target = data_dir / ds.extract_to
-    if sum(is_archive(x.filename) for x in ds.files) > 1:
-        target = target / f.filename.split(".")[0]
-    return target
+    folders = archive_folders(ds)
+    return target / folders[f.filename] if len(folders) > 1 else target
+
+
+def extract_unwrap(ds: DatasetSpec, f: FileSpec) -> str | None:
+    """What to pass as ``resumable.extract.extract(..., unwrap=)`` for this file: where the dataset
+    has several archives, each gets a folder named after it, and an archive that holds nothing but
+    a folder of its own name (``a.tar.gz`` with ``a/``) fills that folder with its content instead of
+    nesting it (``custom/a/``, not ``custom/a/a/``). None for a dataset's only archive: its target is
+    ``extract_to`` itself and keeps the archive's layout."""
+    if not ds.extract_to or not is_archive(f.filename) or len(archive_folders(ds)) < 2:
+        return None
+    stem = archive_stem(f.filename)
+    return stem if stem not in ("", ".", "..") else None
+
+
+def archive_stem(filename: str) -> str:
+    """The file name minus its archive suffix: ``a.v2.zip`` -> ``a.v2``, ``b.TAR.GZ`` -> ``b``."""
+    lower = filename.lower()
+    suffix = max((s for s in ARCHIVE_SUFFIXES if lower.endswith(s)), key=len, default="")
+    return filename[: len(filename) - len(suffix)]
+
+
+def _folder_name(name: str) -> str:
+    # Our bookkeeping beside a target is hidden (.<target>.extract.json, .<target>.extracting-*):
+    # a folder of our own never starts with '.', so it can never be taken for another's.
+    return name if name and not name.startswith(".") else f"_{name}"
+
+
+def archive_folders(ds: DatasetSpec) -> Mapping[str, str]:
+    """{file name: its folder under extract_to} for the dataset's archives, all distinct.
+
+    The stem where no other archive has the same one; else the whole file name (file names are
+    unique in a dataset). A whole name can equal another archive's stem (``a.zip`` next to
+    ``a.zip.tar``): that one then takes its whole name too, until nothing is shared."""
+    with _FOLDERS_LOCK:
+        hit = _FOLDERS.get(id(ds.files))
+    if hit is not None and hit[0] is ds.files:  # called once per archive: 10,000 shards stay linear
+        return hit[1]
+    try:
+        folders = MappingProxyType(_archive_folders([f.filename for f in ds.files if is_archive(f.filename)]))
+    except ValueError as exc:
+        raise ConfigError(f"dataset {ds.name!r}: {exc}") from None
+    with _FOLDERS_LOCK:
+        if len(_FOLDERS) >= 16:
+            _FOLDERS.pop(next(iter(_FOLDERS)))
+        _FOLDERS[id(ds.files)] = (ds.files, folders)  # holds the (immutable) tuple: its id stays its own
+    return folders
+
+
+_FOLDERS: dict[int, tuple[tuple[FileSpec, ...], Mapping[str, str]]] = {}
+_FOLDERS_LOCK = threading.Lock()
+
+
+def _archive_folders(names: list[str]) -> dict[str, str]:
+    folder = {n: _folder_name(archive_stem(n)) for n in names}
+    while True:
+        seen = Counter(folder.values())
+        shared = [n for n in names if seen[folder[n]] > 1 and folder[n] != _folder_name(n)]
+        if not shared:
+            break
+        for n in shared:
+            folder[n] = _folder_name(n)
+    clash = [n for n in names if seen[folder[n]] > 1]  # only '_.x.zip' beside '.x.zip' gets here
+    if clash:
+        raise ValueError(f"the archives {clash[0]!r} and {clash[1]!r} would extract into one folder "
+                         f"({folder[clash[0]]!r}); give one of them another 'name'")
+    return folder
 
 
 __all__ = [
-    "download_path", "extract_target", "is_archive","load_registry", "resolve_datasets", "custom_dataset", "get_dataset", "registry_path", "FileSpec"]
+    "archive_folders", "archive_stem", "download_path", "extract_target", "extract_unwrap", "is_archive","load_registry", "resolve_datasets", "custom_dataset", "get_dataset", "registry_path", "FileSpec"]
