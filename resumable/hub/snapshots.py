@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Iterable
+from urllib.parse import urlsplit
 
 from ..errors import UsageError
+from ..http import check_url
+from ..redaction import redact
 from ..state import read_json
 from .api import HubAPI
 from .common import COMMIT, RemoteFile, SnapshotError, SnapshotResult
@@ -37,7 +41,7 @@ def snapshot(
     follows HF_HUB_OFFLINE; ``progress`` is None (a bar on a TTY), False, or a callable
     ``(downloaded, total)`` over the whole snapshot.
     """
-    _check_args(repo_id, revision, repo_type, max_workers)
+    _check_args(repo_id, revision, repo_type, max_workers, endpoint)
     include, exclude = _patterns(include), _patterns(exclude)
     offline = _env_offline() if offline is None else offline
     repo_dir = Path(dest_root).expanduser().absolute() / _folder_name(repo_id, repo_type)
@@ -66,21 +70,93 @@ def snapshot(
                           sum(r.bytes_transferred for r in results), status)
 
 
-def _check_args(repo_id: str, revision: str, repo_type: str, max_workers: int) -> None:
+def _check_args(repo_id: str, revision: str, repo_type: str, max_workers: int, endpoint: str | None = None) -> None:
+    check_repo_id(repo_id)
+    if repo_type not in ("model", "dataset"):
+        raise UsageError(f"repo type {repo_type!r}: use 'model' or 'dataset'")
+    check_revision(revision)
+    if not isinstance(max_workers, int) or max_workers < 1:
+        raise UsageError(f"max_workers {max_workers!r}: use 1 or more")
+    if endpoint is not None:
+        check_endpoint(endpoint)
+
+
+# The rules below are shared with the pipeline config (train_pipeline.config), so `--check`
+# rejects exactly what a snapshot would refuse at run time.
+
+def check_repo_id(repo_id: str) -> str:
+    """``repo_id`` when the Hub can have such a repository (huggingface_hub's own rule), else a UsageError."""
     from huggingface_hub.errors import HFValidationError
     from huggingface_hub.utils import validate_repo_id
 
     try:
         validate_repo_id(repo_id)
     except HFValidationError:
-        raise UsageError(f"repo id {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.'), "
-                         "e.g. Qwen/Qwen2-VL-2B-Instruct") from None
-    if repo_type not in ("model", "dataset"):
-        raise UsageError(f"repo type {repo_type!r}: use 'model' or 'dataset'")
-    if not revision or not isinstance(revision, str) or ".." in revision or revision.startswith("/"):
-        raise UsageError(f"revision {revision!r}: give a branch, tag or 40-hex commit sha, e.g. main")
-    if not isinstance(max_workers, int) or max_workers < 1:
-        raise UsageError(f"max_workers {max_workers!r}: use 1 or more")
+        raise UsageError(f"repo id {repo_id!r}: expected ORG/NAME (letters, digits, '-', '_', '.'; no '--' or '..', "
+                         "at most 96 characters), e.g. Qwen/Qwen2-VL-2B-Instruct") from None
+    return repo_id
+
+
+_REF_FORBIDDEN = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+NAME_MAX = 255  # bytes in one path component: refs/<revision> is written to disk
+
+
+def check_revision(revision: str) -> str:
+    """``revision`` when it can name a commit on the Hub, else a one-line UsageError.
+
+    A commit sha, or a branch or tag name as git allows them (``git check-ref-format``): no
+    ``..``, no control characters, spaces or ``~^:?*[\\``, no ``@{``, no leading, trailing or
+    double ``/``, no component starting with ``.`` or ending with ``.lock``. Each ``/``-separated
+    component is also a file name under ``refs/`` in the cache, so at most 255 bytes.
+    """
+    why = _revision_problem(revision)
+    if why:
+        raise UsageError(f"revision {revision!r}: {why}; give a branch, tag or 40-hex commit sha, e.g. main")
+    return revision
+
+
+def _revision_problem(revision: object) -> str | None:
+    if not isinstance(revision, str):
+        return "expected text"
+    if not revision:
+        return "empty"
+    if COMMIT.fullmatch(revision):
+        return None
+    bad = _REF_FORBIDDEN.search(revision)
+    if bad:
+        char = bad.group()
+        return "contains a space" if char == " " else f"contains {char!r}, which git refuses in a branch or tag name"
+    if ".." in revision:
+        return "contains '..'"
+    if "@{" in revision or revision == "@":
+        return "contains '@{' or is '@'"
+    if revision.startswith("/") or revision.endswith("/") or "//" in revision:
+        return "starts or ends with '/' or has an empty component ('//')"
+    if revision.endswith("."):
+        return "ends with '.'"
+    for part in revision.split("/"):
+        if part.startswith("."):
+            return f"a component ({part!r}) starts with '.'"
+        if part.endswith(".lock"):
+            return f"a component ({part!r}) ends with '.lock'"
+        if len(part.encode("utf-8", "surrogatepass")) > NAME_MAX:
+            return f"a component is longer than {NAME_MAX} bytes"
+    return None
+
+
+def check_endpoint(endpoint: str) -> str:
+    """The Hub endpoint without a trailing '/', when requests can be built on it, else a UsageError.
+
+    huggingface_hub appends ``/api/...`` to the endpoint: a path prefix works (a proxy), a query or
+    a fragment would end up in the middle of every URL."""
+    if endpoint == "":
+        raise UsageError("endpoint '': give the Hub's address, e.g. https://huggingface.co, or leave it out")
+    check_url(endpoint)
+    parts = urlsplit(endpoint)
+    if parts.query or parts.fragment or endpoint.endswith(("?", "#")):
+        raise UsageError(f"endpoint {redact(endpoint)!r}: a Hub endpoint takes no '?query' or '#fragment'; "
+                         "write it as https://host[:port][/path]")
+    return endpoint.rstrip("/")
 
 
 def _patterns(value: str | Iterable[str] | None) -> list[str] | None:
