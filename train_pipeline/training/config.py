@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+# Settings go to transformers' Trainer, numpy and torch: infinities and NaN only make them fail late
+# (an infinite epoch count overflows the step count, an infinite weight decay gives NaN weights).
+_MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TrainConfigError(ValueError):
@@ -15,7 +19,7 @@ class TrainConfigError(ValueError):
 class LoraConfig(BaseModel):
     """LoRA adapter settings (peft). ``None`` in TrainConfig.lora means full fine-tuning."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _MODEL_CONFIG
 
     r: int = Field(8, ge=1, le=1024, description="adapter rank")
     alpha: int = Field(16, ge=1, description="scaling numerator (lora_alpha)")
@@ -24,11 +28,19 @@ class LoraConfig(BaseModel):
     # A tuple keeps the frozen model hashable (Prefect cache keys).
     target_modules: tuple[str, ...] = Field(("q_proj", "k_proj", "v_proj", "o_proj"), min_length=1)
 
+    @field_validator("target_modules")
+    @classmethod
+    def _check_modules(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not name.strip() or any(c.isspace() for c in name):
+                raise ValueError(f"{name!r} is not a module name; use names like 'q_proj'")
+        return v
+
 
 class TrainConfig(BaseModel):
     """Everything that shapes a fine-tuning run. Same config + same inputs = same result."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _MODEL_CONFIG
 
     # Length of training: max_steps > 0 wins over epochs (Trainer semantics).
     num_train_epochs: float = Field(3.0, gt=0)
@@ -45,7 +57,7 @@ class TrainConfig(BaseModel):
     max_pixels: int = Field(1280 * 28 * 28, ge=1)
     min_pixels: int = Field(56 * 56, ge=1)
     max_length: int = Field(2048, ge=16, description="token limit per example; captions are cut, image tokens never")
-    seed: int = Field(42, ge=0)
+    seed: int = Field(42, ge=0, le=2**32 - 1, description="numpy (transformers.set_seed) takes at most 2**32-1")
     bf16: bool | Literal["auto"] = Field("auto", description="'auto' = bf16 on a CUDA GPU, fp32 on CPU")
     lora: LoraConfig | None = None
     freeze_vision: bool = False
