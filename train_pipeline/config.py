@@ -14,11 +14,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from resumable.errors import UsageError
 from resumable.hashes import parse_hash
 from resumable.http import check_url
+from resumable.redaction import redact
+from resumable.hub.snapshots import check_endpoint, check_repo_id, check_revision
+from resumable.state import RECORD_DIR
 from train_pipeline.training.config import TrainConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -27,12 +30,62 @@ SAMPLE_CONFIG = CONFIGS_DIR / "sample.yaml"
 RESULT_STORAGE_ENV = "TRAIN_PIPELINE_RESULT_STORAGE"
 BLOCK_PREFIX = "block:"
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Matched with fullmatch: '$' alone would let a trailing newline through.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# prefect.types.names: a block type slug and a block document name are lowercase letters, digits and '-'.
+_BLOCK_SLUG = re.compile(r"[a-z0-9-]+/[a-z0-9-]+")
+NAME_MAX = 255  # bytes in one file or folder name (Linux NAME_MAX)
+PATH_MAX = 4096  # bytes in a path, including the terminating NUL (Linux PATH_MAX)
+MAX_FILE_SIZE = 2**63 - 1  # the largest file offset (off_t)
+MAX_CONNECTIONS = 32  # per file; also the bound of `train-pipeline datasets download --connections`
+MAX_RETRIES = 50  # per source; also the bound of `train-pipeline datasets download --retries`
+DOWNLOADS = "downloads"  # <data_dir>/downloads/<dataset>/ holds the downloaded files (registry.download_path)
 
 
 class ConfigError(ValueError):
     """The config is invalid; the message is one line naming the key and the fix."""
+
+
+def _encoded(value: str) -> bytes:
+    try:
+        return os.fsencode(value)
+    except UnicodeEncodeError:
+        raise ValueError(f"{value!r} cannot be written as a file name on this system; use plain characters") from None
+
+
+def check_path(value: str) -> str:
+    """``value`` when the OS can create such a path (a folder or file the config names), else a
+    ValueError: empty, control characters (a NUL is refused by every system call), a name over
+    NAME_MAX or a path over PATH_MAX bytes."""
+    if not value.strip():
+        raise ValueError(f"{value!r} is empty; give a path ('.' is the working directory)")
+    if _CONTROL.search(value):
+        raise ValueError(f"{value!r} contains a control character (NUL, newline, tab, ...); remove it")
+    raw = _encoded(value)
+    if len(raw) >= PATH_MAX:
+        raise ValueError(f"path of {len(raw)} bytes: the system's limit is {PATH_MAX - 1}; use a shorter path")
+    if any(len(part) > NAME_MAX for part in raw.split(b"/")):
+        raise ValueError(f"{value!r}: a name in it is longer than {NAME_MAX} bytes, the file system's limit; shorten it")
+    return value
+
+
+def check_file_name(value: str, what: str = "file name") -> str:
+    """A plain name (letters, digits, '.', '_', '-'; no '/') that fits the file system."""
+    if not _NAME.fullmatch(value) or value in (".", ".."):
+        raise ValueError(f"{value!r} is not a plain {what}; use letters, digits, '.', '_' or '-' (no '/')")
+    if len(value) > NAME_MAX:
+        raise ValueError(f"{what} of {len(value)} characters: the file system allows {NAME_MAX}; shorten it")
+    return value
+
+
+def check_dataset_name(value: str) -> str:
+    """A dataset name: a folder under ``<data_dir>/downloads/`` (the rule of DatasetSpec.name)."""
+    try:
+        return check_file_name(value, "dataset name")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 class _Strict(BaseModel):
@@ -45,7 +98,7 @@ class FileSpec(_Strict):
 
     url: str = Field(description="http(s) URL of the file")
     mirrors: tuple[str, ...] = Field((), description="other URLs of the same bytes, tried in order when a source fails")
-    size: int | None = Field(None, ge=0, description="expected size in bytes (optional)")
+    size: int | None = Field(None, ge=0, le=MAX_FILE_SIZE, description="expected size in bytes (optional)")
     hash: str | None = Field(None, description="expected digest, 'sha256:HEX' (also md5/sha1/sha512) or bare hex")
     name: str | None = Field(None, description="file name on disk; default: the URL's last path segment")
 
@@ -61,6 +114,16 @@ class FileSpec(_Strict):
             check_url(m)
         return v
 
+    # Prefect stores a flow run's parameters as JSON (model_dump(mode="json")): signed URLs keep
+    # their query and userinfo out of its database; the running flow has the real ones.
+    @field_serializer("url", when_used="json")
+    def _url_redacted(self, v: str) -> str:
+        return redact(v)
+
+    @field_serializer("mirrors", when_used="json")
+    def _mirrors_redacted(self, v: tuple[str, ...]) -> list[str]:
+        return [redact(m) for m in v]
+
     @field_validator("hash")
     @classmethod
     def _check_hash(cls, v: str | None) -> str | None:
@@ -74,9 +137,28 @@ class FileSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _check_name(cls, v: str | None) -> str | None:
-        if v is not None and (not _NAME.match(v) or v in (".", "..")):
-            raise ValueError(f"{v!r} is not a plain file name; use letters, digits, '.', '_' or '-' (no '/')")
-        return v
+        return v if v is None else check_file_name(v)
+
+    @model_validator(mode="after")
+    def _check_file(self) -> FileSpec:
+        if self.name is None:
+            derived = self.filename
+            if derived in ("..", RECORD_DIR) or len(_encoded(derived)) > NAME_MAX:
+                raise ValueError(f"url: its last path segment {derived[:60]!r} cannot be a file name "
+                                 f"({'too long' if len(_encoded(derived)) > NAME_MAX else 'reserved'}); "
+                                 "give the file a 'name' (in the config or the registry) to save it as")
+        for i, m in enumerate(self.mirrors):
+            if m == self.url or m in self.mirrors[:i]:
+                raise ValueError(f"mirrors.{i}: {m!r} is {'the url itself' if m == self.url else 'listed twice'}; "
+                                 "a mirror is another source of the same bytes: remove it")
+        if self.hash is not None and self.size is not None:
+            expected = parse_hash(self.hash)
+            empty = expected.new().hexdigest() == expected.hexdigest
+            if (self.size == 0) != empty:
+                what = "the digest of no bytes" if empty else "not the digest of no bytes"
+                raise ValueError(f"hash: {self.hash} is {what}, but size is {self.size}; no file can match both: "
+                                 "fix the size or the hash")
+        return self
 
     def cache_identity(self) -> tuple:
         """What a cache key sees: the bytes (name, size, hash); the URL only when no hash pins them."""
@@ -102,9 +184,7 @@ class DatasetSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _check_name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(f"{v!r} is not a valid dataset name; use letters, digits, '.', '_' or '-'")
-        return v
+        return check_file_name(v, "dataset name")
 
     @field_validator("extract_to")
     @classmethod
@@ -113,6 +193,9 @@ class DatasetSpec(_Strict):
             p = PurePosixPath(v)
             if p.is_absolute() or ".." in p.parts or not p.parts:
                 raise ValueError(f"{v!r} must be a relative folder inside data_dir (no '..', not absolute)")
+            check_path(v)
+            if p.parts[0] == DOWNLOADS:
+                raise ValueError(f"{v!r}: <data_dir>/{DOWNLOADS}/ holds the downloaded files; extract to another folder")
         return v
 
     @model_validator(mode="after")
@@ -136,14 +219,36 @@ class ModelSpec(_Strict):
     @field_validator("repo_id")
     @classmethod
     def _check_repo(cls, v: str) -> str:
-        if not _REPO_ID.match(v):
+        if not _REPO_ID.fullmatch(v):
             raise ValueError(f"{v!r} is not a Hub repository id; write it as org/name")
+        return check_repo_id(v)  # the snapshot's own rule (no '--' or '..', at most 96 characters)
+
+    @field_validator("revision")
+    @classmethod
+    def _check_revision(cls, v: str) -> str:
+        return check_revision(v)  # the snapshot's own rule
+
+    @field_validator("include", "exclude", mode="before")
+    @classmethod
+    def _one_pattern(cls, v: Any) -> Any:
+        return (v,) if isinstance(v, str) else v  # `include: '*.json'` is one pattern, as snapshot() takes it
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _check_patterns(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for pattern in v or ():
+            if not pattern.strip() or _CONTROL.search(pattern):
+                raise ValueError(f"pattern {pattern!r} can match no file name; write a glob like '*.json'")
         return v
 
     @field_validator("endpoint")
     @classmethod
     def _check_endpoint(cls, v: str | None) -> str | None:
-        return None if v is None else check_url(v).rstrip("/")
+        return None if v is None else check_endpoint(v)  # the snapshot's own rule
+
+    @field_serializer("endpoint", when_used="json")
+    def _endpoint_redacted(self, v: str | None) -> str | None:
+        return None if v is None else redact(v)  # as FileSpec.url
 
 
 class SampleSpec(_Strict):
@@ -151,8 +256,13 @@ class SampleSpec(_Strict):
     served on 127.0.0.1 for the duration of the run."""
 
     n_images: int = Field(24, ge=2, le=10_000)
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, le=2**64 - 1, description="torch.manual_seed takes at most 2**64-1")
     build_dir: str = Field("./build/sample", description="where the sample model and archive are built (once)")
+
+    @field_validator("build_dir")
+    @classmethod
+    def _check_build_dir(cls, v: str) -> str:
+        return check_path(v)
 
 
 class TaskRunnerSpec(_Strict):
@@ -176,10 +286,23 @@ class TaskRunnerSpec(_Strict):
     @field_validator("address")
     @classmethod
     def _check_address(cls, v: str | None) -> str | None:
-        if v is not None:
+        if v is None:
+            return v
+        # An address another process can connect to (distributed.comm.addressing): scheme, host and
+        # port, nothing else. inproc:// only exists inside the process that created it.
+        if _CONTROL.search(v):
+            raise ValueError(f"{v!r} contains a control character; write it as tcp://host:8786")
+        try:
             parts = urlsplit(v)
-            if parts.scheme not in ("tcp", "tls", "ws", "wss", "inproc") or not (parts.hostname or parts.scheme == "inproc"):
-                raise ValueError(f"{v!r} is not a Dask scheduler address; write it as tcp://host:8786")
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"{v!r}: {exc}; write it as tcp://host:8786") from None
+        if parts.scheme not in ("tcp", "tls", "ws", "wss") or not parts.hostname:
+            raise ValueError(f"{v!r} is not a Dask scheduler address; write it as tcp://host:8786")
+        if port is None:
+            raise ValueError(f"{v!r} has no port; write it as tcp://host:8786")
+        if parts.path or parts.query or parts.fragment or v.endswith(("?", "#")):
+            raise ValueError(f"{v!r}: a scheduler address is only scheme://host:port; remove what follows the port")
         return v
 
     @model_validator(mode="after")
@@ -211,8 +334,8 @@ class PipelineConfig(_Strict):
     )
     registry: str | None = Field(None, description="dataset registry file (default configs/datasets.yaml)")
     max_workers: int = Field(4, ge=1, le=64, description="downloads running at the same time")
-    connections: int = Field(1, ge=1, le=32, description="HTTP connections per large file")
-    retries: int = Field(5, ge=0, le=50, description="engine retries per transfer (exponential backoff)")
+    connections: int = Field(1, ge=1, le=MAX_CONNECTIONS, description="HTTP connections per large file")
+    retries: int = Field(5, ge=0, le=MAX_RETRIES, description="engine retries per transfer (exponential backoff)")
     task_retries: int = Field(2, ge=0, le=10, description="Prefect retries of a download task after transient errors")
     task_retry_delay: float = Field(
         10.0, ge=0, le=3600, description="seconds before a download task's first Prefect retry (the second waits 3x)"
@@ -236,6 +359,26 @@ class PipelineConfig(_Strict):
     @classmethod
     def _task_runner_name(cls, v: Any) -> Any:
         return {"type": v} if isinstance(v, str) else v  # `task_runner: dask` is short for {type: dask}
+
+    @field_validator("models_cache", "data_dir", "results_dir", "registry")
+    @classmethod
+    def _check_paths(cls, v: str | None) -> str | None:
+        return v if v is None else check_path(v)
+
+    @field_validator("result_storage")
+    @classmethod
+    def _check_result_storage(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if v.startswith(BLOCK_PREFIX):
+            if not _BLOCK_SLUG.fullmatch(v[len(BLOCK_PREFIX):]):
+                raise ValueError(f"{v!r} names no saved block; write it as 'block:TYPE/NAME' (lowercase letters, digits "
+                                 "and '-'), e.g. block:s3-bucket/results")
+            return v
+        if "://" in v:
+            raise ValueError(f"{v!r} is a URL, not a folder; for remote storage save a Prefect block and write "
+                             "'block:TYPE/NAME'")
+        return check_path(v)
 
     @model_validator(mode="after")
     def _sources(self) -> PipelineConfig:
@@ -264,10 +407,16 @@ class PipelineConfig(_Strict):
         return self.path(value)
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _loc(err: Mapping[str, Any]) -> str:
     # Drop pydantic's union-branch tags ('str', 'DatasetSpec', 'function-after[...]').
-    parts = [str(p) for p in err["loc"] if not (isinstance(p, str) and (p[:1].isupper() or "[" in p or p in ("str", "bool", "int")))]
-    return ".".join(parts) or "config"
+    loc = list(err["loc"])
+    key = [loc.pop()] if err["type"] == "extra_forbidden" and loc else []  # the user's key, whatever it looks like
+    parts = [p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p or p in ("str", "bool", "int")))] + key
+    # A key from the YAML may hold anything (a newline, a dot): quote it, so the message stays one line.
+    return ".".join(str(p) if isinstance(p, int) or _PLAIN_KEY.fullmatch(p) else repr(p) for p in parts) or "config"
 
 
 def _message(err: Mapping[str, Any]) -> str:
@@ -277,8 +426,12 @@ def _message(err: Mapping[str, Any]) -> str:
         return "unknown key; check its spelling (see configs/sample.yaml and the README for the keys)"
     if kind == "missing":
         return "required key is missing; add it"
-    if kind in ("string_type", "int_type", "int_parsing", "bool_type", "float_type", "float_parsing", "tuple_type", "model_type", "dict_type"):
+    if kind == "tuple_type":
+        return f"expected a list (got {err.get('input')!r}); write it as [a, b] or one '- item' per line"
+    if kind in ("string_type", "int_type", "int_parsing", "bool_type", "float_type", "float_parsing", "model_type", "dict_type"):
         return f"{msg} (got {err.get('input')!r}); fix the value's type"
+    if kind == "finite_number":
+        return f"{msg} (got {err.get('input')!r}); write a number"
     return msg
 
 
@@ -326,5 +479,44 @@ def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
     # Registry names must exist: check now, before any network.
     from train_pipeline.registry import resolve_datasets
 
-    resolve_datasets(cfg, source=str(path))
+    check_layout(cfg, resolve_datasets(cfg, source=str(path)), source=str(path))
     return cfg
+
+
+def check_layout(cfg: PipelineConfig | None, datasets: list[DatasetSpec], source: str = "config") -> None:
+    """What only the resolved datasets tell (registry entries included): every archive extracts to
+    its own folder, and training finds the archive and an output folder name it can create.
+    ``cfg`` None: datasets from the command line (no training, no 'datasets.N' in messages)."""
+    from train_pipeline.registry import extract_target, is_archive
+
+    root = Path("/data")
+    targets: list[tuple[PurePosixPath, DatasetSpec, str]] = []
+    for i, ds in enumerate(datasets):
+        at = f"datasets.{i}: " if cfg is not None else ""
+        for f in ds.files:
+            try:
+                target = extract_target(root, ds, f)  # the extraction's own rule
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {at}{exc}") from None
+            if target is None:
+                continue
+            t = PurePosixPath(target.relative_to(root))
+            for other, other_ds, other_file in targets:
+                if t == other or t in other.parents or other in t.parents:
+                    fix = ("give the archives distinct names (set 'name')" if other_ds is ds
+                           else "give each dataset its own extract_to")
+                    raise ConfigError(f"{source}: {at}{ds.name}/{f.filename} would extract to {str(t)!r}, "
+                                      f"{'the same folder as' if t == other else 'overlapping the folder of'} "
+                                      f"{other_ds.name}/{other_file}; {fix}")
+            targets.append((t, ds, f.filename))
+    if cfg is None or cfg.train is None or cfg.sample is not None or cfg.model is None or not datasets:
+        return
+    first = datasets[0]
+    if not first.extract_to or not any(is_archive(f.filename) for f in first.files):
+        raise ConfigError(f"{source}: datasets.0: training reads the first dataset's extracted archive, but "
+                          f"{first.name!r} has {'no extract_to' if not first.extract_to else 'no archive (.zip, .tar.gz, ...)'}; "
+                          "set extract_to and list an imagefolder archive first, or set 'train: null' to only download")
+    output = f"{cfg.model.repo_id.split('/')[-1]}-{first.name}"  # flows.steps.train_step's output folder
+    if len(output.encode()) > NAME_MAX:
+        raise ConfigError(f"{source}: datasets.0: the training output folder {output[:40]!r}... is longer than "
+                          f"{NAME_MAX} bytes; give the dataset a shorter name")
