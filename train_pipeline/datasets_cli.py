@@ -14,11 +14,20 @@ run finds them verified and transfers nothing.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from train_pipeline import report
-from train_pipeline.config import ConfigError, DatasetSpec
+from train_pipeline.config import (
+    MAX_CONNECTIONS,
+    MAX_RETRIES,
+    ConfigError,
+    DatasetSpec,
+    check_dataset_name,
+    check_layout,
+    check_path,
+)
 from resumable.progress import human_size
 from train_pipeline.registry import (
     CUSTOM,
@@ -73,6 +82,8 @@ def _add_download_options(p: argparse.ArgumentParser, default=None) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         command = getattr(args, "datasets_command", None)
+        if args.registry is not None:
+            _check_option("--registry", args.registry)
         if command == "list" or (command is None and args.list):
             return list_datasets(args.registry)
         name = getattr(args, "name", None) if command == "download" else args.dataset
@@ -86,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # the engine's own errors are reported per file; this is the local disk
+        where = exc.filename or getattr(args, "data_dir", None) or "."
+        print(f"error: {where}: {exc.strerror or exc}; check that --data-dir is a writable folder with space left",
+              file=sys.stderr)
+        return 1
 
 
 def list_datasets(registry: str | None = None) -> int:
@@ -101,6 +117,11 @@ def list_datasets(registry: str | None = None) -> int:
 def resolve(name: str, registry: str | None, urls: list[str] | None) -> DatasetSpec:
     entries = load_registry(registry)
     if urls:
+        if name not in entries:  # a new dataset named on the command line: its folder is <data-dir>/downloads/NAME
+            try:
+                check_dataset_name(name)
+            except ConfigError as exc:
+                raise ConfigError(f"datasets download NAME: {exc}") from None
         return custom_dataset(urls, base=entries.get(name), name=name)
     if name == CUSTOM and name not in entries:
         raise ConfigError("datasets download custom: give the files with --urls URL [URL ...]")
@@ -112,12 +133,15 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
     import resumable
     from resumable.errors import ResumableError
 
-    if connections < 1:
-        raise ConfigError(f"--connections {connections}: use 1 or more")
-    if retries < 0:
-        raise ConfigError(f"--retries {retries}: use 0 or more")
+    if not 1 <= connections <= MAX_CONNECTIONS:
+        raise ConfigError(f"--connections {connections}: use 1 to {MAX_CONNECTIONS}")
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ConfigError(f"--retries {retries}: use 0 to {MAX_RETRIES}")
+    _check_option("--data-dir", data_dir)
     spec = resolve(name, registry, urls)
+    check_layout(None, [spec], source="--urls" if urls else f"{registry_path(registry)}: {name}")
     data = Path(data_dir).expanduser().resolve()
+    _prepare(data, data_dir, spec)
     progress = False if quiet else None
     items = [resumable.FetchItem(f.url, download_path(data, spec, f), f.size, f.hash, tuple(f.mirrors))
              for f in spec.files]
@@ -140,14 +164,36 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
             rows.append(report.file_row(str(r.path), r.url, r.size, r.status, r.bytes_transferred, r.seconds, r.digest))
     print(report.render(rows))
     if failures:
+        again = any(getattr(r, "transient", False) for r in results if isinstance(r, Exception))
         print(f"error: {len(failures)} of {len(items)} file(s) failed: " + " | ".join(failures)
-              + "; run the same command again to resume", file=sys.stderr)
+              + ("; run the same command again to resume" if again else ""), file=sys.stderr)
         return 1
     if extract and spec.extract_to:
         failed = _extract_all(spec, results, data, quiet)
         if failed:
             return 1
     return 0
+
+
+def _check_option(option: str, value: str) -> None:
+    """The config's path rule (train_pipeline.config.check_path) for a command-line path."""
+    try:
+        check_path(value)
+    except ValueError as exc:
+        raise ConfigError(f"{option}: {exc}") from None
+
+
+def _prepare(data: Path, data_dir: str, spec: DatasetSpec) -> None:
+    """Create <data-dir>/downloads/<name>/ before any network: a folder that cannot exist or be
+    written is one line now, not a failure after the download."""
+    folder = data / "downloads" / spec.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--data-dir {data_dir}: cannot create {exc.filename or folder} ({exc.strerror or exc}); "
+                          "choose a writable folder") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ConfigError(f"--data-dir {data_dir}: {folder} is not writable; choose a writable folder")
 
 
 def _extract_all(spec: DatasetSpec, results, data: Path, quiet: bool) -> int:

@@ -33,10 +33,39 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def _bad_input(args: argparse.Namespace) -> str | None:
+    """One line naming the input and the fix, for what the snapshot cannot check itself."""
+    import os
+
+    from resumable.errors import UsageError
+    from resumable.hub.snapshots import check_endpoint
+    from train_pipeline.config import check_path
+
+    try:
+        check_path(args.dest)
+    except ValueError as exc:
+        return f"--dest: {exc}"
+    if args.endpoint is None and os.environ.get("HF_ENDPOINT"):
+        try:
+            check_endpoint(os.environ["HF_ENDPOINT"])
+        except UsageError as exc:
+            return f"HF_ENDPOINT: {exc}; fix or unset the variable"
+    for option, token in (("--token", args.token), ("HF_TOKEN", None if args.token else os.environ.get("HF_TOKEN"))):
+        # An HTTP header carries it: visible ASCII only (Hub tokens are 'hf_' and letters/digits).
+        if token and not (token.isascii() and token.isprintable() and " " not in token):
+            return (f"{option}: the token contains spaces, control or non-ASCII characters; paste it exactly as "
+                    "shown on the Hub's Access Tokens page")
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from resumable.errors import ResumableError
     from resumable.hub import snapshot
 
+    bad = _bad_input(args)
+    if bad:
+        print(f"error: {bad}", file=sys.stderr)
+        return 2
     try:
         result = snapshot(args.repo, revision=args.revision, dest_root=args.dest, include=args.include,
                           exclude=args.exclude, endpoint=args.endpoint, token=args.token, offline=args.offline,
