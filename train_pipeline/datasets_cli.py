@@ -34,6 +34,7 @@ from train_pipeline.registry import (
     custom_dataset,
     download_path,
     extract_target,
+    extract_unwrap,
     get_dataset,
     load_registry,
     registry_path,
@@ -206,7 +207,8 @@ def _extract_all(spec: DatasetSpec, results, data: Path, quiet: bool) -> int:
         if target is None:
             continue
         try:
-            x = extract(r.path, target, archive_digest=r.digest, progress=False if quiet else None)
+            x = extract(r.path, target, archive_digest=r.digest, unwrap=extract_unwrap(spec, f),
+                        progress=False if quiet else None)
         except ResumableError as exc:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
