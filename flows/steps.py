@@ -64,7 +64,7 @@ def task_retries(cfg: PipelineConfig) -> dict[str, Any]:
 def snapshot_step(spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
     params = dict(repo_id=spec.repo_id, revision=spec.revision, dest_root=str(cfg.path(cfg.models_cache)),
                   include=spec.include, exclude=spec.exclude, endpoint=spec.endpoint, max_workers=cfg.max_workers)
-    previous = peek_cached(model_snapshot, params, storage)
+    previous = peek_cached(model_snapshot, params, storage, step=f"snapshot {spec.repo_id}@{spec.revision}")
     valid = previous is not None and snapshot_is_current(previous.path)
     return cached(model_snapshot, storage, valid=valid, **task_retries(cfg)).submit(**params)
 

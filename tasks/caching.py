@@ -5,20 +5,27 @@ Prefect's default policy includes the run id (no hits across runs), so tasks use
 (plus their source code). An inputs cache alone would return Cached for a deleted or modified
 output, so the flow checks each output cheaply first (never re-hashing an unchanged file) and
 asks for a refresh when it is gone or changed: :func:`cached`.
+
+Results are stored as data only, and every cache record is checked before Prefect reads it
+(a planted pickle or a JSON record naming a class is a cache miss with a warning, never
+decoded): see tasks/results.py.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import TASK_SOURCE, CachePolicy
+from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
 from resumable.errors import ResumableError, TransferError
+from tasks.results import RecordGuard, tag_of_hint
 
 
 @dataclass
@@ -39,12 +46,25 @@ class StableInputs(CachePolicy):
 
     def compute_key(self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any],
                     **kwargs: Any) -> str | None:
+        return self.key_for(task_ctx.task, inputs)
+
+    def key_for(self, task, inputs: dict[str, Any]) -> str:
+        """The cache key of ``task`` run with ``inputs`` (every parameter, by name): what Prefect
+        computes in the task run, computed here from the task alone (the flow peeks with it)."""
         drop = set(self.exclude)
         if self.pinned_by is not None and inputs.get(self.pinned_by) is None:
             drop -= set(self.unpinned_keep)
         kept = {k: _identity(v) for k, v in sorted(inputs.items()) if k not in drop}
-        source = TASK_SOURCE.compute_key(task_ctx, inputs, flow_parameters, **kwargs)
-        return hash_objects(kept, source, raise_on_failure=True)
+        return hash_objects(kept, _source_key(task), raise_on_failure=True)
+
+
+def _source_key(task) -> str:
+    """The task's source code, hashed as Prefect's TASK_SOURCE policy does (the source Prefect
+    captured when the task was defined travels with it to Dask workers)."""
+    lines = getattr(task, "source_code", None)
+    if lines is None:
+        lines = inspect.getsource(task.fn)
+    return hash_objects(lines, raise_on_failure=True)
 
 
 def _identity(value: Any) -> Any:
@@ -59,8 +79,20 @@ STABLE_INPUTS = StableInputs()
 
 
 def cached(task, storage: str | Path, *, valid: bool, **options):
-    """``task`` persisting to ``storage``; ``valid=False`` (output missing/changed) refreshes its cache."""
-    return task.with_options(result_storage=storage, persist_result=True, refresh_cache=not valid, **options)
+    """``task`` persisting to ``storage``; ``valid=False`` (output missing/changed) refreshes its cache.
+
+    Its results are written as data only, and its cache records are read through a RecordGuard
+    (tasks/results.py): a record that is not ours is a cache miss with a warning."""
+    guard = record_guard(task, storage)
+    return task.with_options(result_storage=storage, persist_result=True, refresh_cache=not valid,
+                             result_serializer=guard.serializer(),
+                             cache_policy=task.cache_policy.configure(key_storage=guard), **options)
+
+
+def record_guard(task, storage: str | Path, step: str = "") -> RecordGuard:
+    """The guard of ``task``'s cache records in ``storage`` (expecting the task's return type)."""
+    expect = tag_of_hint(typing.get_type_hints(task.fn)["return"])
+    return RecordGuard.for_storage(storage, expect, step=step or task.name)
 
 
 def transient_only(task, task_run, state) -> bool:
@@ -84,24 +116,12 @@ def file_identity(path: str | os.PathLike) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def peek_cached(task, inputs: dict[str, Any], storage: str | Path) -> Any | None:
+def peek_cached(task, inputs: dict[str, Any], storage: str | Path, step: str = "") -> Any | None:
     """The value a cached run of ``task`` with these ``inputs`` (every parameter, by name) would
-    return, or None. Lets the flow check an output whose location only the result knows (a
-    snapshot folder named after a commit) before deciding whether to trust the cache."""
-    from types import SimpleNamespace
-
-    from prefect.results import ResultStore, resolve_result_storage
-
-    try:
-        key = task.cache_policy.compute_key(task_ctx=SimpleNamespace(task=task), inputs=inputs, flow_parameters={})
-        if not key:
-            return None
-        store = ResultStore(result_storage=resolve_result_storage(storage))
-        if not store.exists(key):
-            return None
-        return store.read(key).result
-    except Exception:  # an unreadable record is a cache miss, never an error
-        return None
+    return, or None: none stored, or a stored record refused (with a warning naming ``step``).
+    Lets the flow check an output whose location only the result knows (a snapshot folder named
+    after a commit) before deciding whether to trust the cache."""
+    return record_guard(task, storage, step).load(task.cache_policy.key_for(task, inputs))
 
 
 def run_name(step: str, parameter: str):

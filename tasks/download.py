@@ -13,9 +13,11 @@ from resumable.http import redact  # signed URLs carry tokens: never log or pers
 from resumable.progress import human_size
 from tasks.caching import StableInputs, file_identity, run_name, transient_only
 from tasks.progress import DownloadProgress, artifact_key
+from tasks.results import DataOnlyJSON, result_type
 from train_pipeline.config import FileSpec
 
 
+@result_type
 @dataclass(frozen=True)
 class FetchedFile:
     """A file on disk as the engine published it (small: safe to cache and to pass on)."""
@@ -41,8 +43,9 @@ DOWNLOAD_CACHE = StableInputs(exclude=("url", "mirrors", "connections", "retries
                               unpinned_keep=("url",))
 
 
-@task(cache_policy=DOWNLOAD_CACHE, persist_result=True, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=transient_only, task_run_name=run_name("fetch", "dest"))
+@task(cache_policy=DOWNLOAD_CACHE, persist_result=True, result_serializer=DataOnlyJSON(), retries=2,
+      retry_delay_seconds=[2, 10], retry_condition_fn=transient_only,
+      task_run_name=run_name("fetch", "dest"))
 def fetch_with_resume(url: str, dest: str, size: int | None = None, hash: str | None = None,
                       mirrors: tuple[str, ...] = (), connections: int = 1, retries: int = 5) -> FetchedFile:
     """Download ``url`` to ``dest``; resumes a ``.part`` left by an earlier run, tries mirrors in order."""
@@ -63,8 +66,9 @@ def fetch_with_resume(url: str, dest: str, size: int | None = None, hash: str | 
 BATCH_CACHE = StableInputs(exclude=("jobs", "connections", "retries"))  # files count by cache_identity()
 
 
-@task(cache_policy=BATCH_CACHE, persist_result=True, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=transient_only, task_run_name=run_name("fetch-batch", "dest_dir"))
+@task(cache_policy=BATCH_CACHE, persist_result=True, result_serializer=DataOnlyJSON(), retries=2,
+      retry_delay_seconds=[2, 10], retry_condition_fn=transient_only,
+      task_run_name=run_name("fetch-batch", "dest_dir"))
 def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, connections: int = 1,
                 retries: int = 5) -> list[FetchedFile]:
     """Many small files in one task: bounded concurrency over one connection pool, each verified

@@ -10,7 +10,10 @@ from prefect import get_run_logger, task
 from resumable.progress import human_size
 from tasks.caching import STABLE_INPUTS, run_name
 from tasks.download import FetchedFile
+from tasks.results import DataOnlyJSON, result_type
 
+
+@result_type
 @dataclass(frozen=True)
 class ExtractedDir:
     target: str
@@ -23,7 +26,8 @@ class ExtractedDir:
         return self.target, self.format, self.files, self.bytes
 
 
-@task(cache_policy=STABLE_INPUTS, persist_result=True, task_run_name=run_name("extract", "target"))
+@task(cache_policy=STABLE_INPUTS, persist_result=True, result_serializer=DataOnlyJSON(),
+      task_run_name=run_name("extract", "target"))
 def extract(archive: FetchedFile, digest: str, target: str) -> ExtractedDir:
     """Unpack ``archive`` (already verified, ``digest`` 'alg:hex') into ``target``."""
     from resumable.errors import CorruptArchiveError

@@ -10,8 +10,10 @@ from prefect import get_run_logger, task
 from resumable.progress import human_size
 from tasks.caching import StableInputs, transient_only
 from tasks.progress import DownloadProgress, artifact_key
+from tasks.results import DataOnlyJSON, result_type
 
 
+@result_type
 @dataclass(frozen=True)
 class SnapshotInfo:
     path: str
@@ -33,8 +35,9 @@ class SnapshotInfo:
 SNAPSHOT_CACHE = StableInputs(exclude=("endpoint", "max_workers"))
 
 
-@task(cache_policy=SNAPSHOT_CACHE, persist_result=True, retries=2, retry_delay_seconds=[2, 10],
-      retry_condition_fn=transient_only, task_run_name="snapshot {repo_id}@{revision}")
+@task(cache_policy=SNAPSHOT_CACHE, persist_result=True, result_serializer=DataOnlyJSON(), retries=2,
+      retry_delay_seconds=[2, 10], retry_condition_fn=transient_only,
+      task_run_name="snapshot {repo_id}@{revision}")
 def model_snapshot(repo_id: str, revision: str = "main", dest_root: str = "./models_cache",
                    include: tuple[str, ...] | None = None, exclude: tuple[str, ...] | None = None,
                    endpoint: str | None = None, max_workers: int = 4) -> SnapshotInfo:

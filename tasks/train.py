@@ -10,9 +10,11 @@ from prefect import get_run_logger, task
 from tasks.caching import STABLE_INPUTS, run_name
 from tasks.extract import ExtractedDir
 from tasks.model import SnapshotInfo
+from tasks.results import DataOnlyJSON, result_type
 from train_pipeline.training.config import TrainConfig
 
 
+@result_type
 @dataclass(frozen=True)
 class TrainedModel:
     output_dir: str
@@ -24,7 +26,8 @@ class TrainedModel:
     resumed_from_step: int | None
 
 
-@task(cache_policy=STABLE_INPUTS, persist_result=True, task_run_name=run_name("train", "output_dir"))
+@task(cache_policy=STABLE_INPUTS, persist_result=True, result_serializer=DataOnlyJSON(),
+      task_run_name=run_name("train", "output_dir"))
 def train(model: SnapshotInfo, data: ExtractedDir, output_dir: str, config: TrainConfig) -> TrainedModel:
     """Fine-tune ``model`` on the extracted dataset ``data``; resumes from the latest checkpoint."""
     from train_pipeline.training.finetune import train as run_training

@@ -10,9 +10,11 @@ import resumable
 from resumable.errors import IntegrityError
 from tasks.caching import STABLE_INPUTS, run_name
 from tasks.download import FetchedFile
+from tasks.results import DataOnlyJSON
 
 
-@task(cache_policy=STABLE_INPUTS, persist_result=True, task_run_name=run_name("verify", "path"))
+@task(cache_policy=STABLE_INPUTS, persist_result=True, result_serializer=DataOnlyJSON(),
+      task_run_name=run_name("verify", "path"))
 def verify(path: str, fetched: FetchedFile, size: int | None = None, hash: str | None = None) -> str:
     """Returns the verified digest ('alg:hex').
 
