@@ -9,6 +9,7 @@ from prefect.futures import PrefectFuture
 from prefect.states import State
 
 from flows.steps import DatasetSteps
+from resumable.redaction import redact
 from train_pipeline import report
 from train_pipeline.config import ModelSpec
 
@@ -27,7 +28,7 @@ def summary_rows(model: PrefectFuture | None, spec: ModelSpec | None, datasets: 
         for f in d.files:
             fetch_state, verify_state = f.fetched.state, f.verified.state
             if not _ok(fetch_state):
-                rows.append(report.file_row(f.spec.filename, f.spec.url, f.spec.size or -1, "failed", 0, 0.0, None))
+                rows.append(report.file_row(f.spec.filename, redact(f.spec.url), f.spec.size or -1, "failed", 0, 0.0, None))
                 continue
             r = fetch_state.result()
             cached_run = fetch_state.name == "Cached"
@@ -41,7 +42,7 @@ def summary_rows(model: PrefectFuture | None, spec: ModelSpec | None, datasets: 
             s = state.result()
             cached_run = state.name == "Cached"
             rows.append(report.Row(f"{s.repo_id}@{s.commit[:12]} ({s.files} files)", s.bytes_total,
-                                   report.source_of(spec.endpoint) if spec.endpoint else "huggingface.co",
+                                   report.source_of(redact(spec.endpoint)) if spec.endpoint else "huggingface.co",
                                    "cached" if cached_run else s.status, 0 if cached_run else s.bytes_transferred,
                                    0.0 if cached_run else s.seconds, f"commit:{s.commit}"))
         else:
@@ -52,7 +53,7 @@ def summary_rows(model: PrefectFuture | None, spec: ModelSpec | None, datasets: 
 def batch_rows(d: DatasetSteps) -> list[report.Row]:
     state = d.batch.state
     if not _ok(state):
-        return [report.file_row(f.filename, f.url, f.size or -1, "failed", 0, 0.0, None) for f in d.batch_specs]
+        return [report.file_row(f.filename, redact(f.url), f.size or -1, "failed", 0, 0.0, None) for f in d.batch_specs]
     cached_run = state.name == "Cached"
     return [report.file_row(r.path, r.url, r.size, "cached" if cached_run else r.status,
                             0 if cached_run else r.bytes_transferred, 0.0 if cached_run else r.seconds, r.digest)

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from prefect import get_run_logger, task
 
 import resumable
-from resumable.errors import TransferError
+from resumable.errors import TransferError, UsageError
 from resumable.http import redact  # signed URLs carry tokens: never log or persist them
 from resumable.progress import human_size
 from tasks.caching import StableInputs, file_identity, run_name, transient_only
 from tasks.progress import DownloadProgress, artifact_key
 from tasks.results import DataOnlyJSON, result_type
+from tasks.secrets import redacted_errors
 from train_pipeline.config import FileSpec
 
 
@@ -51,10 +53,12 @@ def fetch_with_resume(url: str, dest: str, size: int | None = None, hash: str | 
     """Download ``url`` to ``dest``; resumes a ``.part`` left by an earlier run, tries mirrors in order."""
     logger = get_run_logger()
     name = Path(dest).name
+    check_not_redacted(url, *mirrors)
     progress = DownloadProgress(name, key=artifact_key("download", name))
     try:
-        r = resumable.fetch(url, dest, size=size, hash=hash, mirrors=tuple(mirrors), connections=connections,
-                            retries=retries, progress=progress)
+        with redacted_errors():
+            r = resumable.fetch(url, dest, size=size, hash=hash, mirrors=tuple(mirrors), connections=connections,
+                                retries=retries, progress=progress)
     finally:
         progress.close()
     logger.info("%s: %s, %s transferred in %.1f s (%s/s) from %s, %s", name, r.status, human_size(r.bytes_transferred),
@@ -75,8 +79,11 @@ def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, conne
     (size, hash) as it streams. A failure fails the task after the others finished; a re-run
     transfers only what is still missing."""
     logger = get_run_logger()
+    for f in files:
+        check_not_redacted(f.url, *f.mirrors)
     items = [resumable.FetchItem(f.url, Path(dest_dir) / f.filename, f.size, f.hash, tuple(f.mirrors)) for f in files]
-    results = resumable.fetch_many(items, jobs=jobs, progress=False, connections=connections, retries=retries)
+    with redacted_errors():
+        results = resumable.fetch_many(items, jobs=jobs, progress=False, connections=connections, retries=retries)
     failures = [(item, r) for item, r in zip(items, results) if isinstance(r, Exception)]
     done = [r for r in results if not isinstance(r, Exception)]
     moved = sum(r.bytes_transferred for r in done)
@@ -91,6 +98,16 @@ def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, conne
         raise error
     return [FetchedFile(str(r.path), redact(r.url), r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
                         file_identity(r.path)) for r in done]
+
+
+def check_not_redacted(*urls: str) -> None:
+    """A URL whose query Prefect only has redacted (a retry of a run started from Python gets its
+    parameters back from Prefect, which stores them without secrets) cannot be downloaded: say so."""
+    for url in urls:
+        if urlsplit(url).query == "…":  # what resumable.redaction.redact leaves of a query
+            raise UsageError(f"{url}: the URL's query (a signature or token) is not kept in Prefect's stored "
+                             "parameters, so this retried run cannot download it; run the flow again with its "
+                             "config (python flows/pipeline.py --config FILE, or a deployment's config_file)")
 
 
 def fetch_is_current(dest: str | Path, size: int | None, hash: str | None) -> bool:

@@ -11,6 +11,7 @@ from resumable.progress import human_size
 from tasks.caching import StableInputs, transient_only
 from tasks.progress import DownloadProgress, artifact_key
 from tasks.results import DataOnlyJSON, result_type
+from tasks.secrets import redacted_errors
 
 
 @result_type
@@ -49,9 +50,10 @@ def model_snapshot(repo_id: str, revision: str = "main", dest_root: str = "./mod
     t0 = time.monotonic()
     progress = DownloadProgress(repo_id, key=artifact_key("snapshot", repo_id))
     try:
-        r = snapshot(repo_id, revision=revision, dest_root=dest_root, include=list(include) if include else None,
-                     exclude=list(exclude) if exclude else None, endpoint=endpoint, max_workers=max_workers,
-                     progress=progress)
+        with redacted_errors():
+            r = snapshot(repo_id, revision=revision, dest_root=dest_root, include=list(include) if include else None,
+                         exclude=list(exclude) if exclude else None, endpoint=endpoint, max_workers=max_workers,
+                         progress=progress)
     finally:
         progress.close()
     seconds = time.monotonic() - t0
