@@ -20,7 +20,7 @@ from tasks.model import model_snapshot, snapshot_is_current
 from tasks.train import train, training_is_current
 from tasks.verify import verify
 from train_pipeline.config import ConfigError, DatasetSpec, FileSpec, ModelSpec, PipelineConfig
-from train_pipeline.registry import download_path, extract_target, is_archive, resolve_datasets
+from train_pipeline.registry import download_path, extract_target, extract_unwrap, is_archive, resolve_datasets
 
 BATCH_MIN_FILES = 5  # a dataset with more files than this fetches its small ones in one task
 BATCH_MAX_SIZE = 16 << 20
@@ -99,8 +99,9 @@ def dataset_steps(ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps
         extracted = None
         target = extract_target(data_dir, ds, f)
         if target is not None:
-            extracted = cached(extract, storage, valid=extraction_is_current(dest, target)).submit(
-                archive=fetched, digest=verified, target=str(target))
+            unwrap = extract_unwrap(ds, f)
+            extracted = cached(extract, storage, valid=extraction_is_current(dest, target, unwrap)).submit(
+                archive=fetched, digest=verified, target=str(target), unwrap=unwrap)
         steps.append(FileSteps(f, fetched, verified, extracted))
     return DatasetSteps(ds, steps, batch, small)
 

@@ -28,13 +28,14 @@ class ExtractedDir:
 
 @task(cache_policy=STABLE_INPUTS, persist_result=True, result_serializer=DataOnlyJSON(),
       task_run_name=run_name("extract", "target"))
-def extract(archive: FetchedFile, digest: str, target: str) -> ExtractedDir:
-    """Unpack ``archive`` (already verified, ``digest`` 'alg:hex') into ``target``."""
+def extract(archive: FetchedFile, digest: str, target: str, unwrap: str | None = None) -> ExtractedDir:
+    """Unpack ``archive`` (already verified, ``digest`` 'alg:hex') into ``target``; an archive holding
+    nothing but a folder named ``unwrap`` fills the target with that folder's content."""
     from resumable.errors import CorruptArchiveError
     from resumable.extract import extract as extract_archive
 
     try:
-        r = extract_archive(archive.path, target, archive_digest=digest or None)
+        r = extract_archive(archive.path, target, archive_digest=digest or None, unwrap=unwrap)
     except CorruptArchiveError as exc:  # bytes that do not decode: a new download can help (a bomb cannot)
         why = str(exc).replace("; delete it and download it again", "")
         raise CorruptArchiveError(f"{why}; moved aside to {quarantine(archive.path).name}, so the next run "
