@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from resumable.errors import UsageError
 from resumable.hashes import parse_hash
 from resumable.http import check_url
-from resumable.redaction import redact
+from resumable.redaction import redact, redact_text
 from resumable.hub.snapshots import check_endpoint, check_repo_id, check_revision
 from resumable.state import RECORD_DIR
 from train_pipeline.training.config import TrainConfig
@@ -45,7 +45,11 @@ DOWNLOADS = "downloads"  # <data_dir>/downloads/<dataset>/ holds the downloaded 
 
 
 class ConfigError(ValueError):
-    """The config is invalid; the message is one line naming the key and the fix."""
+    """The config is invalid; the message is one line naming the key and the fix (and never a URL's
+    query or userinfo: it reaches logs and Prefect states)."""
+
+    def __init__(self, *args):
+        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
 
 
 def _encoded(value: str) -> bytes:
@@ -149,7 +153,7 @@ class FileSpec(_Strict):
                                  "give the file a 'name' (in the config or the registry) to save it as")
         for i, m in enumerate(self.mirrors):
             if m == self.url or m in self.mirrors[:i]:
-                raise ValueError(f"mirrors.{i}: {m!r} is {'the url itself' if m == self.url else 'listed twice'}; "
+                raise ValueError(f"mirrors.{i}: {redact(m)!r} is {'the url itself' if m == self.url else 'listed twice'}; "
                                  "a mirror is another source of the same bytes: remove it")
         if self.hash is not None and self.size is not None:
             expected = parse_hash(self.hash)

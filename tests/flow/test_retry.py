@@ -3,6 +3,8 @@ from extract on; fetch and verify are Cached and nothing is downloaded again."""
 
 from __future__ import annotations
 
+from resumable.state import corrupt_path
+
 ARCHIVE = "billboards.tar.gz"  # the dataset archive on the test file server (tests/flow/conftest.py)
 
 
@@ -139,7 +141,7 @@ def test_corrupt_archive_fails_at_extract_and_the_rerun_keeps_the_model_cached(
         assert task_states(failed.state_details.flow_run_id) == {
             "snapshot": "Completed", "fetch": "Completed", "verify": "Completed", "extract": "Failed"}
         download = tmp_path / "data" / "downloads" / "billboards" / ARCHIVE
-        assert not download.exists() and download.with_name(ARCHIVE + ".corrupt").is_file()
+        assert not download.exists() and corrupt_path(download).is_file()
         hub_requests = len(hub.settle())
 
         (served.root / ARCHIVE).write_bytes(good)  # the source is fixed
