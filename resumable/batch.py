@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +29,8 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False,
     reported done with the other's bytes."""
     seen: dict[Path, str] = {}
     for item in items:
-        dest = Path(item.dest).absolute()
+        path = Path(item.dest).absolute()
+        dest = Path(os.path.realpath(path.parent)) / path.name  # 'a/../f' and 'link/f' name real folders
         if dest in seen:
             raise UsageError(f"{http.redact(seen[dest])} and {http.redact(item.url)} would both be saved as {dest}; "
                              "give one of them another name or folder")

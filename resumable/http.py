@@ -36,7 +36,8 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-for _name in ("urllib3.connectionpool", "resumable"):
+# huggingface_hub's HTTP client (httpx) logs each request's URL at INFO: an endpoint may carry user:password.
+for _name in ("urllib3.connectionpool", "resumable", "httpx", "huggingface_hub"):
     logging.getLogger(_name).addFilter(RedactingFilter())
 
 
@@ -217,8 +218,9 @@ def strong_validator(resp: requests.Response) -> str | None:
 
 
 def body_length(resp: requests.Response) -> int | None:
-    """Content-Length of the entity as sent (None when chunked or content-encoded)."""
-    if resp.headers.get("Content-Encoding", "identity").lower() not in ("identity", ""):
+    """Content-Length of the body as sent (None when chunked). A content-encoded body counts too:
+    the engine stores the bytes exactly as sent (it never decodes), so their length is binding."""
+    if "chunked" in resp.headers.get("Transfer-Encoding", "").lower():
         return None
     cl = resp.headers.get("Content-Length")
     return int(cl) if cl and _DIGITS.fullmatch(cl.strip()) else None

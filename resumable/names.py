@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .errors import UsageError
+from .redaction import redact
 
 _UNSAFE = re.compile(r"[\x00-\x1f/\\:]")
 
@@ -36,10 +37,13 @@ def name_from_url(url: str) -> str | None:
 
 
 def destination_in(directory: Path, name: str | None, url: str) -> Path:
+    """``directory/name`` (the folder's symlinks resolved, the name's never: a symlink standing at the
+    name is the destination, which the engine then refuses to write through)."""
     name = safe_name(name) or name_from_url(url)
     if not name:
-        raise UsageError(f"URL {url!r} names no file; pass -o FILE to choose one")
-    dest = (directory / name).resolve()
-    if dest.parent != directory.resolve():  # belt and braces: safe_name already forbids this
-        raise UsageError(f"file name {name!r} from {url!r} would leave {directory}; pass -o FILE")
+        raise UsageError(f"URL {redact(url)!r} names no file; pass -o FILE to choose one")
+    folder = directory.resolve()
+    dest = folder / name
+    if dest.parent != folder or name in (".", ".."):  # belt and braces: safe_name already forbids this
+        raise UsageError(f"file name {name!r} from {redact(url)!r} would leave {directory}; pass -o FILE")
     return dest

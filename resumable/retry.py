@@ -71,32 +71,48 @@ class SpeedGuard:
             self.start, self.bytes = now, 0
 
 
+class FreshStarts:
+    """How many times one fetch started over from byte 0 (shared by its mirrors and connections)."""
+
+    def __init__(self):
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def add(self) -> None:
+        with self._lock:
+            self.count += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.count > MAX_FRESH_STARTS
+
+
 class RetryPolicy:
     """``retries`` consecutive failures without real progress end the transfer, and so does a
     fresh start from byte 0 beyond MAX_FRESH_STARTS. Progress is ``min_progress`` bytes kept
     since the last failure (a trickle of a few bytes per attempt must not reset the budget)."""
 
     def __init__(self, retries: int = 5, delay: float = 1.0, max_delay: float = 30.0,
-                 retry_after_cap: float = 120.0, max_time: float | None = None, min_progress: int = 1):
+                 retry_after_cap: float = 120.0, max_time: float | None = None, min_progress: int = 1,
+                 fresh_starts: FreshStarts | None = None):
         self.retries = retries
         self.retry_after_cap = retry_after_cap
         self.backoff = wait_exponential_jitter(multiplier=delay, max=max_delay, jitter=delay)
         self.deadline = stop_after_delay(max_time) if max_time else stop_never
         self.min_progress = max(1, int(min_progress))
         self.progress = ByteProgress()
-        self.fresh_starts = 0
+        self.budget = fresh_starts or FreshStarts()
         self._seen = 0
         self._stalled = 0
 
     def fresh_start(self) -> None:
         """The bytes so far were thrown away: what arrived before is no progress either."""
-        with self.progress._lock:
-            self.fresh_starts += 1
-            self._seen = self.progress.received
+        self.budget.add()
+        self._seen = self.progress.received
 
     @property
     def gave_up_restarting(self) -> bool:
-        return self.fresh_starts > MAX_FRESH_STARTS
+        return self.budget.exhausted
 
     # tenacity hooks --------------------------------------------------------------------------
     def _retry(self, state: RetryCallState) -> bool:

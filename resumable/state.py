@@ -120,7 +120,8 @@ def ensure_record_dir(dest: Path) -> Path:
 
 
 def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
-    """``os.open`` that never follows a symlink, never blocks on a FIFO, and opens only regular files."""
+    """``os.open`` that never follows a symlink, never blocks on a FIFO, opens only regular files, and
+    writes only into a file with no other hard link."""
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as exc:
@@ -133,6 +134,9 @@ def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise UsageError(f"{path} is a {_kind(st.st_mode)}, not a regular file; remove it")
+    if flags & (os.O_WRONLY | os.O_RDWR) and st.st_nlink > 1:
+        os.close(fd)  # writing would change the other names of this file too, wherever they are
+        raise UsageError(f"{path} is a hard link to another file; the engine writes only files of its own: remove it")
     os.set_blocking(fd, True)
     return fd
 

@@ -43,7 +43,7 @@ from .errors import (
 )
 from .hashes import BackgroundHasher, ExpectedHash, file_digest, parse_hash, update_from_fd
 from .progress import Reporter, human_size
-from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, MAX_FRESH_STARTS, RetryPolicy, SpeedGuard
+from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, MAX_FRESH_STARTS, FreshStarts, RetryPolicy, SpeedGuard
 from .state import (
     PartState,
     VerifiedRecord,
@@ -113,11 +113,11 @@ def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | Ex
         raise UsageError(f"speed limit {speed_limit!r} B/s over {speed_time!r} s: use a limit >= 0 (0: off) "
                          "and a time > 0")
     headers = check_headers(headers or {})
-    dest = _destination(dest)
     options = dict(connections=connections, retries=retries, retry_delay=retry_delay, headers=headers,
                    timeout=timeout, progress=progress, max_time=max_time, speed_limit=speed_limit,
                    speed_time=speed_time, session=session, private=not lock)
     try:
+        dest = _destination(dest)
         return _fetch(sources, dest, size, expected, lock, options)
     except OSError as exc:  # the network's errors are TransferErrors by now: this is the local disk
         raise local_error(exc, dest) from None
@@ -160,9 +160,10 @@ def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedH
         if cached:
             return cached
         failures: list[ResumableError] = []
+        fresh_starts = FreshStarts()  # shared by the mirrors: bad bytes from each do not buy more full copies
         for source in sources:
             job = _Transfer(source, dest, size, expected, revalidate=_revalidation(dest, source, size, expected),
-                            **options)
+                            fresh_starts=fresh_starts, **options)
             try:
                 return job.run(t0)
             except (UsageError, DiskSpaceError, LocalFileError):
@@ -236,13 +237,13 @@ def _published_from(dest: Path, sources: list[str], size: int | None = None) -> 
     return record if size is None or record.size == size else None
 
 
-def _revalidation(dest: Path, source: str, size: int | None, expected: ExpectedHash | None) -> str | None:
-    """The validator to send in a conditional request to ``source``: only for a file without size and
-    hash that the engine published from that very URL (an ETag means nothing for another URL)."""
+def _revalidation(dest: Path, source: str, size: int | None, expected: ExpectedHash | None) -> VerifiedRecord | None:
+    """The record whose validator a conditional request to ``source`` sends: only for a file without
+    size and hash that the engine published from that very URL (an ETag means nothing for another URL)."""
     if size is not None or expected is not None:
         return None
     record = _published_from(dest, [source])
-    return record.validator if record else None
+    return record if record and record.validator else None
 
 
 class _RestartFromZero(ProtocolViolation):
@@ -253,7 +254,7 @@ class _Transfer:
     def __init__(self, url: str, dest: Path, size: int | None, expected: ExpectedHash | None, *, connections: int,
                  retries: int, retry_delay: float, headers: dict, timeout, progress, max_time: float | None,
                  speed_limit: float, speed_time: float, session: requests.Session | None, private: bool,
-                 revalidate: str | None):
+                 revalidate: VerifiedRecord | None, fresh_starts: FreshStarts):
         self.url, self.dest = url, dest
         self.owner = uuid.uuid4().hex
         self.private = private
@@ -266,10 +267,10 @@ class _Transfer:
         self.speed_limit, self.speed_time = speed_limit, speed_time
         self.session = session or http.new_session()
         self.policy = RetryPolicy(retries=retries, delay=retry_delay, max_time=max_time,
-                                  min_progress=speed_limit * speed_time)
+                                  min_progress=speed_limit * speed_time, fresh_starts=fresh_starts)
         self.reporter = Reporter(dest.name, progress, size)
         self.state: PartState | None = None
-        self.revalidate = revalidate  # validator of the file in place: ask the server if it changed
+        self.revalidate = revalidate  # the record of the file in place: ask the server if it changed
         self.validator: str | None = None  # ETag or Last-Modified of what we publish, for the next re-check
         self.transferred = 0
         self.resumed = False
@@ -306,6 +307,18 @@ class _Transfer:
         log.info("%s: %s, %s transferred in %.1fs (%s/s)", self.dest.name, result.status,
                  human_size(result.bytes_transferred), seconds, human_size(result.speed))
         return result
+
+    def _unchanged_or_retry(self, resp: requests.Response) -> dict[str, str]:
+        """The answer to a conditional request: 304, or the 1-byte 206 of a matching If-Range (which
+        must also agree on the size)."""
+        if resp.status_code == 304:
+            return _NOT_MODIFIED
+        cr = http.parse_content_range(resp.headers.get("Content-Range"))
+        if cr is not None and cr.total == self.revalidate.size:
+            return _NOT_MODIFIED
+        self.revalidate = None  # a server that keeps the date but not the size: download it again
+        raise ProtocolViolation(f"{http.redact(self.url)}: same Last-Modified, another size "
+                                f"({resp.headers.get('Content-Range')!r}); downloading it again")
 
     def _unchanged(self, t0: float) -> FetchResult:
         """The server answered 304 to our conditional request: the file in place is current."""
@@ -419,18 +432,19 @@ class _Transfer:
     def _attempt_sequential(self) -> dict[str, str]:
         offset = os.lstat(self.part).st_size if self.state and _regular(self.part) else 0
         if offset and not (self.state.validator or self.expected):
-            offset = 0  # nothing could prove the server still has the same bytes
+            offset = 0  # nothing could prove the server still has the same bytes: start over
+            self.policy.fresh_start()
         extra = {}
         if offset:
             extra["Range"] = f"bytes={offset}-"
             if self.state.validator:
                 extra["If-Range"] = self.state.validator
         elif self.revalidate:
-            extra.update(_conditional(self.revalidate))
+            extra.update(_conditional(self.revalidate.validator))
         resp = self._request("GET", extra)
         with resp:
-            if resp.status_code == 304 and not offset and self.revalidate:
-                return _NOT_MODIFIED
+            if self.revalidate and not offset and resp.status_code in (206, 304):
+                return self._unchanged_or_retry(resp)
             if resp.status_code == 416:
                 total = http.parse_unsatisfied_range(resp.headers.get("Content-Range"))
                 # Every byte is here already, if the server's size is ours (or the hash will say so).
@@ -706,7 +720,8 @@ class _Transfer:
                        session: requests.Session) -> None:
         guard = plan.guard
         pool = _BufferPool(1)
-        policy = RetryPolicy(retries=self.retries, delay=self.retry_delay, min_progress=self.policy.min_progress)
+        policy = RetryPolicy(retries=self.retries, delay=self.retry_delay, min_progress=self.policy.min_progress,
+                             fresh_starts=self.policy.budget)
         policy.progress = self.policy.progress  # any segment's bytes count as progress for all
 
         def one_try() -> None:
@@ -794,18 +809,25 @@ class _Transfer:
 
 
 def _regular(path: Path) -> bool:
-    """A regular file (not a symlink, FIFO or device someone put in its place)."""
+    """A regular file of its own (not a symlink, FIFO or device, nor a hard link to some other file,
+    that someone put in its place)."""
     try:
-        return stat.S_ISREG(os.lstat(path).st_mode)
+        st = os.lstat(path)
     except OSError:
         return False
+    return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
 
 
 def _conditional(validator: str) -> dict[str, str]:
-    """Headers asking the server to answer 304 if its file is still the one ``validator`` names."""
+    """Headers asking whether the server's file is still exactly the one ``validator`` names.
+
+    An ETag: ``If-None-Match`` (304 when it still matches). A date: ``Range`` with ``If-Range``, which
+    a server honours only for an exact match (a 1-byte 206); ``If-Modified-Since`` would take a
+    file rolled back to an older date for unchanged. A server without Range support answers 200:
+    the file is downloaded again, never wrongly kept."""
     if validator.startswith(('"', 'W/"')):
         return {"If-None-Match": validator}
-    return {"If-Modified-Since": validator}
+    return {"Range": "bytes=0-0", "If-Range": validator}
 
 
 def plan_bounds(total: int, n: int) -> list[int]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 # subcommand -> module with register(subparsers); each sets a handler default (run or func)
@@ -36,7 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
         print("interrupted: partial downloads are kept and resume on the next run", file=sys.stderr)
-        return 130
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # Worker threads (downloads, hashing) would keep the process alive until they finish: end it
+        # now, as a kill would; every partial file and record is already on disk for the resume.
+        os._exit(130)
 
 
 if __name__ == "__main__":

@@ -59,29 +59,32 @@ def run(args: argparse.Namespace) -> int:
                     if v is not None})
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(args.jobs) as pool:
-        if args.output is not None:
-            targets = [(args.urls[0], args.output)]
-        else:
+    def one(target: tuple[str, Path | ResumableError]) -> str | None:
+        url, dest = target
+        try:
+            if isinstance(dest, ResumableError):
+                raise dest
+            result = fetch(url, dest, mirrors=tuple(args.mirror), **options)
+        except ResumableError as exc:
+            return f"error: {exc}"
+        if not args.quiet:
+            digest = f" {result.digest}" if result.digest else ""
+            print(f"{result.status:>10} {result.path}{digest}", file=sys.stderr)
+        return None
+
+    if args.output is not None:
+        outcomes = [one((args.urls[0], args.output))]  # in this thread: Ctrl-C stops it at once
+    else:
+        # Not a `with` block: on Ctrl-C it would wait for every running download to finish.
+        pool = ThreadPoolExecutor(args.jobs)
+        try:
             targets = list(zip(args.urls, pool.map(lambda u: _name_in(Path(args.dir), u, headers), args.urls)))
             clash = _same_destination(targets)
             if clash:
                 return _fail(clash)
-
-        def one(target: tuple[str, Path | ResumableError]) -> str | None:
-            url, dest = target
-            try:
-                if isinstance(dest, ResumableError):
-                    raise dest
-                result = fetch(url, dest, mirrors=tuple(args.mirror), **options)
-            except ResumableError as exc:
-                return f"error: {exc}"
-            if not args.quiet:
-                digest = f" {result.digest}" if result.digest else ""
-                print(f"{result.status:>10} {result.path}{digest}", file=sys.stderr)
-            return None
-
-        outcomes = list(pool.map(one, targets))
+            outcomes = list(pool.map(one, targets))
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
     failed = 0
     for message in outcomes:
         if message:

@@ -8,6 +8,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from resumable.progress import human_size
+from resumable.redaction import redact
 
 COLUMNS = ("file", "size", "source", "status", "transferred", "speed", "verified hash")
 
@@ -36,8 +37,13 @@ class Row:
 
 
 def source_of(url: str) -> str:
-    parts = urlsplit(url)
-    return parts.netloc or url
+    """Host and port of ``url`` (never its userinfo or query: the table is printed and stored)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        return f"{host}:{parts.port}" if parts.port else host or redact(url)
+    except ValueError:
+        return redact(url)
 
 
 def _short(digest: str) -> str:

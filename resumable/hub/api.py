@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Callable
 
 from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
@@ -46,8 +47,13 @@ class HubAPI:
 
         entries = self._call(lambda: list(self.api.list_repo_tree(
             self.repo_id, recursive=True, expand=False, revision=commit, repo_type=self.repo_type)), revision)
-        return [RemoteFile(e.path, e.size, e.lfs.sha256 if e.lfs else None, None if e.lfs else e.blob_id)
-                for e in entries if isinstance(e, RepoFile)]
+        files = [RemoteFile(e.path, e.size, e.lfs.sha256 if e.lfs else None, None if e.lfs else e.blob_id)
+                 for e in entries if isinstance(e, RepoFile)]
+        for f in files:
+            if not _sound(f):
+                raise SnapshotError(f"{self.endpoint} listed {f.path!r} of '{self.repo_id}' with a size or hash that "
+                                    "cannot be right; is this a Hugging Face Hub endpoint?", "integrity")
+        return files
 
     def file_url(self, path: str, commit: str) -> str:
         from huggingface_hub import hf_hub_url
@@ -104,7 +110,22 @@ class HubAPI:
             return SnapshotError(f"cannot reach {self.endpoint} ({_first_line(exc)}): check the network or the "
                                  "endpoint (--endpoint / HF_ENDPOINT), or use --offline with a complete snapshot",
                                  "network")
+        if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):  # JSON that is not the Hub's
+            return SnapshotError(f"{self.endpoint} did not answer like the Hugging Face Hub API for {what} "
+                                 f"({type(exc).__name__}); check --endpoint / HF_ENDPOINT", "network")
         return exc
+
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def _sound(f: RemoteFile) -> bool:
+    """A listed file we can fetch and verify: a text path, a size in bytes, well-formed digests."""
+    def hex_of(value, length: int) -> bool:
+        return value is None or (isinstance(value, str) and len(value) == length and bool(_HEX.fullmatch(value)))
+
+    return (isinstance(f.path, str) and type(f.size) is int and 0 <= f.size < 2**63
+            and hex_of(f.sha256, 64) and hex_of(f.blob, 40) and (f.sha256 or f.blob))
 
 
 def _page(hub: HubAPI) -> str:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from ..redaction import redact
 from ..state import RECORD_DIR, ensure_record_dir, read_json, write_json
 from .common import RemoteFile, SnapshotError
 
@@ -51,7 +52,7 @@ def write_manifest(snap_dir: Path, hub: "HubAPI", revision: str, commit: str, tr
             "format": MANIFEST_FORMAT,
             "repo_id": hub.repo_id,
             "repo_type": hub.repo_type,
-            "endpoint": hub.endpoint,
+            "endpoint": redact(hub.endpoint),  # a mirror's address may carry user:password
             "revision": revision,
             "commit": commit,
             "tree": {f.path: f.to_json() for f in tree},

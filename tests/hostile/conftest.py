@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -42,6 +44,37 @@ def other_origin(tmp_path):
     root.mkdir()
     with FileServer(root) as srv:
         yield srv, root
+
+
+@pytest.fixture()
+def raw_server():
+    """A server that answers every connection with ``reply(sock, request_head)``: for what no real
+    server sends. Yields ``start(reply) -> base URL``."""
+    servers = []
+
+    def start(reply) -> str:
+        srv = socket.create_server(("127.0.0.1", 0))
+        servers.append(srv)
+
+        def loop():
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except OSError:
+                    return
+                with conn:
+                    head = conn.recv(65536)
+                    try:
+                        reply(conn, head)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=loop, daemon=True).start()
+        return f"http://127.0.0.1:{srv.getsockname()[1]}"
+
+    yield start
+    for srv in servers:
+        srv.close()
 
 
 @pytest.fixture()

@@ -106,6 +106,24 @@ def test_without_size_or_hash_a_file_is_revalidated_by_a_conditional_request(fil
     assert changed.status == "downloaded" and sha256(dest) == new
 
 
+@pytest.mark.parametrize("ranges", [True, False], ids=["if-range", "no-range-support"])
+def test_a_file_rolled_back_to_an_older_date_is_not_taken_for_unchanged(tmp_path, write_random, ranges):
+    from train_pipeline.servers.files import FileServer
+
+    root = tmp_path / "www"
+    write_random(root / "f.bin", 200_000, seed=1)
+    dest = tmp_path / "f.bin"
+    with FileServer(root, etags=False, ranges=ranges) as srv:  # Last-Modified is the only validator
+        fetch(srv.url("f.bin"), dest, progress=False)
+        if ranges:
+            again = fetch(srv.url("f.bin"), dest, progress=False)
+            assert again.status == "cached" and (gets(srv)[-1].status, gets(srv)[-1].range) == (206, "bytes=0-0")
+        older = write_random(root / "f.bin", 200_000, seed=2)
+        os.utime(root / "f.bin", (1_500_000_000, 1_500_000_000))  # another file, with an older date
+        result = fetch(srv.url("f.bin"), dest, progress=False)
+    assert result.status == "downloaded" and sha256(dest) == older
+
+
 def test_a_file_changed_in_place_with_its_mtime_restored_is_not_trusted(files, tmp_path, write_random):
     srv, root = files
     digest = write_random(root / "f.bin", 100_000)
@@ -451,3 +469,161 @@ def test_a_malformed_resume_record_is_ignored_not_fatal(files, tmp_path, write_r
     assert fetch(srv.url("f.bin"), dest, hash=digest, progress=False).status == "downloaded"
     assert sha256(dest) == digest
     assert fetch(srv.url("f.bin"), dest, hash=digest, progress=False).status == "cached"
+
+
+# -- found by a hostile tester after the first round ------------------------------------------------
+def test_a_cut_body_with_a_content_encoding_is_not_published(raw_server, tmp_path):
+    import gzip
+
+    body = gzip.compress(os.urandom(1 << 20))
+
+    def half(conn, head):  # S3/GCS serve objects stored gzip-encoded as they are, whatever we accept
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n" % len(body) + body[: len(body) // 2])
+
+    base = raw_server(half)
+    with pytest.raises(TransferError, match="body ended at byte"):
+        fetch(f"{base}/f.bin", tmp_path / "f.bin", retries=1, retry_delay=0.01, progress=False)
+    assert not (tmp_path / "f.bin").exists()
+
+
+def test_a_server_without_validators_that_cuts_every_body_ends(tmp_path, write_random):
+    from train_pipeline.servers.files import FileServer
+
+    root = tmp_path / "www"
+    write_random(root / "f.bin", 3 << 20)
+    with FileServer(root, validators=False) as srv:  # no ETag, no Last-Modified: nothing to resume against
+        srv.fault("f.bin", cut_after=2 << 20, times=None)
+        with pytest.raises(TransferError, match="gave up after 3 downloads from byte 0"):
+            fetch(srv.url("f.bin"), tmp_path / "f.bin", retries=5, retry_delay=0.01, progress=False)
+        assert len(gets(srv)) <= 4
+
+
+def test_mirrors_share_one_budget_of_full_downloads(files, other_origin, tmp_path, write_random):
+    srv, root = files
+    mirror, mirror_root = other_origin
+    digest = write_random(root / "f.bin", 300_000)
+    write_random(mirror_root / "f.bin", 300_000)
+    for server in (srv, mirror):
+        server.fault("f.bin", corrupt_at=7, times=None)
+    with pytest.raises(TransferError):
+        fetch(srv.url("f.bin"), tmp_path / "f.bin", hash=digest, mirrors=[mirror.url("f.bin")], retries=5,
+              retry_delay=0.01, progress=False)
+    assert len(gets(srv)) + len(gets(mirror)) <= 4  # 3 full copies at most, and one try of the mirror
+
+
+def test_a_batch_sees_through_folder_symlinks_and_dot_dots(files, tmp_path, write_random):
+    from resumable import FetchItem, fetch_many
+
+    srv, root = files
+    write_random(root / "a.bin", 1000, seed=1)
+    write_random(root / "b.bin", 1000, seed=2)
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    for a, b in ((tmp_path / "link" / "g.bin", tmp_path / "real" / "g.bin"),
+                 (tmp_path / "real" / ".." / "real" / "g.bin", tmp_path / "real" / "g.bin")):
+        with pytest.raises(UsageError, match="both be saved as"):
+            fetch_many([FetchItem(srv.url("a.bin"), a), FetchItem(srv.url("b.bin"), b)], progress=False)
+    assert not gets(srv)
+
+
+def test_dir_mode_never_writes_through_a_symlink_in_the_folder(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "small.txt", 1000)
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / "other.txt").write_text("precious")
+    os.symlink("other.txt", out / "small.txt")
+    line = assert_one_line_error(run_cli("fetch", srv.url("small.txt"), "-d", str(out), "-q"))
+    assert "symlink" in line and (out / "other.txt").read_text() == "precious"
+
+
+def test_a_part_that_is_a_hard_link_to_another_file_is_not_written(files, tmp_path, write_random):
+    srv, root = files
+    digest = write_random(root / "f.bin", 3 << 20)
+    victim = tmp_path / "victim.bin"
+    victim.write_bytes((root / "f.bin").read_bytes()[: 1 << 20])  # looks like a good start of the file
+    dest = tmp_path / "dl" / "f.bin"
+    part_path(dest).parent.mkdir(parents=True)
+    os.link(victim, part_path(dest))
+    st = os.stat(root / "f.bin")
+    from train_pipeline.servers.files import etag_of
+
+    plant_state(dest, srv.url("f.bin"), validator=etag_of(st), total=3 << 20)
+    fetch(srv.url("f.bin"), dest, hash=digest, progress=False)
+    assert victim.stat().st_size == 1 << 20 and sha256(dest) == digest
+
+
+def test_userinfo_never_reaches_the_datasets_table_or_a_snapshot_manifest(files, tmp_path, write_random):
+    srv, root = files
+    write_random(root / "small.txt", 1000)
+    url = srv.url("small.txt").replace("http://", "http://user:s3cretpw@")
+    proc = subprocess.run([sys.executable, "-m", "train_pipeline.cli", "datasets", "download", "mydata",
+                           "--data-dir", str(tmp_path / "dd"), "--urls", url, "--quiet"],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    assert proc.returncode == 0, proc.stderr
+    assert "s3cretpw" not in proc.stdout + proc.stderr
+
+    from resumable.hub import snapshot
+    from train_pipeline.servers.hub import HubServer
+
+    (tmp_path / "repos" / "org" / "m").mkdir(parents=True)
+    (tmp_path / "repos" / "org" / "m" / "config.json").write_text("{}")
+    with HubServer(tmp_path / "repos") as hub:
+        result = snapshot("org/m", dest_root=tmp_path / "cache", progress=False,
+                          endpoint=hub.endpoint.replace("http://", "http://user:pa55word@"))
+    assert "pa55word" not in (result.path / ".snapshot.json").read_text()
+
+
+def test_a_url_that_names_no_file_is_reported_without_its_secrets(files, tmp_path):
+    srv, _ = files
+    for url in (srv.url("").replace("http://", "http://u:p@ss@"), srv.url("?t=abc'SECRET9")):
+        line = assert_one_line_error(run_cli("fetch", url, "-d", str(tmp_path / "q"), "-q"))
+        assert "ss@" not in line and "SECRET9" not in line, line
+
+
+def test_a_name_over_name_max_is_one_line(files, tmp_path):
+    srv, _ = files
+    for dest in (tmp_path / ("a" * 256), tmp_path / ("b" * 256) / "f.bin"):
+        assert "too long" in assert_one_line_error(run_cli("fetch", srv.url("f.bin"), "-o", str(dest), "-q"))
+        with pytest.raises(ResumableError):
+            fetch(srv.url("f.bin"), dest, progress=False)
+
+
+@pytest.mark.parametrize("answer", [b"<html>proxy login</html>", b'[{"type": "file", "path": "a"}]',
+                                    b'[{"type": "file", "path": "a", "size": "6", "oid": "' + b"0" * 40 + b'"}]'],
+                         ids=["html", "no-size", "size-as-text"])
+def test_an_endpoint_that_is_not_the_hub_is_one_line(raw_server, tmp_path, answer):
+    sha = "a" * 40
+
+    def reply(conn, head):
+        body = (b'{"id": "org/m", "sha": "%s"}' % sha.encode()) if b"/revision/" in head else answer
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                     b"Connection: close\r\n\r\n%s" % (len(body), body))
+
+    base = raw_server(reply)
+    proc = run_cli("model", "download", "org/m", "--revision", sha, "--endpoint", base, "--dest",
+                   str(tmp_path / "mc"), "-q")
+    assert "Hub" in assert_one_line_error(proc)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_download_at_once_and_it_resumes(files, tmp_path, write_random):
+    import signal
+
+    srv, root = files
+    digest = write_random(root / "f.bin", 40 << 20)
+    srv.fault("f.bin", rate=4 << 20)  # ten seconds for the whole file
+    dest = tmp_path / "f.bin"
+    proc = subprocess.Popen([sys.executable, "-m", "train_pipeline.cli", "fetch", srv.url("f.bin"), "-o", str(dest),
+                             "-q"], cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)), stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.monotonic() + 30
+    while not (part_path(dest).exists() and part_path(dest).stat().st_size > 4 << 20):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    assert proc.wait(timeout=20) == 130 and time.monotonic() - t0 < 3
+    assert "interrupted" in proc.stderr.read()
+    assert fetch(srv.url("f.bin"), dest, hash=digest, progress=False).status == "resumed"

@@ -68,10 +68,12 @@ class _Route:
 class FileServer:
     """``with FileServer(root) as srv: srv.url("a.bin")`` — a threaded server on 127.0.0.1."""
 
-    def __init__(self, root: str | Path, *, ranges: bool = True, validators: bool = True, port: int = 0):
+    def __init__(self, root: str | Path, *, ranges: bool = True, validators: bool = True, etags: bool = True,
+                 port: int = 0):
         self.root = Path(root).resolve()
         self.ranges = ranges
         self.validators = validators
+        self.etags = etags  # False: Last-Modified is the only validator (many static and object stores)
         self.log: list[Request] = []
         self._routes: dict[str, _Route] = {}
         self._lock = threading.Lock()
@@ -207,6 +209,8 @@ def _handler_for(server: FileServer):
             st = file.stat()
             size = st.st_size
             etag, last_modified = etag_of(st), email.utils.formatdate(st.st_mtime, usegmt=True)
+            if not server.etags:
+                etag = "-"  # matches no If-None-Match / If-Range value
             if server.validators and _not_modified(self.headers, etag, st.st_mtime):
                 rec.status = 304
                 self.send_response(304)
@@ -239,7 +243,8 @@ def _handler_for(server: FileServer):
             if server.ranges:
                 headers["Accept-Ranges"] = "bytes"
             if server.validators:
-                headers["ETag"] = etag
+                if server.etags:
+                    headers["ETag"] = etag
                 headers["Last-Modified"] = last_modified
             if status == 206:
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
