@@ -6,14 +6,17 @@ import email.utils
 import logging
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from .errors import STATUS_HINTS, HTTPStatusError, TransferError, UsageError
 from .redaction import redact, redact_text
+from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, WATCHDOG, SpeedGuard
 
 USER_AGENT = "train-pipeline-resumable/0.1"
 MAX_REDIRECTS = 10
@@ -41,9 +44,44 @@ for _name in ("urllib3.connectionpool", "resumable", "httpx", "huggingface_hub")
     logging.getLogger(_name).addFilter(RedactingFilter())
 
 
+# The guard of the request this thread is making: its connection is handed to it as soon as the
+# response head is awaited, so the watchdog can end a head that never finishes.
+_current = threading.local()
+
+
+class _GuardedConnection:
+    def getresponse(self, *args, **kwargs):
+        guard = getattr(_current, "guard", None)
+        if guard is not None:
+            guard.attach(self.sock)
+        return super().getresponse(*args, **kwargs)
+
+
+class _GuardedHTTPConnection(_GuardedConnection, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _GuardedHTTPSConnection(_GuardedConnection, urllib3.connection.HTTPSConnection):
+    pass
+
+
+class _GuardedHTTPPool(urllib3.connectionpool.HTTPConnectionPool):
+    ConnectionCls = _GuardedHTTPConnection
+
+
+class _GuardedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
+    ConnectionCls = _GuardedHTTPSConnection
+
+
+class _GuardedAdapter(requests.adapters.HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+
+
 def new_session(pool_size: int = 10) -> requests.Session:
     s = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    adapter = _GuardedAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
     s.headers.update({"User-Agent": USER_AGENT})
@@ -101,22 +139,28 @@ def origin(url: str) -> tuple[str, str, int | None]:
     return p.scheme, (p.hostname or "").lower(), port
 
 
-def get(session: requests.Session, url: str, headers: dict, timeout) -> requests.Response:
-    """GET following redirects ourselves, so credentials stay with the origin they were meant for."""
-    return request(session, "GET", url, headers, timeout)
-
-
-def request(session: requests.Session, method: str, url: str, headers: dict, timeout) -> requests.Response:
+def request(session: requests.Session, method: str, url: str, headers: dict, timeout,
+            guard: SpeedGuard | None = None) -> requests.Response:
+    """``method url``, following redirects ourselves, so credentials stay with the origin they were
+    meant for. ``guard`` (default: the default speed rule) ends a response whose head does not
+    arrive in time; it comes back as ``resp.guard`` for the body."""
+    guard = guard or SpeedGuard(DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, redact(url))
     first_origin = origin(url)
     current = url
     hdrs = dict(headers)
     for _ in range(MAX_REDIRECTS + 1):
+        _current.guard = guard
         try:
-            resp = session.request(method, current, headers=hdrs, timeout=timeout, stream=True, allow_redirects=False)
+            with WATCHDOG.watching(guard):
+                resp = session.request(method, current, headers=hdrs, timeout=timeout, stream=True,
+                                       allow_redirects=False)
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError) as exc:
             raise UsageError(f"URL {redact(current)!r}: {describe_network_error(exc)}") from None
         except requests.exceptions.RequestException as exc:
+            guard.raise_if_tripped()
             raise TransferError(f"{redact(current)}: {describe_network_error(exc)}") from None
+        finally:
+            _current.guard = None
         if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
             resp.close()
             location = resp.headers["Location"]
@@ -131,6 +175,7 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
                 hdrs = {k: v for k, v in hdrs.items() if k.lower() in CROSS_ORIGIN_HEADERS}
             continue
         resp.final_url = current  # type: ignore[attr-defined]
+        resp.guard = guard  # type: ignore[attr-defined]
         return resp
     raise TransferError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects; check the URL")
 

@@ -12,8 +12,10 @@ honoured up to a cap.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -52,12 +54,17 @@ class ByteProgress:
 
 
 class SpeedGuard:
-    """One connection's body must average at least ``limit`` bytes/s over every ``window`` seconds
-    (curl's --speed-limit/--speed-time): a trickle raises StalledError. ``limit`` 0 disables it."""
+    """One response must average at least ``limit`` bytes/s over every ``window`` seconds, from the
+    request on (curl's --speed-limit/--speed-time). Checked on each piece of body (``add``) and, by
+    the WATCHDOG, from outside: a response that never delivers a body byte (headers trickled a byte
+    at a time, endless 100-continues or trailers) gets its connection shut down. ``limit`` 0: off."""
 
     def __init__(self, limit: float, window: float, what: str):
         self.limit, self.window, self.what = limit, window, what
         self.start, self.bytes = time.monotonic(), 0
+        self.tripped = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
 
     def add(self, n: int) -> None:
         if not self.limit:
@@ -66,9 +73,70 @@ class SpeedGuard:
         now = time.monotonic()
         if now - self.start >= self.window:
             if self.bytes < self.limit * (now - self.start):
-                raise StalledError(f"{self.what}: slower than {self.limit:.0f} B/s for {now - self.start:.0f} s "
-                                   f"({self.bytes} bytes); reconnecting")
+                self.tripped = True
+                raise self.stalled()
             self.start, self.bytes = now, 0
+
+    def overdue(self, now: float) -> bool:
+        return bool(self.limit) and now - self.start >= self.window and self.bytes < self.limit * (now - self.start)
+
+    def attach(self, sock: socket.socket | None) -> None:
+        """The connection this response arrives on (the watchdog shuts it down when overdue)."""
+        with self._lock:
+            self._sock = sock
+
+    def trip(self) -> None:
+        with self._lock:
+            self.tripped = True
+            if self._sock is not None:
+                try:
+                    self._sock.shutdown(socket.SHUT_RDWR)  # the blocked read returns: the reader sees why
+                except OSError:
+                    pass
+
+    def stalled(self) -> StalledError:
+        return StalledError(f"{self.what}: slower than {self.limit:.0f} B/s for {self.window:.0f} s "
+                            f"({self.bytes} bytes); reconnecting")
+
+    def raise_if_tripped(self) -> None:
+        if self.tripped:
+            raise self.stalled()
+
+
+class _Watchdog:
+    """One daemon thread that trips the guards of responses that are overdue."""
+
+    INTERVAL = 0.25
+
+    def __init__(self):
+        self._guards: set[SpeedGuard] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    @contextmanager
+    def watching(self, guard: SpeedGuard):
+        with self._lock:
+            self._guards.add(guard)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="speed-watchdog", daemon=True)
+                self._thread.start()
+        try:
+            yield guard
+        finally:
+            with self._lock:
+                self._guards.discard(guard)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.INTERVAL)
+            now = time.monotonic()
+            with self._lock:
+                overdue = [g for g in self._guards if g.overdue(now)]
+            for guard in overdue:
+                guard.trip()
+
+
+WATCHDOG = _Watchdog()
 
 
 class FreshStarts:

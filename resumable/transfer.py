@@ -43,7 +43,15 @@ from .errors import (
 )
 from .hashes import BackgroundHasher, ExpectedHash, file_digest, parse_hash, update_from_fd
 from .progress import Reporter, human_size
-from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, MAX_FRESH_STARTS, FreshStarts, RetryPolicy, SpeedGuard
+from .retry import (
+    DEFAULT_SPEED_LIMIT,
+    DEFAULT_SPEED_TIME,
+    MAX_FRESH_STARTS,
+    WATCHDOG,
+    FreshStarts,
+    RetryPolicy,
+    SpeedGuard,
+)
 from .state import (
     PartState,
     VerifiedRecord,
@@ -425,8 +433,9 @@ class _Transfer:
                 raise DiskSpaceError(f"{self.dest}: needs {human_size(need)} more but {self.dest.parent} has "
                                      f"{human_size(free)} free; free some space or choose another directory")
 
-    def _request(self, method: str, headers: dict) -> requests.Response:
-        return http.request(self.session, method, self.url, {**self.headers, **headers}, self.timeout)
+    def _request(self, method: str, headers: dict, session: requests.Session | None = None) -> requests.Response:
+        return http.request(session or self.session, method, self.url, {**self.headers, **headers}, self.timeout,
+                            SpeedGuard(self.speed_limit, self.speed_time, http.redact(self.url)))
 
     # -- one connection ---------------------------------------------------------------------------
     def _attempt_sequential(self) -> dict[str, str]:
@@ -527,18 +536,24 @@ class _Transfer:
         copy through Python), else read into pooled buffers that the hasher hands back once hashed.
         A body longer than the expected size stops at once; a trickle ends by the speed rule.
         """
-        guard = SpeedGuard(self.speed_limit, self.speed_time, http.redact(self.url))
+        guard = resp.guard
         cap = total if total is not None else self.size
-        for n in self._receive_body(resp, fd, pos, total, hasher):
-            pos += n
-            if cap is not None and pos > cap:
-                self._discard()
-                self.state = None
-                self.policy.fresh_start()
-                raise IntegrityError(f"{http.redact(self.url)}: the body runs past the expected {cap} bytes; "
-                                     "the file changed upstream or the expected size is wrong")
-            guard.add(n)
-            yield n
+        with WATCHDOG.watching(guard):
+            try:
+                for n in self._receive_body(resp, fd, pos, total, hasher):
+                    pos += n
+                    if cap is not None and pos > cap:
+                        self._discard()
+                        self.state = None
+                        self.policy.fresh_start()
+                        raise IntegrityError(f"{http.redact(self.url)}: the body runs past the expected {cap} "
+                                             "bytes; the file changed upstream or the expected size is wrong")
+                    guard.add(n)
+                    yield n
+            except TransferError:
+                guard.raise_if_tripped()  # the watchdog cut it: say why
+                raise
+            guard.raise_if_tripped()  # a cut can look like the end of a body that has no length
 
     def _receive_body(self, resp: requests.Response, fd: int, pos: int, total: int | None,
                       hasher: BackgroundHasher) -> Iterator[int]:
@@ -731,10 +746,10 @@ class _Transfer:
                 return
             # The request asks for the segment as planned now; a helper may later take its tail
             # (seg[1] shrinks), and then this connection stops there and is closed.
-            headers = {**self.headers, "Range": f"bytes={done}-{end - 1}"}
+            headers = {"Range": f"bytes={done}-{end - 1}"}
             if self.state.validator:
                 headers["If-Range"] = self.state.validator
-            resp = http.request(session, "GET", self.url, headers, self.timeout)
+            resp = self._request("GET", headers, session)
             with resp:
                 if resp.status_code == 200:
                     raise _RestartFromZero(f"{self.dest.name}: server sent the whole file to a ranged request")
@@ -746,30 +761,42 @@ class _Transfer:
                                            f"{resp.headers.get('Content-Range')!r}")
                 pos = done
                 flusher = _Writeback(fd, pos)
-                speed = SpeedGuard(self.speed_limit, self.speed_time, http.redact(self.url))
-                for chunk, buf in _body_into(resp, self.url, pool):
+                with WATCHDOG.watching(resp.guard):
                     try:
-                        if stop.is_set():
-                            return
-                        with guard:
-                            limit = seg[1]  # may have shrunk: a helper took the rest
-                        if pos + len(chunk) > limit:
-                            chunk = chunk[:max(limit - pos, 0)]
-                        _pwrite_all(fd, chunk, pos)
-                    finally:
-                        buf.release()
-                    pos += len(chunk)
-                    with guard:
-                        seg[2] = pos
-                    self._count(len(chunk))
-                    flusher.written(pos)
-                    if pos >= limit:
-                        return
-                    speed.add(len(chunk))
-                if pos != end:
+                        pos = self._segment_body(resp, seg, pos, fd, pool, flusher, stop, guard)
+                    except TransferError:
+                        resp.guard.raise_if_tripped()
+                        raise
+                    resp.guard.raise_if_tripped()
+                if pos is not None and pos != end:
                     raise ProtocolViolation(f"{http.redact(self.url)}: segment ended at byte {pos} of {end}")
 
         policy.retrying()(one_try)
+
+    def _segment_body(self, resp: requests.Response, seg: list[int], pos: int, fd: int, pool: "_BufferPool",
+                      flusher: "_Writeback", stop: threading.Event, lock: threading.Lock) -> int | None:
+        """Write a segment's body from ``pos`` on; returns the position reached, or None when it stopped
+        early on purpose (stopping, or a helper took the rest of the segment)."""
+        for chunk, buf in _body_into(resp, self.url, pool):
+            try:
+                if stop.is_set():
+                    return None
+                with lock:
+                    limit = seg[1]  # may have shrunk: a helper took the rest
+                if pos + len(chunk) > limit:
+                    chunk = chunk[:max(limit - pos, 0)]
+                _pwrite_all(fd, chunk, pos)
+            finally:
+                buf.release()
+            pos += len(chunk)
+            with lock:
+                seg[2] = pos
+            self._count(len(chunk))
+            flusher.written(pos)
+            if pos >= limit:
+                return None
+            resp.guard.add(len(chunk))
+        return pos
 
     # -- publishing ---------------------------------------------------------------------------------
     def _publish(self, digests: dict[str, str]) -> dict[str, str]:
@@ -1001,6 +1028,9 @@ def _body_done(resp: requests.Response) -> None:
     """The whole body went around http.client: end it as http.client would and hand the
     connection back to the pool for the next request (keep-alive); if that is not possible
     the connection is simply closed with the response."""
+    guard = getattr(resp, "guard", None)
+    if guard is not None:
+        guard.attach(None)  # the connection goes back to the pool: no longer this response's to cut
     hr = resp.raw._fp
     try:
         hr.length = 0

@@ -627,3 +627,25 @@ def test_ctrl_c_stops_a_download_at_once_and_it_resumes(files, tmp_path, write_r
     assert proc.wait(timeout=20) == 130 and time.monotonic() - t0 < 3
     assert "interrupted" in proc.stderr.read()
     assert fetch(srv.url("f.bin"), dest, hash=digest, progress=False).status == "resumed"
+
+
+def _forever(conn, first: bytes, then: bytes, pause: float = 0.0) -> None:
+    conn.sendall(first)
+    while True:
+        conn.sendall(then)
+        time.sleep(pause)
+
+
+@pytest.mark.parametrize("reply", [
+    lambda conn, head: _forever(conn, b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a", pause=0.2),  # a header, a byte at a time
+    lambda conn, head: _forever(conn, b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # interim answers, never the final one
+    lambda conn, head: _forever(conn, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",
+                                b"X-Trailer: 1\r\n"),  # a body, then endless trailers
+], ids=["trickled-header", "endless-100-continue", "endless-trailers"])
+def test_a_response_that_never_delivers_body_bytes_still_ends(raw_server, tmp_path, reply):
+    base = raw_server(reply)
+    t0 = time.monotonic()
+    with pytest.raises(TransferError, match="slower than"):
+        fetch(f"{base}/f.bin", tmp_path / "f.bin", retries=1, retry_delay=0.01, speed_limit=1000, speed_time=1,
+              timeout=(5, 5), progress=False)
+    assert time.monotonic() - t0 < 15 and not (tmp_path / "f.bin").exists()
