@@ -209,7 +209,6 @@ def _exclusive(dest: Path, enabled: bool):
     except OSError as exc:
         raise local_error(exc, path) from None
     try:
-        remove_orphaned_private_parts(dest)
         yield
     finally:
         flock.release()
@@ -286,6 +285,8 @@ class _Transfer:
 
     # -- the whole job -----------------------------------------------------------------------
     def run(self, t0: float) -> FetchResult:
+        if self.private:
+            remove_orphaned_private_parts(self.dest)  # of lock-free writers killed earlier (a folder scan)
         self.state = self._load_state()
         if self.state and self.state.segments:
             # A preallocated .part has holes: only its segments know the progress, whatever
