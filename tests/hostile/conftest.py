@@ -28,22 +28,22 @@ def write_random_fixture():
     return write_random
 
 
-@pytest.fixture()
-def files(tmp_path):
-    """A FileServer over ``tmp_path/www``; yields (server, root)."""
-    root = tmp_path / "www"
+def _serve(root: Path):
     root.mkdir()
     with FileServer(root) as srv:
         yield srv, root
+
+
+@pytest.fixture()
+def files(tmp_path):
+    """A FileServer over ``tmp_path/www``; yields (server, root)."""
+    yield from _serve(tmp_path / "www")
 
 
 @pytest.fixture()
 def other_origin(tmp_path):
     """Another FileServer (its own port, so another origin): it records the headers it receives."""
-    root = tmp_path / "elsewhere"
-    root.mkdir()
-    with FileServer(root) as srv:
-        yield srv, root
+    yield from _serve(tmp_path / "elsewhere")
 
 
 @pytest.fixture()
