@@ -296,9 +296,10 @@ class _Transfer:
             try:
                 digests = self.policy.retrying()(self._attempt)
             except TransferError as exc:
-                if self.policy.gave_up_restarting:
-                    raise type(exc)(f"{exc}; gave up after {MAX_FRESH_STARTS + 1} downloads from byte 0 in this run "
-                                    "(the server keeps sending bytes that cannot complete the file)") from None
+                if self.policy.gave_up_restarting:  # same error, same type: say why it is the last
+                    exc.args = (f"{exc}; gave up after {MAX_FRESH_STARTS + 1} downloads from byte 0 in this run "
+                                "(the server keeps sending bytes that cannot complete the file)",)
+                    exc.transient = False
                 raise
             if digests is _NOT_MODIFIED:
                 return self._unchanged(t0)
