@@ -10,7 +10,9 @@ from .errors import (
     DiskSpaceError,
     HTTPStatusError,
     IntegrityError,
+    LocalFileError,
     ResumableError,
+    StalledError,
     TransferError,
     UsageError,
 )
@@ -20,7 +22,7 @@ from .transfer import FetchResult, fetch
 from .verify import is_verified, verify_file
 
 __all__ = [
-    "DiskSpaceError", "FetchItem", "FetchResult", "HTTPStatusError", "IntegrityError", "ResumableDownloader",
-    "ResumableError", "TransferError", "UsageError", "fetch", "fetch_many", "file_digest", "human_size",
+    "DiskSpaceError", "FetchItem", "FetchResult", "HTTPStatusError", "IntegrityError", "LocalFileError", "ResumableDownloader",
+    "ResumableError", "StalledError", "TransferError", "UsageError", "fetch", "fetch_many", "file_digest", "human_size",
     "is_verified", "parse_hash", "progress_bar", "verify_file",
 ]

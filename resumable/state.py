@@ -340,14 +340,6 @@ class VerifiedRecord:
                    _text(data.get("source"), optional=True, limit=64), _header_value(data.get("validator")))
 
 
-def discard_part(dest: Path) -> None:
-    for p in (part_path(dest), state_path(dest)):
-        try:
-            os.unlink(p)
-        except FileNotFoundError:
-            pass
-
-
 def remove_orphaned_private_parts(dest: Path, max_age: float = PRIVATE_PART_MAX_AGE) -> None:
     """Part files of lock-free writers that died: untouched for ``max_age`` seconds."""
     folder = record_dir(dest)
