@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ExtractError, UsageError
+from ..foreign import Owned, carry_foreign, scan_owned
 from ..hashes import BackgroundHasher, file_digest, parse_hash
 from .atomic import new_temp_dir, publish, remove_stale, sync_filesystem
 from .formats import detect_format
 from .guard import MemberGuard
 from .limits import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_SIZE, Limits, limits_for
-from .record import Record, archive_matches, members_intact, read_record, record_path, scan_members, write_record
+from .record import (Record, archive_matches, members_intact, members_of, owned_by, read_record, record_path,
+                     scan_members, write_record)
 from .stream import DecompressingReader
 from .tar import extract_single, extract_tar
 from .zip import extract_zip
@@ -61,7 +63,9 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
     ``archive_digest`` ("sha256:hex", as the downloader verified it) spares hashing the archive;
     without it sha256 is computed while extracting. The same archive again, with every extracted
     member still in place and unchanged (a stat each), is a no-op ("cached"); a member missing or
-    changed, or another archive, replaces the target's content in one rename. ``progress``: None
+    changed, or another archive, replaces the target's content in one rename; entries that the
+    previous extraction did not make are kept in the new version (or, where the new version has
+    an entry of the same path, nothing is replaced: ForeignFileError). ``progress``: None
     (a bar when stderr is a terminal), False (silent) or ``callable(archive_bytes_done, archive_size)``.
     ``sync=False`` skips flushing to disk before publishing (for scratch data). ``unwrap``: a
     folder name; when the archive holds nothing but a folder of that name (``a.tar.gz`` holding
@@ -103,14 +107,19 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
             if (now.st_size, now.st_mtime_ns, now.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
                 raise ExtractError(f"{archive}: the file changed while it was being extracted; "
                                    f"run again once its download has finished")
+            # Entries that the old version's record does not list are someone else's: they go
+            # into the new version (hard links) before the swap, or nothing is replaced.
+            before, after = _owned_before(record, target), scan_owned(tmp)
+            foreign = carry_foreign(target, tmp, before, made_by=f"extracting {archive.name}") if os.path.isdir(target) else []
             if sync:
                 sync_filesystem(tmp)
-            write_record(target, Record(state="replacing"))  # from here a crash leaves a target we own
+            # From here a crash leaves a target whose every member (old or new) is known.
+            write_record(target, Record(state="replacing", members=members_of(before | after)))
             publish(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        target_ino, members = scan_members(target)  # as published: only the target's own ctime moved
+        target_ino, members = scan_members(target, skip=foreign)  # as published: only the target's own ctime moved
         record = Record("complete", str(archive), digest, st.st_size, st.st_mtime_ns, st.st_ino, fmt, files,
                         nbytes, target_ino, unwrap, members)
         write_record(target, record)
@@ -182,14 +191,26 @@ def _check_paths(archive: Path, target: Path) -> None:
 
 
 def _refuse_foreign(target: Path, record: Record | None) -> None:
-    """Replacing a folder we did not create could destroy the user's files: only ours or empty."""
-    if not os.path.lexists(target) or record is not None:
+    """Extracting into a folder we did not create would mix the user's files with the archive's:
+    only into ours or an empty one."""
+    if not os.path.lexists(target):
         return
     if not target.is_dir():
         raise ExtractError(f"target {target} exists and is not a folder; remove it or choose another target")
-    if any(os.scandir(target)):
+    if record is None and any(os.scandir(target)):
         raise ExtractError(f"target {target} exists, is not empty and was not made by extract (no "
                            f"{record_path(target).name}); remove it or choose another target")
+
+
+def _owned_before(record: Record | None, target: Path) -> Owned:
+    """What the previous extraction into ``target`` made (may be replaced by the new version)."""
+    if record is None or not os.path.isdir(target):
+        return Owned()  # no target, or an empty folder (_refuse_foreign)
+    if record.members is not None:
+        return owned_by(record.members)
+    if record.legacy_top_level is not None:  # a version-1 record: its top-level names, and all under them
+        return scan_owned(target, names=record.legacy_top_level)
+    return scan_owned(target)  # an older release's "replacing" record, which listed nothing: all was its own
 
 
 def _refresh(record: Record, target: Path, st: os.stat_result) -> None:

@@ -3,8 +3,10 @@
 It lives next to the target (``.<name>.extract.json``), not inside it, so the extracted tree is
 exactly the archive's content. It is only ever replaced atomically, and exists for as long as the
 target is ours: ``state`` is "complete" once the target matches it, "replacing" while a new
-version is being swapped in (a crash there leaves a target we may still replace), "outdated" for
-a record an older release wrote (ours, but not trusted: the target is extracted again).
+version is being swapped in (listing the members of both versions: a crash there leaves a target
+whose every member is known), "outdated" for a record an older release wrote (ours, but not
+trusted: the target is extracted again). Entries of the target that the record does not list are
+someone else's: a new version keeps them (see ``resumable.foreign``).
 
 A complete record lists every extracted member, as the tree stood right after publishing: each
 folder by its relative path, and each other entry (file, symlink) by its name in its folder with
@@ -25,9 +27,12 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..foreign import Owned
 
 VERSION = 2  # 1: top-level names only (no members); such records read as "outdated"
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -67,6 +72,28 @@ class Record:
     unwrap: str | None = None  # the folder name extract() was asked to unwrap (see core.extract)
     members: Members | None = None
     version: int = VERSION
+    legacy_top_level: list[str] | None = None  # "outdated": the version-1 record's top-level names
+
+
+def members_of(owned: Owned) -> Members:
+    """``owned`` as record members, without stats (a "replacing" record needs only the names)."""
+    by_dir: dict[str, list[str]] = {d: [] for d in sorted(owned.dirs)}
+    for path in owned.files:
+        folder, _, name = path.rpartition("/")
+        by_dir.setdefault(folder, []).append(name)
+    dirs = ["", *(d for d in by_dir if d)]
+    names = [n for d in dirs for n in sorted(by_dir.get(d, ()))]
+    zeros = [0] * len(names)
+    return Members(dirs, [len(by_dir.get(d, ())) for d in dirs], names, zeros, zeros[:], zeros[:], zeros[:])
+
+
+def owned_by(members: Members) -> Owned:
+    """The relative paths of every member: what a new version of the target may replace."""
+    files, start = [], 0
+    for folder, count in zip(members.dirs, members.counts):
+        files += (f"{folder}/{n}" if folder else n for n in members.names[start:start + count])
+        start += count
+    return Owned(frozenset(members.dirs[1:]), frozenset(files))
 
 
 def record_path(target: Path) -> Path:
@@ -92,7 +119,9 @@ def parse_record(raw: bytes) -> Record | None:
         return None
     version = data.get("version")
     if type(version) is int and 0 < version < VERSION and data.get("state") in ("complete", "replacing"):
-        return Record(state="outdated")  # ours, by an older release: replace it, never trust it
+        top = data.get("top_level")  # version 1 kept at most 64 names: any beyond count as foreign
+        names = top if type(top) is list and all(type(n) is str and _is_plain(n) for n in top) else None
+        return Record(state="outdated", legacy_top_level=names)  # ours, by an older release: never trusted
     if type(version) is not int or version != VERSION or set(data) - _KEYS:
         return None
     try:
@@ -141,6 +170,13 @@ def _plain_name(name: str) -> str:
         raise ValueError(f"not a plain name: {name!r}")
     os.fsencode(name)  # UnicodeEncodeError (a ValueError) for a lone surrogate no file name can have
     return name
+
+
+def _is_plain(name: str) -> bool:
+    try:
+        return bool(_plain_name(name))
+    except ValueError:
+        return False
 
 
 def _unpack_times(value: Any) -> list[int]:
@@ -192,8 +228,10 @@ def archive_matches(record: Record, st: os.stat_result) -> bool:
     return (record.archive_size, record.archive_mtime_ns, record.archive_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def scan_members(target: Path) -> tuple[int, Members]:
-    """(the target's inode, every entry under it with its lstat) of a tree no one else writes to."""
+def scan_members(target: Path, skip: Iterable[str] = ()) -> tuple[int, Members]:
+    """(the target's inode, every entry under it with its lstat) of a tree no one else writes to,
+    leaving out the paths in ``skip`` and all under them (entries kept from others)."""
+    skipped = set(skip)
     m = Members(dirs=[], counts=[])
     stack = [""]
     while stack:
@@ -202,6 +240,8 @@ def scan_members(target: Path) -> tuple[int, Members]:
         n = 0
         with os.scandir(os.path.join(target, rel) if rel else target) as entries:
             for entry in entries:
+                if skipped and (f"{rel}/{entry.name}" if rel else entry.name) in skipped:
+                    continue
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(f"{rel}/{entry.name}" if rel else entry.name)
                     continue

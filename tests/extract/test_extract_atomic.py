@@ -249,7 +249,7 @@ def test_the_engine_module_stays_light():
     assert out.strip() == "[]"
 
 
-def test_a_file_standing_where_the_target_was_leaves_nothing_behind(tmp_path):
+def test_a_file_standing_where_the_target_was_is_kept_and_named(tmp_path):
     import io
     import tarfile
 
@@ -264,8 +264,11 @@ def test_a_file_standing_where_the_target_was_leaves_nothing_behind(tmp_path):
     extract(archive, target)
     import shutil
 
+    from resumable.errors import ExtractError
+
     shutil.rmtree(target)
-    target.write_text("a file where the folder was")
-    assert extract(archive, target).status == "extracted"
-    assert (target / "x" / "hello.txt").read_bytes() == b"hello"
+    target.write_text("a file where the folder was")  # not ours, whatever the record beside it says
+    with pytest.raises(ExtractError, match="exists and is not a folder"):
+        extract(archive, target)
+    assert target.read_text() == "a file where the folder was"
     assert not list(tmp_path.glob(".out.extracting-*"))

@@ -1,0 +1,178 @@
+"""Replacing a folder we made without taking along what someone else put into it.
+
+A step that replaces a whole folder (an extraction target, a training's final model) builds the
+new version beside it and swaps the two in one rename. Before the swap, every entry of the old
+folder that the step did not make (per its own list, :class:`Owned`) is hard-linked into the new
+version at the same path: after the swap it is still there, byte for byte, with its inode, mode
+and times. A hard link, not a move: until the swap the old folder is untouched, so a kill at any
+moment loses nothing (the half-built new version is discarded by the next run, links and all).
+
+When the new version has an entry of its own at a foreign entry's path, or a foreign entry cannot
+be linked (another file system mounted inside, a kernel that refuses the link), nothing is
+replaced: :class:`ForeignFileError` names the entry and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LocalFileError
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class ForeignFileError(LocalFileError):
+    """A file the step did not make stands where the new version needs its place (or cannot be
+    kept in it): replacing the folder would lose it, so the step stops and names it."""
+
+
+@dataclass(frozen=True)
+class Owned:
+    """What a step made inside a folder: relative paths ('a/b') of its folders and of its other
+    entries (files, symlinks). Anything else in that folder is someone else's. A path is owned
+    whatever stands there now (a file the user edited, a link in place of a folder: replaced),
+    but a folder's content is owned only where listed."""
+
+    dirs: frozenset[str] = frozenset()
+    files: frozenset[str] = frozenset()
+
+    def __or__(self, other: "Owned") -> "Owned":
+        return Owned(self.dirs | other.dirs, self.files | other.files)
+
+    def __len__(self) -> int:
+        return len(self.dirs) + len(self.files)
+
+
+def scan_owned(root: Path, skip: Iterable[str] = (), names: Iterable[str] | None = None) -> Owned:
+    """Every entry under ``root`` as :class:`Owned` (symlinks are entries, never followed), leaving
+    out the paths in ``skip`` and all under them; ``names``: only these top-level entries."""
+    skipped = set(skip)
+    dirs, files = set(), set()
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, rel) if rel else root) as entries:
+                for entry in entries:
+                    path = f"{rel}/{entry.name}" if rel else entry.name
+                    if path in skipped or (not rel and names is not None and entry.name not in names):
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        dirs.add(path)
+                        stack.append(path)
+                    else:
+                        files.add(path)
+        except FileNotFoundError:
+            continue
+    return Owned(frozenset(dirs), frozenset(files))
+
+
+def carry_foreign(old: Path, new: Path, owned: Owned, *, made_by: str) -> list[str]:
+    """Hard-link into ``new`` each entry of ``old`` that ``owned`` does not list (a foreign folder
+    with all it holds), creating the folders that lead to it; return their relative paths.
+
+    ``made_by`` completes "was not made by ..." in the error. Raises :class:`ForeignFileError`
+    before changing ``old`` when ``new`` has an entry at a foreign path (or a file or link where a
+    foreign entry's folder should be), or when an entry cannot be linked."""
+    foreign = _foreign_entries(old, owned)
+    if not foreign:
+        return []
+    new_root = os.open(new, _OPEN_DIR)
+    old_root = os.open(old, _OPEN_DIR)
+    try:
+        for rel in foreign:
+            _carry(old_root, new_root, rel, old, made_by)
+    finally:
+        os.close(old_root)
+        os.close(new_root)
+    return foreign
+
+
+def _foreign_entries(old: Path, owned: Owned) -> list[str]:
+    """The top-most entries of ``old`` that ``owned`` does not list (not descending into them)."""
+    found = []
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(os.path.join(old, rel) if rel else old) as entries:
+                for entry in entries:
+                    path = f"{rel}/{entry.name}" if rel else entry.name
+                    if path not in owned.dirs and path not in owned.files:
+                        found.append(path)
+                    elif entry.is_dir(follow_symlinks=False):
+                        stack.append(path)  # ours (a path of ours, whatever its type now): look inside
+                    # else ours: a file, a link (never followed) or a file where our folder was
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return sorted(found)
+
+
+def _carry(old_root: int, new_root: int, rel: str, old: Path, made_by: str) -> None:
+    *folders, name = rel.split("/")
+    shown = old / rel
+
+    def refuse(why: str) -> ForeignFileError:
+        return ForeignFileError(f"{shown} was not made by {made_by}, {why}: move it out of {old} and run again "
+                                "(nothing was changed)")
+
+    old_dir, new_dir = os.dup(old_root), os.dup(new_root)
+    try:
+        for part in folders:
+            mode = os.lstat(part, dir_fd=old_dir).st_mode
+            old_dir = _reopen(old_dir, part)
+            try:
+                st = os.lstat(part, dir_fd=new_dir)
+            except FileNotFoundError:
+                os.mkdir(part, 0o700, dir_fd=new_dir)
+                new_dir = _reopen(new_dir, part)
+                os.fchmod(new_dir, stat.S_IMODE(mode))  # the folder's own mode, not the umask's
+                continue
+            if not stat.S_ISDIR(st.st_mode):
+                raise refuse(f"and the new version has a {_kind(st.st_mode)} at {'/'.join(folders)}")
+            new_dir = _reopen(new_dir, part)
+        try:
+            os.lstat(name, dir_fd=new_dir)
+        except FileNotFoundError:
+            pass
+        else:
+            raise refuse("and the new version has an entry of that name")
+        try:
+            _link_tree(old_dir, new_dir, name)
+        except OSError as exc:
+            raise refuse(f"and it cannot be kept in the new version ({exc.strerror or exc})") from None
+    finally:
+        os.close(old_dir)
+        os.close(new_dir)
+
+
+def _reopen(dir_fd: int, name: str) -> int:
+    fd = os.open(name, _OPEN_DIR, dir_fd=dir_fd)
+    os.close(dir_fd)
+    return fd
+
+
+def _link_tree(src_dir: int, dst_dir: int, name: str) -> None:
+    """A hard link of ``name`` (a folder: a new folder with the same mode holding links of all it holds)."""
+    st = os.lstat(name, dir_fd=src_dir)
+    if not stat.S_ISDIR(st.st_mode):
+        os.link(name, name, src_dir_fd=src_dir, dst_dir_fd=dst_dir, follow_symlinks=False)
+        return
+    os.mkdir(name, 0o700, dir_fd=dst_dir)  # writable by us until filled
+    src, dst = os.open(name, _OPEN_DIR, dir_fd=src_dir), os.open(name, _OPEN_DIR, dir_fd=dst_dir)
+    try:
+        for child in os.listdir(src):
+            _link_tree(src, dst, child)
+        os.fchmod(dst, stat.S_IMODE(st.st_mode))
+        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+    finally:
+        os.close(src)
+        os.close(dst)
+
+
+def _kind(mode: int) -> str:
+    return "folder" if stat.S_ISDIR(mode) else "symlink" if stat.S_ISLNK(mode) else "file"

@@ -1,0 +1,203 @@
+"""A new version of an archive replaces only what the previous extraction made: files the user
+(or another step) put into the target survive byte for byte, also across a SIGKILL at any point
+of the replacement; where the new version needs a foreign file's place nothing is replaced."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from resumable.errors import ExtractError
+from resumable.extract import extract, extraction_is_current
+from resumable.foreign import ForeignFileError
+
+from extract_archives import file_member, tar_bytes, write
+
+REPO = Path(__file__).resolve().parents[2]
+
+V1 = {"a.txt": b"one\n", "old-only.txt": b"only in v1\n", "sub/c.txt": b"c1\n", "gone/d.txt": b"d1\n"}
+V2 = {"a.txt": b"two\n", "sub/c.txt": b"c2\n", "new.txt": b"only in v2\n"}
+
+
+def version(files: dict[str, bytes]) -> bytes:
+    return gzip.compress(tar_bytes([file_member(name, data) for name, data in files.items()]), 1)
+
+
+def files_in(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+            and not p.is_symlink()}
+
+
+def temp_folders(box: Path) -> list[Path]:
+    return list(box.glob(".*.extracting-*"))
+
+
+def add_foreign(target: Path, outside: Path) -> dict[str, tuple[bytes | str, int]]:
+    """Files of the user's in every kind of place; returns {path: (content or link, inode)}."""
+    (target / "notes.txt").write_bytes(b"mine\n")  # top level
+    (target / "sub" / "mine.csv").write_bytes(b"1,2\n")  # inside a folder of the archive's
+    (target / "gone" / "keep.bin").write_bytes(os.urandom(1000))  # inside a folder the new version drops
+    (target / "results" / "ckpt").mkdir(parents=True)  # a whole tree of someone else's
+    (target / "results" / "ckpt" / "w.bin").write_bytes(os.urandom(5000))
+    (target / "results" / "ckpt" / "w.bin").chmod(0o600)
+    (target / "results" / "latest").symlink_to("ckpt/w.bin")
+    outside.write_bytes(b"outside\n")
+    (target / "elsewhere").symlink_to(outside)  # a link out of the target: kept, never followed
+    return snapshot(target, ["notes.txt", "sub/mine.csv", "gone/keep.bin", "results/ckpt/w.bin",
+                             "results/latest", "elsewhere"])
+
+
+def snapshot(target: Path, paths: list[str]) -> dict[str, tuple[bytes | str, int, int]]:
+    out = {}
+    for rel in paths:
+        p = target / rel
+        st = os.lstat(p)
+        out[rel] = (os.readlink(p) if p.is_symlink() else p.read_bytes(), st.st_ino, st.st_mode)
+    return out
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_foreign_files_survive_new_versions_byte_for_byte(sandbox, monkeypatch, exchange):
+    if not exchange:  # where renameat2 is missing: the old version is moved aside, then removed
+        from resumable.extract import atomic
+
+        monkeypatch.setattr(atomic, "_LIBC", None)
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    kept = add_foreign(target, sandbox / "outside.txt")
+    for files in (V2, V1, V2):
+        write(archive, version(files))
+        assert extract(archive, target, progress=False).status == "extracted"
+        assert snapshot(target, list(kept)) == kept  # same bytes, same inode, same mode
+        ours = {k: v for k, v in files_in(target).items() if k not in kept}
+        assert ours == files  # every member of the new version, nothing left of the old one
+        assert extraction_is_current(archive, target)
+        assert extract(archive, target, progress=False).status == "cached"
+        assert temp_folders(sandbox) == []
+    assert (sandbox / "outside.txt").read_bytes() == b"outside\n"
+    members = json.loads((sandbox / ".target.extract.json").read_bytes())["members"]
+    assert "notes.txt" not in members["names"].split("/") and "results" not in members["dirs"]
+
+
+def test_a_foreign_file_where_the_new_version_has_one_stops_the_replacement(sandbox):
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    (target / "new.txt").write_bytes(b"the user's new.txt\n")
+    write(archive, version(V2))
+    with pytest.raises(ForeignFileError) as err:
+        extract(archive, target, progress=False)
+    message = str(err.value)
+    assert "\n" not in message and str(target / "new.txt") in message and "move it out" in message
+    assert isinstance(err.value, ExtractError) is False  # a local-file problem, not a bad archive
+    assert (target / "new.txt").read_bytes() == b"the user's new.txt\n"
+    assert files_in(target) == {**V1, "new.txt": b"the user's new.txt\n"}  # the old version, untouched
+    assert temp_folders(sandbox) == []
+    (target / "new.txt").rename(sandbox / "moved.txt")  # the fix the message names
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert files_in(target) == V2
+
+
+def test_a_foreign_file_under_a_folder_the_new_version_makes_a_file_stops_it(sandbox):
+    archive = write(sandbox / "data.tar.gz", version({"sub/c.txt": b"c\n"}))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    (target / "sub" / "mine.txt").write_bytes(b"mine\n")
+    write(archive, version({"sub": b"now a file\n"}))
+    with pytest.raises(ForeignFileError, match="sub/mine.txt.*has a file at sub"):
+        extract(archive, target, progress=False)
+    assert (target / "sub" / "mine.txt").read_bytes() == b"mine\n"
+
+
+def test_a_users_folder_in_place_of_a_member_file_is_looked_into(sandbox):
+    """A path is ours whatever stands there now, but what the user put under it is not."""
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    (target / "a.txt").unlink()
+    (target / "a.txt").mkdir()
+    (target / "a.txt" / "mine").write_bytes(b"mine\n")
+    with pytest.raises(ForeignFileError, match="a.txt/mine"):
+        extract(archive, target, progress=False)
+    (target / "a.txt" / "mine").unlink()  # an empty folder in a member's place: just replaced
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert files_in(target) == V1
+
+
+_CHILD = """
+import sys, time
+from pathlib import Path
+from resumable.extract import atomic, core
+
+archive, target, marker, point = sys.argv[1:5]
+
+def park(real):
+    def parked(*args, **kwargs):
+        if point == "after-swap":
+            real(*args, **kwargs)
+        Path(marker).write_text(point)
+        time.sleep(600)
+    return parked
+
+if point == "before-swap":
+    core.publish = park(core.publish)      # the "replacing" record is written, nothing swapped yet
+else:
+    atomic.fsync_dir = park(atomic.fsync_dir)  # swapped, the old version not yet removed
+core.extract(archive, target, progress=False)
+"""
+
+
+@pytest.mark.parametrize("point", ["before-swap", "after-swap"])
+def test_sigkill_during_the_replacement_loses_no_foreign_file(sandbox, point):
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    kept = add_foreign(target, sandbox / "outside.txt")
+    write(archive, version(V2))
+    marker = sandbox.parent / "parked"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(archive), str(target), str(marker), point],
+                             env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None, child.communicate()
+            assert time.monotonic() < deadline, "the child never reached the parking point"
+            time.sleep(0.02)
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+        marker.unlink(missing_ok=True)
+    assert {k: v[0] for k, v in snapshot(target, list(kept)).items()} == {k: v[0] for k, v in kept.items()}
+    assert not extraction_is_current(archive, target)
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert snapshot(target, list(kept)) == kept
+    assert {k: v for k, v in files_in(target).items() if k not in kept} == V2
+    assert temp_folders(sandbox) == []
+    write(archive, version(V1))  # and once more, from the recovered record
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert snapshot(target, list(kept)) == kept
+
+
+def test_a_version_1_record_owns_only_its_top_level_names(sandbox):
+    """A target extracted by an older release (record version 1, top-level names): those names are
+    replaced, anything else in the target is the user's and is kept."""
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    (target / "notes.txt").write_bytes(b"mine\n")
+    (sandbox / ".target.extract.json").write_text(json.dumps(
+        {"version": 1, "state": "complete", "archive": str(archive), "top_level": ["a.txt", "gone", "old-only.txt", "sub"]}))
+    write(archive, version(V2))
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert files_in(target) == {**V2, "notes.txt": b"mine\n"}
