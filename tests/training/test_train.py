@@ -136,8 +136,9 @@ def test_frozen_vision_tower_stays_put(tiny_model_dir, one_batch_data_dir, tmp_p
 def test_bad_inputs_fail_before_training(tiny_model_dir, sample_data_dir, tmp_path, fast_config):
     with pytest.raises(TrainSetupError, match="has no config.json"):
         train(tmp_path, sample_data_dir, tmp_path / "out", fast_config())
+    (tmp_path / "no-data").mkdir()
     with pytest.raises(DataError, match="has no metadata.jsonl"):
-        train(tiny_model_dir, tmp_path, tmp_path / "out", fast_config())
+        train(tiny_model_dir, tmp_path / "no-data", tmp_path / "out", fast_config())
     too_big = fast_config(max_pixels=1280 * 28 * 28, max_length=256)
     with pytest.raises(DataError, match="raise max_length or lower max_pixels"):
         train(tiny_model_dir, sample_data_dir, tmp_path / "out", too_big)

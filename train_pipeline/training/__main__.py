@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from resumable.errors import ResumableError
     from train_pipeline.training.dataset import DataError
     from train_pipeline.training.finetune import TrainSetupError
 
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(build_sample_dataset(args.dest, n_images=args.images, seed=args.seed))
         return 0
-    except (TrainConfigError, DataError, TrainSetupError) as exc:
+    except (TrainConfigError, DataError, TrainSetupError, ResumableError) as exc:  # ResumableError: final/ in the way
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -27,11 +27,14 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from resumable.foreign import Owned
+
 from train_pipeline.training.checkpoints import (
     checkpoint_dirs,
     latest_complete_checkpoint,
     remove_incomplete_checkpoints,
 )
+from train_pipeline.locations import check_training_folders
 from train_pipeline.training.config import TrainConfig
 from train_pipeline.training.dataset import DataError, DataReport, Example, load_examples
 
@@ -42,6 +45,7 @@ RESULT_NAME = "train_result.json"
 FINAL_NAME = "final"
 DATA_REPORT_NAME = "data_report.json"
 LOCK_NAME = ".train.lock"
+FINAL_OWNED_NAME = ".final.owned.json"  # what training wrote into final/ (the rest is someone else's)
 
 
 class TrainSetupError(ValueError):
@@ -107,6 +111,9 @@ def train(
     model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(output_dir)
     if not (model_dir / "config.json").is_file():
         raise TrainSetupError(f"model_dir {model_dir} has no config.json: point it at the downloaded model snapshot")
+    overlap = check_training_folders(model_dir, data_dir, out)
+    if overlap:  # training rewrites its output folder: never the folders it reads
+        raise TrainSetupError(f"{overlap}: training writes checkpoints and final/ there; use an output_dir beside them")
     examples, report = load_examples(
         data_dir,
         instruction=config.instruction,
@@ -151,8 +158,7 @@ def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | 
             f"output_dir {out} holds checkpoints of a training with other {what}: "
             "use a new output_dir, or set resume: false to start over there"
         )
-    for stale in (out / RESULT_NAME, out / FINAL_NAME):
-        _remove(stale)
+    _remove(out / RESULT_NAME)  # final/ stays until the new one replaces it (keeping others' files)
     if not resume:
         for _, path in checkpoint_dirs(out):
             shutil.rmtree(path)
@@ -324,14 +330,36 @@ def _check_length_budget(processor: Any, config: TrainConfig) -> None:
 
 
 def _save_final(trainer: Any, processor: Any, out: Path) -> Path:
-    """Write final/ through a temporary folder, so a kill never leaves a half-written final model."""
-    final, partial = out / FINAL_NAME, out / f"{FINAL_NAME}.partial"
-    _remove(partial)
+    """Write final/ through a temporary folder swapped in at once, so a kill never leaves a
+    half-written final model; files in the old final/ that no training wrote are kept in the new
+    one (ForeignFileError, changing nothing, where the new one has a file of that name)."""
+    from resumable.extract.atomic import publish
+    from resumable.foreign import carry_foreign, scan_owned
+
+    final, partial, owned_record = out / FINAL_NAME, out / f"{FINAL_NAME}.partial", out / FINAL_OWNED_NAME
+    _remove(partial)  # a killed save's, or the old final/ of a swap killed before its removal
     trainer.save_model(str(partial))
     processor.save_pretrained(str(partial))
-    _remove(final)
-    os.replace(partial, final)
+    written = scan_owned(partial)
+    if final.is_dir():
+        before = _owned_final(final, owned_record)
+        carry_foreign(final, partial, before, made_by="training (it is in the final model folder)")
+        written_or_before = before | written
+        _write_json(owned_record, {"dirs": sorted(written_or_before.dirs), "files": sorted(written_or_before.files)})
+    publish(partial, final)
+    _write_json(owned_record, {"dirs": sorted(written.dirs), "files": sorted(written.files)})
     return final
+
+
+def _owned_final(final: Path, owned_record: Path) -> Owned:
+    """What training wrote into ``final`` (per its record; all of it when an older release wrote it)."""
+    from resumable.foreign import scan_owned
+
+    data = _read_json(owned_record)
+    lists = [data.get(k) for k in ("dirs", "files")] if isinstance(data, dict) else []
+    if len(lists) == 2 and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists):
+        return Owned(frozenset(lists[0]), frozenset(lists[1]))
+    return scan_owned(final)
 
 
 def _fingerprint_model(model_dir: Path) -> str:
