@@ -38,6 +38,7 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 from flows.steps import all_futures, dataset_steps, raise_first_failure, snapshot_step, sources, train_step  # noqa: E402
 from flows.summary import publish_summary  # noqa: E402
 from train_pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
+from train_pipeline.locations import check_config  # noqa: E402
 
 
 # Downloads at the same time when the flow runs from a deployment (`python flows/pipeline.py`
@@ -100,9 +101,10 @@ def train_pipeline(config: PipelineConfig | None = None, config_file: str | None
     """
     if config is not None and config_file:
         raise ConfigError("give either 'config' or 'config_file', not both")
-    cfg = config or load_config(config_file)
+    cfg = config or load_config(config_file, check=False)
+    planned = check_config(cfg, source=config_file or "config")  # before anything is built or submitted
     storage = cfg.result_storage_ref()
-    with sources(cfg) as (model_spec, dataset_specs), download_runner(cfg) as runner:
+    with sources(cfg, planned) as (model_spec, dataset_specs), download_runner(cfg) as runner:
         with submitting_to(runner):
             model = snapshot_step(model_spec, cfg, storage) if model_spec else None
             datasets = [dataset_steps(ds, cfg, storage) for ds in dataset_specs]

@@ -20,7 +20,8 @@ from tasks.model import model_snapshot, snapshot_is_current
 from tasks.train import train, training_is_current
 from tasks.verify import verify
 from train_pipeline.config import ConfigError, DatasetSpec, FileSpec, ModelSpec, PipelineConfig
-from train_pipeline.registry import download_path, extract_target, extract_unwrap, is_archive, resolve_datasets
+from train_pipeline.locations import training_output
+from train_pipeline.registry import download_path, extract_target, extract_unwrap, is_archive
 
 BATCH_MIN_FILES = 5  # a dataset with more files than this fetches its small ones in one task
 BATCH_MAX_SIZE = 16 << 20
@@ -43,8 +44,9 @@ class DatasetSteps:
 
 
 @contextmanager
-def sources(cfg: PipelineConfig):
-    """(model, datasets) to download: the config's, or the sample's served on 127.0.0.1."""
+def sources(cfg: PipelineConfig, datasets: list[DatasetSpec]):
+    """(model, datasets) to download: the config's (``datasets`` resolved from it), or the
+    sample's served on 127.0.0.1."""
     if cfg.sample is not None:
         from train_pipeline.sample import serve_sample
 
@@ -52,7 +54,7 @@ def sources(cfg: PipelineConfig):
             yield s.model, list(s.datasets)
     else:
         with nullcontext():
-            yield cfg.model, resolve_datasets(cfg)
+            yield cfg.model, datasets
 
 
 def task_retries(cfg: PipelineConfig) -> dict[str, Any]:
@@ -111,7 +113,7 @@ def train_step(model: PrefectFuture, data: DatasetSteps, spec: ModelSpec, cfg: P
     if extracted is None:
         raise ConfigError(f"datasets: {data.spec.name!r} has no archive to extract; training needs an imagefolder "
                           "archive with extract_to set")
-    output_dir = cfg.path(cfg.results_dir) / f"{spec.repo_id.split('/')[-1]}-{data.spec.name}"
+    output_dir = training_output(cfg.path(cfg.results_dir), spec.repo_id, data.spec.name)
     return cached(train, storage, valid=training_is_current(output_dir, cfg.train)).submit(
         model=model, data=extracted, output_dir=str(output_dir), config=cfg.train)
 

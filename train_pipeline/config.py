@@ -476,51 +476,14 @@ def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
         raise ConfigError(f"{what} {str(path)!r} cannot be read ({exc.__class__.__name__}); check permissions and encoding") from None
 
 
-def load_config(path: str | os.PathLike | None = None) -> PipelineConfig:
-    """Read and validate a YAML config; ``None`` means the offline sample profile."""
+def load_config(path: str | os.PathLike | None = None, *, check: bool = True) -> PipelineConfig:
+    """Read and validate a YAML config; ``None`` means the offline sample profile. ``check``: also
+    what only the whole config tells (registry names, archive targets, every step's folder:
+    train_pipeline.locations.check_config), all before any network."""
     path = SAMPLE_CONFIG if path is None else Path(path)
     cfg = parse_config(read_yaml(path), source=str(path))
-    # Registry names must exist: check now, before any network.
-    from train_pipeline.registry import resolve_datasets
+    if check:
+        from train_pipeline.locations import check_config
 
-    check_layout(cfg, resolve_datasets(cfg, source=str(path)), source=str(path))
+        check_config(cfg, source=str(path))
     return cfg
-
-
-def check_layout(cfg: PipelineConfig | None, datasets: list[DatasetSpec], source: str = "config") -> None:
-    """What only the resolved datasets tell (registry entries included): every archive extracts to
-    its own folder, and training finds the archive and an output folder name it can create.
-    ``cfg`` None: datasets from the command line (no training, no 'datasets.N' in messages)."""
-    from train_pipeline.registry import extract_target, is_archive
-
-    root = Path("/data")
-    targets: list[tuple[PurePosixPath, DatasetSpec, str]] = []
-    for i, ds in enumerate(datasets):
-        at = f"datasets.{i}: " if cfg is not None else ""
-        for f in ds.files:
-            try:
-                target = extract_target(root, ds, f)  # the extraction's own rule
-            except ConfigError as exc:
-                raise ConfigError(f"{source}: {at}{exc}") from None
-            if target is None:
-                continue
-            t = PurePosixPath(target.relative_to(root))
-            for other, other_ds, other_file in targets:
-                if t == other or t in other.parents or other in t.parents:
-                    fix = ("give the archives distinct names (set 'name')" if other_ds is ds
-                           else "give each dataset its own extract_to")
-                    raise ConfigError(f"{source}: {at}{ds.name}/{f.filename} would extract to {str(t)!r}, "
-                                      f"{'the same folder as' if t == other else 'overlapping the folder of'} "
-                                      f"{other_ds.name}/{other_file}; {fix}")
-            targets.append((t, ds, f.filename))
-    if cfg is None or cfg.train is None or cfg.sample is not None or cfg.model is None or not datasets:
-        return
-    first = datasets[0]
-    if not first.extract_to or not any(is_archive(f.filename) for f in first.files):
-        raise ConfigError(f"{source}: datasets.0: training reads the first dataset's extracted archive, but "
-                          f"{first.name!r} has {'no extract_to' if not first.extract_to else 'no archive (.zip, .tar.gz, ...)'}; "
-                          "set extract_to and list an imagefolder archive first, or set 'train: null' to only download")
-    output = f"{cfg.model.repo_id.split('/')[-1]}-{first.name}"  # flows.steps.train_step's output folder
-    if len(output.encode()) > NAME_MAX:
-        raise ConfigError(f"{source}: datasets.0: the training output folder {output[:40]!r}... is longer than "
-                          f"{NAME_MAX} bytes; give the dataset a shorter name")

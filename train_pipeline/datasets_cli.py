@@ -25,10 +25,10 @@ from train_pipeline.config import (
     ConfigError,
     DatasetSpec,
     check_dataset_name,
-    check_layout,
     check_path,
 )
 from resumable.progress import human_size
+from train_pipeline.locations import check_layout, check_overlaps, dataset_locations
 from train_pipeline.registry import (
     CUSTOM,
     custom_dataset,
@@ -140,8 +140,10 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
         raise ConfigError(f"--retries {retries}: use 0 to {MAX_RETRIES}")
     _check_option("--data-dir", data_dir)
     spec = resolve(name, registry, urls)
-    check_layout(None, [spec], source="--urls" if urls else f"{registry_path(registry)}: {name}")
+    source = "--urls" if urls else f"{registry_path(registry)}: {name}"
+    check_layout(None, [spec], source=source)
     data = Path(data_dir).expanduser().resolve()
+    check_overlaps(dataset_locations(data, [spec], prefix=""), source=f"--data-dir {data_dir}")
     _prepare(data, data_dir, spec)
     progress = False if quiet else None
     items = [resumable.FetchItem(f.url, download_path(data, spec, f), f.size, f.hash, tuple(f.mirrors))

@@ -121,12 +121,16 @@ def serve_sample(spec: SampleSpec | None = None) -> Iterator[SampleSources]:
     with HubServer(assets.hub_root) as hub, FileServer(assets.files_root) as files:
         yield SampleSources(
             model=ModelSpec(repo_id=SAMPLE_REPO, revision="main", endpoint=hub.endpoint),
-            datasets=(
-                DatasetSpec(
-                    name=SAMPLE_DATASET,
-                    description="synthetic billboard images with captions (offline sample)",
-                    files=(FileSpec(url=files.url(ARCHIVE_NAME), size=assets.archive_size, hash=assets.archive_hash),),
-                    extract_to=SAMPLE_DATASET,
-                ),
-            ),
+            datasets=(sample_dataset(files.url(ARCHIVE_NAME), assets.archive_size, assets.archive_hash),),
         )
+
+
+def sample_dataset(url: str = f"http://127.0.0.1/{ARCHIVE_NAME}", size: int | None = None,
+                   hash: str | None = None) -> DatasetSpec:
+    """The sample's dataset as served at ``url`` (the default: its layout, for checks before serving)."""
+    return DatasetSpec(
+        name=SAMPLE_DATASET,
+        description="synthetic billboard images with captions (offline sample)",
+        files=(FileSpec(url=url, size=size, hash=hash),),
+        extract_to=SAMPLE_DATASET,
+    )

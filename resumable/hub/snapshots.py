@@ -44,7 +44,7 @@ def snapshot(
     _check_args(repo_id, revision, repo_type, max_workers, endpoint)
     include, exclude = _patterns(include), _patterns(exclude)
     offline = _env_offline() if offline is None else offline
-    repo_dir = Path(dest_root).expanduser().absolute() / _folder_name(repo_id, repo_type)
+    repo_dir = repo_folder(dest_root, repo_id, repo_type)
     hub = None if offline else HubAPI(repo_id, repo_type, endpoint, token)
 
     commit = _resolve_commit(hub, repo_dir, repo_id, repo_type, revision)
@@ -167,6 +167,11 @@ def _patterns(value: str | Iterable[str] | None) -> list[str] | None:
 
 def _env_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
+
+
+def repo_folder(dest_root: str | os.PathLike, repo_id: str, repo_type: str = "model") -> Path:
+    """The folder of a repository's snapshots under ``dest_root`` (one sub-folder per commit)."""
+    return Path(dest_root).expanduser().absolute() / _folder_name(repo_id, repo_type)
 
 
 def _folder_name(repo_id: str, repo_type: str) -> str:

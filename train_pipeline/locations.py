@@ -1,0 +1,185 @@
+"""Where each step writes, checked as a whole before anything runs.
+
+Some folders belong to one step, which replaces or deletes what is inside them: an extraction
+target (replaced by a new version of its archive), a dataset's downloads folder, a model
+snapshot folder, a training output folder (checkpoints, final/), the Prefect result storage, the
+sample's build folder. Others only hold such folders (``data_dir``, ``results_dir``,
+``models_cache``). A location equal to or inside a folder that another step owns could be
+deleted or overwritten by that step: the config is refused with one line naming both settings.
+Paths are compared as the system resolves them (symlinks followed), so a link cannot hide an
+overlap.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from train_pipeline.config import NAME_MAX, ConfigError, DatasetSpec, PipelineConfig
+
+
+@dataclass(frozen=True)
+class Location:
+    setting: str  # how the user names it: "results_dir", "datasets.1 (billboards) extract_to"
+    path: Path  # absolute, symlinks resolved
+    owner: str | None = None  # what the owning step does there ("extraction replaces it"); None: a holder only
+
+
+def real_path(value: str | os.PathLike, base: Path | None = None) -> Path:
+    """Absolute, ``~`` expanded, symlinks resolved as far as the path exists."""
+    p = Path(os.path.expanduser(value))
+    return Path(os.path.realpath(p if p.is_absolute() else (base or Path.cwd()) / p))
+
+
+def training_output(results_dir: Path, repo_id: str, dataset: str) -> Path:
+    """The training output folder of a model fine-tuned on a dataset: ``<results_dir>/<model>-<dataset>``."""
+    return results_dir / f"{repo_id.split('/')[-1]}-{dataset}"
+
+
+def check_overlaps(locations: Iterable[Location], source: str) -> None:
+    """ConfigError when a location equals or lies inside one that another step owns (or when two
+    steps own one folder). Linear in the number of locations (each looks up its parents)."""
+    by_path: dict[Path, list[Location]] = {}
+    locations = list(locations)
+    for loc in locations:
+        by_path.setdefault(loc.path, []).append(loc)
+    for loc in locations:
+        for other in by_path.get(loc.path, ()):
+            if other is not loc and (loc.owner or other.owner):
+                owner = loc if loc.owner else other
+                raise ConfigError(f"{source}: {loc.setting} and {other.setting} are the same folder ({loc.path}), "
+                                  f"where {owner.owner}: one would delete or overwrite the other's files; give each "
+                                  "its own folder")
+        for parent in loc.path.parents:
+            for outer in by_path.get(parent, ()):
+                if outer.owner:
+                    raise ConfigError(f"{source}: {loc.setting} ({loc.path}) lies inside {outer.setting} "
+                                      f"({outer.path}), where {outer.owner}: a run could delete or overwrite it; "
+                                      "give each its own folder, side by side")
+
+
+def dataset_locations(data_dir: Path, datasets: list[DatasetSpec], prefix: str = "datasets") -> list[Location]:
+    """Each dataset's downloads folder and extraction targets (``prefix`` None: no index in names)."""
+    from train_pipeline.registry import download_path, extract_target
+
+    out = []
+    for i, ds in enumerate(datasets):
+        name = f"{prefix}.{i} ({ds.name})" if prefix else ds.name
+        if ds.files:
+            out.append(Location(f"{name} downloads folder", real_path(download_path(data_dir, ds, ds.files[0]).parent),
+                                "the downloads write its files"))
+        archives = [(f, t) for f in ds.files if (t := extract_target(data_dir, ds, f)) is not None]
+        for f, target in archives:
+            setting = f"{name} extract_to" + (f" (archive {f.filename})" if len(archives) > 1 else "")
+            out.append(Location(setting, real_path(target), "extraction replaces it with the archive's content"))
+    return out
+
+
+def pipeline_locations(cfg: PipelineConfig, datasets: list[DatasetSpec]) -> list[Location]:
+    """Every folder a run of ``cfg`` writes (``datasets``: the resolved datasets, or the sample's)."""
+    from resumable.hub.snapshots import repo_folder
+
+    data_dir, results_dir, models_cache = (real_path(cfg.path(v)) for v in (cfg.data_dir, cfg.results_dir, cfg.models_cache))
+    out = [Location("models_cache", models_cache), Location("data_dir", data_dir), Location("results_dir", results_dir)]
+    out += dataset_locations(data_dir, datasets)
+    repo_id = _model_repo(cfg)
+    if repo_id is not None:
+        out.append(Location(f"the snapshot of {repo_id} (models_cache)", real_path(repo_folder(models_cache, repo_id)),
+                            "the model snapshot writes the repository's files"))
+        if cfg.train is not None and datasets:
+            out.append(Location(f"the training output (results_dir) of {datasets[0].name}",
+                                real_path(training_output(results_dir, repo_id, datasets[0].name)),
+                                "training writes checkpoints and final/"))
+    storage = cfg.result_storage_ref()
+    if isinstance(storage, Path):
+        from train_pipeline.config import RESULT_STORAGE_ENV
+
+        setting = ("result_storage" if cfg.result_storage else
+                   f"${RESULT_STORAGE_ENV}" if os.environ.get(RESULT_STORAGE_ENV) else "the result storage (results_dir)")
+        out.append(Location(setting, real_path(storage), "Prefect keeps task results and cache records"))
+    if cfg.sample is not None:
+        out.append(Location("sample.build_dir", real_path(cfg.sample.build_dir), "the sample is built (and rebuilt)"))
+    return out
+
+
+def _model_repo(cfg: PipelineConfig) -> str | None:
+    if cfg.sample is not None:
+        from train_pipeline.sample import SAMPLE_REPO
+
+        return SAMPLE_REPO
+    return cfg.model.repo_id if cfg.model is not None else None
+
+
+def planned_datasets(cfg: PipelineConfig, source: str = "config") -> list[DatasetSpec]:
+    """The datasets a run of ``cfg`` downloads: the registry's and inline ones, or the sample's."""
+    if cfg.sample is not None:
+        from train_pipeline.sample import sample_dataset
+
+        return [sample_dataset()]
+    from train_pipeline.registry import resolve_datasets
+
+    return resolve_datasets(cfg, source=source)
+
+
+def check_config(cfg: PipelineConfig, source: str = "config") -> list[DatasetSpec]:
+    """Everything only the whole config tells, before any network: registry names exist, archives
+    extract to folders of their own, training finds what it reads, and no step's folder overlaps
+    another's (see the module doc). Returns the datasets, resolved."""
+    datasets = planned_datasets(cfg, source)
+    check_layout(cfg, datasets, source)
+    check_overlaps(pipeline_locations(cfg, datasets), source)
+    return datasets
+
+
+def check_layout(cfg: PipelineConfig | None, datasets: list[DatasetSpec], source: str = "config") -> None:
+    """What only the resolved datasets tell (registry entries included): every archive extracts to
+    its own folder, and training finds the archive and an output folder name it can create.
+    ``cfg`` None: datasets from the command line (no training, no 'datasets.N' in messages)."""
+    from train_pipeline.registry import extract_target, is_archive
+
+    root = Path("/data")
+    targets: list[tuple[PurePosixPath, DatasetSpec, str]] = []
+    for i, ds in enumerate(datasets):
+        at = f"datasets.{i}: " if cfg is not None else ""
+        for f in ds.files:
+            try:
+                target = extract_target(root, ds, f)  # the extraction's own rule
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {at}{exc}") from None
+            if target is None:
+                continue
+            t = PurePosixPath(target.relative_to(root))
+            for other, other_ds, other_file in targets:
+                if t == other or t in other.parents or other in t.parents:
+                    fix = ("give the archives distinct names (set 'name')" if other_ds is ds
+                           else "give each dataset its own extract_to")
+                    raise ConfigError(f"{source}: {at}{ds.name}/{f.filename} would extract to {str(t)!r}, "
+                                      f"{'the same folder as' if t == other else 'overlapping the folder of'} "
+                                      f"{other_ds.name}/{other_file}; {fix}")
+            targets.append((t, ds, f.filename))
+    if cfg is None or cfg.train is None or cfg.sample is not None or cfg.model is None or not datasets:
+        return
+    first = datasets[0]
+    if not first.extract_to or not any(is_archive(f.filename) for f in first.files):
+        raise ConfigError(f"{source}: datasets.0: training reads the first dataset's extracted archive, but "
+                          f"{first.name!r} has {'no extract_to' if not first.extract_to else 'no archive (.zip, .tar.gz, ...)'}; "
+                          "set extract_to and list an imagefolder archive first, or set 'train: null' to only download")
+    output = training_output(Path("/"), cfg.model.repo_id, first.name).name
+    if len(output.encode()) > NAME_MAX:
+        raise ConfigError(f"{source}: datasets.0: the training output folder {output[:40]!r}... is longer than "
+                          f"{NAME_MAX} bytes; give the dataset a shorter name")
+
+
+def check_training_folders(model_dir: Path, data_dir: Path, output_dir: Path) -> str | None:
+    """Why ``output_dir`` cannot hold a training of ``model_dir`` on ``data_dir`` (one folder inside
+    or equal to another: training would write into, or delete, what it reads), else None."""
+    out = real_path(output_dir)
+    for name, path in (("model_dir", model_dir), ("data_dir", data_dir)):
+        p = real_path(path)
+        if out == p or p in out.parents:
+            return f"output_dir {output_dir} is {'the same folder as' if out == p else 'inside'} {name} {path}"
+        if out in p.parents:
+            return f"{name} {path} lies inside output_dir {output_dir}"
+    return None
