@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .redaction import redact_text
+from .redaction import one_line, redact_text
 
 
 class ResumableError(Exception):
@@ -12,7 +12,7 @@ class ResumableError(Exception):
     libraries' errors, and they end up in logs, Prefect states and events."""
 
     def __init__(self, *args):
-        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
+        super().__init__(*(one_line(redact_text(a)) if isinstance(a, str) else a for a in args))
 
 
 class UsageError(ResumableError, ValueError):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,25 +71,35 @@ def scan_owned(root: Path, skip: Iterable[str] = (), names: Iterable[str] | None
     return Owned(frozenset(dirs), frozenset(files))
 
 
-def carry_foreign(old: Path, new: Path, owned: Owned, *, made_by: str) -> list[str]:
+def carry_foreign(old: Path, new: Path, owned: Owned, *, made_by: str, merge: bool = False) -> list[str]:
     """Hard-link into ``new`` each entry of ``old`` that ``owned`` does not list (a foreign folder
-    with all it holds), creating the folders that lead to it; return their relative paths.
+    with all it holds; into a folder of the new version's where it has one of that path), creating
+    the folders that lead to it; return the relative paths of what it made there (a folder it
+    made stands for all under it).
 
     ``made_by`` completes "was not made by ..." in the error. Raises :class:`ForeignFileError`
-    before changing ``old`` when ``new`` has an entry at a foreign path (or a file or link where a
-    foreign entry's folder should be), or when an entry cannot be linked."""
+    (``old`` is never changed) when ``new`` has an entry at a foreign path (or a file or link where a
+    foreign entry's folder should be), or when an entry cannot be linked. ``merge``: ``new``
+    already holds an earlier carry of ``old``; what is there already (the same inode, a folder)
+    is kept and only what is missing is linked."""
     foreign = _foreign_entries(old, owned)
     if not foreign:
         return []
     new_root = os.open(new, _OPEN_DIR)
     old_root = os.open(old, _OPEN_DIR)
+    modes: list[tuple[int, int]] = []  # folders made on the way, given their modes once filled
+    made: list[str] = []
     try:
         for rel in foreign:
-            _carry(old_root, new_root, rel, old, made_by)
+            made += _carry(old_root, new_root, rel, old, made_by, merge, modes)
+        for fd, mode in reversed(modes):
+            os.fchmod(fd, mode)
     finally:
+        for fd, _ in modes:
+            os.close(fd)
         os.close(old_root)
         os.close(new_root)
-    return foreign
+    return made
 
 
 def _foreign_entries(old: Path, owned: Owned) -> list[str]:
@@ -112,7 +122,8 @@ def _foreign_entries(old: Path, owned: Owned) -> list[str]:
     return sorted(found)
 
 
-def _carry(old_root: int, new_root: int, rel: str, old: Path, made_by: str) -> None:
+def _carry(old_root: int, new_root: int, rel: str, old: Path, made_by: str, merge: bool,
+           modes: list[tuple[int, int]]) -> list[str]:
     *folders, name = rel.split("/")
     shown = old / rel
 
@@ -130,19 +141,17 @@ def _carry(old_root: int, new_root: int, rel: str, old: Path, made_by: str) -> N
             except FileNotFoundError:
                 os.mkdir(part, 0o700, dir_fd=new_dir)
                 new_dir = _reopen(new_dir, part)
-                os.fchmod(new_dir, stat.S_IMODE(mode))  # the folder's own mode, not the umask's
+                modes.append((os.dup(new_dir), stat.S_IMODE(mode)))  # the folder's own mode, not the umask's
                 continue
             if not stat.S_ISDIR(st.st_mode):
                 raise refuse(f"and the new version has a {_kind(st.st_mode)} at {'/'.join(folders)}")
             new_dir = _reopen(new_dir, part)
         try:
-            os.lstat(name, dir_fd=new_dir)
-        except FileNotFoundError:
-            pass
-        else:
-            raise refuse("and the new version has an entry of that name")
-        try:
-            _link_tree(old_dir, new_dir, name)
+            return _link_tree(old_dir, new_dir, name, rel, merge)
+        except FileExistsError as exc:
+            at = str(exc.args[0]) if exc.args else rel
+            where = "of that name" if at == rel else f"at {at}"
+            raise refuse(f"and the new version has an entry {where}") from None
         except OSError as exc:
             raise refuse(f"and it cannot be kept in the new version ({exc.strerror or exc})") from None
     finally:
@@ -156,22 +165,64 @@ def _reopen(dir_fd: int, name: str) -> int:
     return fd
 
 
-def _link_tree(src_dir: int, dst_dir: int, name: str) -> None:
-    """A hard link of ``name`` (a folder: a new folder with the same mode holding links of all it holds)."""
-    st = os.lstat(name, dir_fd=src_dir)
-    if not stat.S_ISDIR(st.st_mode):
-        os.link(name, name, src_dir_fd=src_dir, dst_dir_fd=dst_dir, follow_symlinks=False)
-        return
-    os.mkdir(name, 0o700, dir_fd=dst_dir)  # writable by us until filled
-    src, dst = os.open(name, _OPEN_DIR, dir_fd=src_dir), os.open(name, _OPEN_DIR, dir_fd=dst_dir)
+def _link_tree(src_dir: int, dst_dir: int, name: str, rel: str, merge: bool) -> list[str]:
+    """A hard link of ``name`` (at ``rel``); a folder: a new folder with the same mode and times
+    holding links of all it holds, or, where ``dst_dir`` has a folder of that name already, that
+    folder, filled (depth first, without recursion: two descriptors per level). Returns the
+    relative paths it made (a folder it made stands for all under it). FileExistsError where
+    ``dst_dir`` has another entry of that name (``merge``: unless it is the same inode)."""
+    made: list[str] = []
+    frames: list[tuple[int, int, Iterator[str], str, os.stat_result | None]] = []
+    src, dst, names, base = src_dir, dst_dir, iter([name]), rel.rpartition("/")[0]
     try:
-        for child in os.listdir(src):
-            _link_tree(src, dst, child)
-        os.fchmod(dst, stat.S_IMODE(st.st_mode))
-        os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        while True:
+            entry = next(names, None)
+            if entry is None:
+                if not frames:
+                    return made
+                src, dst, _, _, mine = frames.pop()
+                if mine is not None:  # filled: now its own mode (perhaps read-only) and times
+                    os.fchmod(dst, stat.S_IMODE(mine.st_mode))
+                    os.utime(dst, ns=(mine.st_atime_ns, mine.st_mtime_ns))
+                os.close(src)
+                os.close(dst)
+                src, dst, names, base, _ = frames[-1] if frames else (src_dir, dst_dir, iter(()), "", None)
+                continue
+            path = f"{base}/{entry}" if base else entry
+            inside_made = bool(frames) and frames[-1][4] is not None  # listed already, as its folder
+            st = os.lstat(entry, dir_fd=src)
+            existing = _lstat_or_none(entry, dst)
+            both_dirs = existing is not None and stat.S_ISDIR(existing.st_mode) and stat.S_ISDIR(st.st_mode)
+            if existing is not None and not both_dirs and not (merge and existing.st_ino == st.st_ino):
+                raise FileExistsError(path)
+            if not stat.S_ISDIR(st.st_mode):
+                if existing is None:
+                    os.link(entry, entry, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
+                    made += [] if inside_made else [path]
+                continue
+            if existing is None:
+                os.mkdir(entry, 0o700, dir_fd=dst)  # writable by us until filled
+                made += [] if inside_made else [path]
+            child_src = os.open(entry, _OPEN_DIR, dir_fd=src)
+            try:
+                child_dst = os.open(entry, _OPEN_DIR, dir_fd=dst)
+            except OSError:
+                os.close(child_src)
+                raise
+            mine = st if existing is None else None
+            frames.append((child_src, child_dst, iter(os.listdir(child_src)), path, mine))
+            src, dst, names, base = child_src, child_dst, frames[-1][2], path
     finally:
-        os.close(src)
-        os.close(dst)
+        for src, dst, _, _, _ in frames:
+            os.close(src)
+            os.close(dst)
+
+
+def _lstat_or_none(name: str, dir_fd: int) -> os.stat_result | None:
+    try:
+        return os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
 
 
 def _kind(mode: int) -> str:

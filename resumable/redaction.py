@@ -36,3 +36,12 @@ def redact_text(text: str) -> str:
     errors (requests and urllib3 quote the whole request target, query included)."""
     text = _PATH_QUERY.sub(r"\1?…", _USERINFO.sub("//", text))
     return _ANY_QUERY.sub("?…", text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters (a newline in a file name, a URL, a server's reason
+    phrase) written as ``\\xNN``: an error message stays one line whatever it quotes."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from resumable.errors import UsageError
 from resumable.hashes import parse_hash
 from resumable.http import check_url
-from resumable.redaction import redact, redact_text
+from resumable.redaction import one_line, redact, redact_text
 from resumable.hub.snapshots import check_endpoint, check_repo_id, check_revision
 from resumable.state import RECORD_DIR
 from train_pipeline.training.config import TrainConfig
@@ -49,7 +49,7 @@ class ConfigError(ValueError):
     query or userinfo: it reaches logs and Prefect states)."""
 
     def __init__(self, *args):
-        super().__init__(*(redact_text(a) if isinstance(a, str) else a for a in args))
+        super().__init__(*(one_line(redact_text(a)) if isinstance(a, str) else a for a in args))
 
 
 def _encoded(value: str) -> bytes:
@@ -200,6 +200,9 @@ class DatasetSpec(_Strict):
             check_path(v)
             if p.parts[0] == DOWNLOADS:
                 raise ValueError(f"{v!r}: <data_dir>/{DOWNLOADS}/ holds the downloaded files; extract to another folder")
+            if p.name.startswith("."):  # .<target>.extracting-*, .<target>.extract.json: the extraction's own
+                raise ValueError(f"{v!r}: names starting with '.' are kept for the extraction's temporary folders "
+                                 "and records; use a name without the leading '.'")
         return v
 
     @model_validator(mode="after")
@@ -401,7 +404,7 @@ class PipelineConfig(_Strict):
     # -- resolved locations ---------------------------------------------------------------
     def path(self, value: str, base: Path | None = None) -> Path:
         p = Path(os.path.expanduser(value))
-        return p if p.is_absolute() else ((base or Path.cwd()) / p).resolve()
+        return (p if p.is_absolute() else (base or Path.cwd()) / p).resolve()  # '..' after a symlink: as the system does
 
     def result_storage_ref(self) -> str | Path:
         """A Path (LocalFileSystem) or a saved block slug, never PREFECT_HOME-dependent."""

@@ -143,7 +143,7 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
     source = "--urls" if urls else f"{registry_path(registry)}: {name}"
     check_layout(None, [spec], source=source)
     data = Path(data_dir).expanduser().resolve()
-    check_overlaps(dataset_locations(data, [spec], prefix=""), source=f"--data-dir {data_dir}")
+    check_overlaps(dataset_locations(data, [spec], f"--data-dir {data_dir}", prefix=""), source=f"--data-dir {data_dir}")
     _prepare(data, data_dir, spec)
     progress = False if quiet else None
     items = [resumable.FetchItem(f.url, download_path(data, spec, f), f.size, f.hash, tuple(f.mirrors))

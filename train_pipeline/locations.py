@@ -60,8 +60,10 @@ def check_overlaps(locations: Iterable[Location], source: str) -> None:
                                       "give each its own folder, side by side")
 
 
-def dataset_locations(data_dir: Path, datasets: list[DatasetSpec], prefix: str = "datasets") -> list[Location]:
-    """Each dataset's downloads folder and extraction targets (``prefix`` None: no index in names)."""
+def dataset_locations(data_dir: Path, datasets: list[DatasetSpec], source: str,
+                      prefix: str = "datasets") -> list[Location]:
+    """Each dataset's downloads folder and extraction targets (``prefix`` '': no index in names).
+    A target that is a symlink is refused: extraction replaces the folder itself, never a link."""
     from train_pipeline.registry import download_path, extract_target
 
     out = []
@@ -73,17 +75,21 @@ def dataset_locations(data_dir: Path, datasets: list[DatasetSpec], prefix: str =
         archives = [(f, t) for f in ds.files if (t := extract_target(data_dir, ds, f)) is not None]
         for f, target in archives:
             setting = f"{name} extract_to" + (f" (archive {f.filename})" if len(archives) > 1 else "")
+            if target.is_symlink():
+                raise ConfigError(f"{source}: {setting}: {target} is a symlink (to {os.path.realpath(target)}); "
+                                  "extraction replaces its target folder as a whole: remove the link, or set "
+                                  "data_dir/extract_to to the real folder")
             out.append(Location(setting, real_path(target), "extraction replaces it with the archive's content"))
     return out
 
 
-def pipeline_locations(cfg: PipelineConfig, datasets: list[DatasetSpec]) -> list[Location]:
+def pipeline_locations(cfg: PipelineConfig, datasets: list[DatasetSpec], source: str = "config") -> list[Location]:
     """Every folder a run of ``cfg`` writes (``datasets``: the resolved datasets, or the sample's)."""
     from resumable.hub.snapshots import repo_folder
 
     data_dir, results_dir, models_cache = (real_path(cfg.path(v)) for v in (cfg.data_dir, cfg.results_dir, cfg.models_cache))
     out = [Location("models_cache", models_cache), Location("data_dir", data_dir), Location("results_dir", results_dir)]
-    out += dataset_locations(data_dir, datasets)
+    out += dataset_locations(data_dir, datasets, source)
     repo_id = _model_repo(cfg)
     if repo_id is not None:
         out.append(Location(f"the snapshot of {repo_id} (models_cache)", real_path(repo_folder(models_cache, repo_id)),
@@ -92,6 +98,10 @@ def pipeline_locations(cfg: PipelineConfig, datasets: list[DatasetSpec]) -> list
             out.append(Location(f"the training output (results_dir) of {datasets[0].name}",
                                 real_path(training_output(results_dir, repo_id, datasets[0].name)),
                                 "training writes checkpoints and final/"))
+    if any(isinstance(d, str) for d in cfg.datasets):
+        from train_pipeline.registry import registry_path
+
+        out.append(Location("registry", real_path(registry_path(cfg.registry))))  # a file: never inside a step's folder
     storage = cfg.result_storage_ref()
     if isinstance(storage, Path):
         from train_pipeline.config import RESULT_STORAGE_ENV
@@ -129,7 +139,7 @@ def check_config(cfg: PipelineConfig, source: str = "config") -> list[DatasetSpe
     another's (see the module doc). Returns the datasets, resolved."""
     datasets = planned_datasets(cfg, source)
     check_layout(cfg, datasets, source)
-    check_overlaps(pipeline_locations(cfg, datasets), source)
+    check_overlaps(pipeline_locations(cfg, datasets, source), source)
     return datasets
 
 

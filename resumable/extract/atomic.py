@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import secrets
-import shutil
 from pathlib import Path
 
 _RENAME_EXCHANGE = 2
@@ -19,23 +19,95 @@ def new_temp_dir(target: Path) -> Path:
     return tmp
 
 
+_TEMP = re.compile(r"\.(?P<name>.+)\.extracting-[0-9]+-[0-9a-f]{8}(?P<kind>-old|-unwrapped)?")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one of extract's own temporary folders (which a later run removes)."""
+    return _TEMP.fullmatch(name) is not None
+
+
 def remove_stale(target: Path) -> list[Path]:
-    """Remove temp folders of killed runs. Only call with the target's lock held: then none is live."""
-    stale = sorted(target.parent.glob(f".{target.name}.extracting-*"))
-    for path in stale:
+    """Remove temp folders of killed runs. Only call with the target's lock held: then none is live.
+
+    The exact names only (``.<target>.extracting-<pid>-<hex>[-old|-unwrapped]``): a folder named
+    like a glob or like another target's temp folder is never taken for one. A previous version
+    moved aside (``-old``) by a replacement killed before the new one was renamed in is put back
+    in place: it is the target, with any files others had put into it."""
+    stale = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except FileNotFoundError:
+        return stale
+    for entry in sorted(entries, key=lambda e: e.name):
+        m = _TEMP.fullmatch(entry.name)
+        if m is None or m["name"] != target.name:
+            continue
+        path = Path(entry.path)
+        if m["kind"] == "-old" and not os.path.lexists(target):
+            os.rename(path, target)
+            continue
         remove(path)
+        stale.append(path)
     return stale
 
 
 def remove(path: Path) -> None:
-    """Remove a folder tree, or whatever else stood at the target's place (a file, a link)."""
+    """Remove a folder tree of ours, or whatever else stood at the target's place (a file, a link).
+    Folders made read-only (by the user, or by an archive's modes) are made writable to be
+    emptied; what cannot be removed stays for the next run's remove_stale (never an error)."""
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
+        _remove_tree(path)
     else:
         try:
             path.unlink()
         except FileNotFoundError:
             pass
+
+
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _remove_tree(path: Path) -> None:
+    """shutil.rmtree without its recursion (any depth) and through descriptors (never a symlink)."""
+    try:
+        top = os.open(path, _OPEN_DIR)
+    except OSError:
+        return
+    stack: list[tuple[int, list[str], str | None]] = []
+    try:
+        os.fchmod(top, 0o700)
+        stack.append((top, os.listdir(top), None))
+    except OSError:
+        os.close(top)
+        return
+    while stack:
+        fd, names, name = stack[-1]
+        if not names:
+            stack.pop()
+            os.close(fd)
+            if stack and name is not None:
+                _quietly(os.rmdir, name, dir_fd=stack[-1][0])
+            continue
+        entry = names.pop()
+        try:
+            child = os.open(entry, _OPEN_DIR, dir_fd=fd)
+        except OSError:  # not a folder (or a symlink to one): unlink the entry itself
+            _quietly(os.unlink, entry, dir_fd=fd)
+            continue
+        try:
+            os.fchmod(child, 0o700)
+            stack.append((child, os.listdir(child), entry))
+        except OSError:
+            os.close(child)
+    _quietly(os.rmdir, path)
+
+
+def _quietly(func, *args, **kwargs) -> None:
+    try:
+        func(*args, **kwargs)
+    except OSError:
+        pass
 
 
 def _libc():
@@ -62,24 +134,28 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def publish(tmp: Path, target: Path) -> None:
-    """Put ``tmp`` in place of ``target``; the old version (if any) is removed afterwards.
+def publish(tmp: Path, target: Path, keep_old: bool = False) -> Path | None:
+    """Put ``tmp`` in place of ``target``; the old version (if any) is removed afterwards, or with
+    ``keep_old`` returned (under a temp name that a later run's remove_stale cleans up).
 
     With an exchange the target path always names a complete version. Without it there is a
-    moment with no target (old moved aside under a temp name): a crash there leaves no target,
-    never a half-filled one, and the next run redoes the extraction.
+    moment with no target (old moved aside as ``-old``): a crash there leaves no target, and the
+    next run's remove_stale puts the old version back.
     """
-    if os.path.lexists(target):
-        if not _exchange(tmp, target):
-            aside = target.with_name(f".{target.name}.extracting-{os.getpid()}-{secrets.token_hex(4)}-old")
-            os.rename(target, aside)
-            os.rename(tmp, target)
-            tmp = aside
-        fsync_dir(target.parent)
-        remove(tmp)
-    else:
+    if not os.path.lexists(target):
         os.rename(tmp, target)
         fsync_dir(target.parent)
+        return None
+    if not _exchange(tmp, target):
+        aside = target.with_name(f".{target.name}.extracting-{os.getpid()}-{secrets.token_hex(4)}-old")
+        os.rename(target, aside)
+        os.rename(tmp, target)
+        tmp = aside
+    fsync_dir(target.parent)
+    if keep_old:
+        return tmp
+    remove(tmp)
+    return None
 
 
 def fsync_dir(path: Path) -> None:

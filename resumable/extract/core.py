@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
+import secrets
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from ..errors import ExtractError, UsageError
-from ..foreign import Owned, carry_foreign, scan_owned
+from ..foreign import ForeignFileError, Owned, carry_foreign, scan_owned
 from ..hashes import BackgroundHasher, file_digest, parse_hash
-from .atomic import new_temp_dir, publish, remove_stale, sync_filesystem
+from .atomic import is_temp_name, new_temp_dir, publish, remove, remove_stale, sync_filesystem
 from .formats import detect_format
 from .guard import MemberGuard
 from .limits import DEFAULT_MAX_RATIO, DEFAULT_MAX_TOTAL_SIZE, Limits, limits_for
@@ -71,7 +72,7 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
     folder name; when the archive holds nothing but a folder of that name (``a.tar.gz`` holding
     ``a/``), the target gets that folder's content instead of the folder (no ``a/a/``).
     """
-    archive, target = Path(os.path.abspath(archive)), Path(os.path.abspath(target))
+    archive, target = Path(os.path.realpath(archive)), _real_target(target)
     digest = str(parse_hash(archive_digest)) if archive_digest else None
     _check_paths(archive, target)
     if unwrap is not None and (not unwrap or unwrap in (".", "..") or "/" in unwrap or "\0" in unwrap):
@@ -107,18 +108,22 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
             if (now.st_size, now.st_mtime_ns, now.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
                 raise ExtractError(f"{archive}: the file changed while it was being extracted; "
                                    f"run again once its download has finished")
-            # Entries that the old version's record does not list are someone else's: they go
-            # into the new version (hard links) before the swap, or nothing is replaced.
-            before, after = _owned_before(record, target), scan_owned(tmp)
-            foreign = carry_foreign(target, tmp, before, made_by=f"extracting {archive.name}") if os.path.isdir(target) else []
             if sync:
                 sync_filesystem(tmp)
+            # Entries that the old version's record does not list are someone else's: they go
+            # into the new version (hard links) right before the swap, or nothing is replaced.
+            before, after = _owned_before(record, target), scan_owned(tmp)
+            made_by = f"extracting {archive.name}"
+            foreign = carry_foreign(target, tmp, before, made_by=made_by) if os.path.isdir(target) else []
             # From here a crash leaves a target whose every member (old or new) is known.
-            write_record(target, Record(state="replacing", members=members_of(before | after)))
-            publish(tmp, target)
+            write_record(target, Record(state="replacing", members=members_of(after), previous=members_of(before),
+                                        target_ino=os.lstat(tmp).st_ino, unwrap=unwrap))
+            old = publish(tmp, target, keep_old=True)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove(tmp)
             raise
+        if old is not None:  # what others wrote into the old version during the swap goes along too
+            foreign += _carry_late(old, target, before, made_by)
         target_ino, members = scan_members(target, skip=foreign)  # as published: only the target's own ctime moved
         record = Record("complete", str(archive), digest, st.st_size, st.st_mtime_ns, st.st_ino, fmt, files,
                         nbytes, target_ino, unwrap, members)
@@ -188,6 +193,12 @@ def _check_paths(archive: Path, target: Path) -> None:
                          f"entirely; extract into another folder (e.g. {target / archive.name.split('.')[0]})")
     if target.is_symlink():
         raise UsageError(f"target {target} is a symlink; pass the folder it points to ({os.path.realpath(target)})")
+    if is_temp_name(target.name) or target.name.endswith((".extract.json", ".extract.lock")) and target.name[0] == ".":
+        raise UsageError(f"target {target}: extract names its own temporary folders and records like that; "
+                         "choose another name")
+    if os.path.ismount(target):
+        raise UsageError(f"target {target} is a mount point, which extraction cannot replace as a whole; "
+                         "extract into a folder inside it")
 
 
 def _refuse_foreign(target: Path, record: Record | None) -> None:
@@ -206,11 +217,38 @@ def _owned_before(record: Record | None, target: Path) -> Owned:
     """What the previous extraction into ``target`` made (may be replaced by the new version)."""
     if record is None or not os.path.isdir(target):
         return Owned()  # no target, or an empty folder (_refuse_foreign)
+    if record.state == "replacing" and record.previous is not None and record.members is not None:
+        swapped = os.lstat(target).st_ino == record.target_ino  # killed after the swap: the new version is in place
+        return owned_by(record.members if swapped else record.previous)
     if record.members is not None:
         return owned_by(record.members)
     if record.legacy_top_level is not None:  # a version-1 record: its top-level names, and all under them
         return scan_owned(target, names=record.legacy_top_level)
     return scan_owned(target)  # an older release's "replacing" record, which listed nothing: all was its own
+
+
+def _carry_late(old: Path, target: Path, owned: Owned, made_by: str) -> list[str]:
+    """After the swap: link into the published target what others wrote into the old version
+    between the first carry and the swap, then remove the old version. Should the new version
+    hold an entry of such a path, the old version is kept under a name no run removes, and said."""
+    try:
+        late = carry_foreign(old, target, owned, made_by=made_by, merge=True)
+    except ForeignFileError as exc:
+        kept = old.with_name(f".{target.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+        os.rename(old, kept)
+        raise ForeignFileError(f"{exc}; the new version is in place and the previous one, with that file, "
+                               f"is kept in {kept}") from None
+    remove(old)
+    return late
+
+
+def _real_target(target: str | os.PathLike) -> Path:
+    """The target as the system resolves it (its folder's symlinks and '..' followed), the target
+    itself not followed: a symlink there is refused (_check_paths), never replaced."""
+    path = Path(os.path.abspath(target)) if not os.path.isabs(target) else Path(target)
+    if not path.name or path.name in (".", ".."):
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
 
 
 def _refresh(record: Record, target: Path, st: os.stat_result) -> None:

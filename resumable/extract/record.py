@@ -3,8 +3,9 @@
 It lives next to the target (``.<name>.extract.json``), not inside it, so the extracted tree is
 exactly the archive's content. It is only ever replaced atomically, and exists for as long as the
 target is ours: ``state`` is "complete" once the target matches it, "replacing" while a new
-version is being swapped in (listing the members of both versions: a crash there leaves a target
-whose every member is known), "outdated" for a record an older release wrote (ours, but not
+version is being swapped in (``members``: the new version's, ``previous``: the old one's, and
+``target_ino``: the new folder's inode, which the target has once the swap happened: a crash
+there leaves a target whose every member is known), "outdated" for a record an older release wrote (ours, but not
 trusted: the target is extracted again). Entries of the target that the record does not list are
 someone else's: a new version keeps them (see ``resumable.foreign``).
 
@@ -72,6 +73,7 @@ class Record:
     unwrap: str | None = None  # the folder name extract() was asked to unwrap (see core.extract)
     members: Members | None = None
     version: int = VERSION
+    previous: Members | None = None  # "replacing": the members of the version being replaced
     legacy_top_level: list[str] | None = None  # "outdated": the version-1 record's top-level names
 
 
@@ -131,7 +133,7 @@ def parse_record(raw: bytes) -> Record | None:
 
 
 _KEYS = {"state", "archive", "archive_digest", "archive_size", "archive_mtime_ns", "archive_ino", "format", "files",
-         "bytes", "target_ino", "unwrap", "members", "version"}
+         "bytes", "target_ino", "unwrap", "members", "previous", "version"}
 
 
 def _parse_v2(data: dict[str, Any]) -> Record | None:
@@ -146,8 +148,9 @@ def _parse_v2(data: dict[str, Any]) -> Record | None:
     record.unwrap = None if unwrap is None else _plain_name(_typed(unwrap, str))
     if record.state not in ("complete", "replacing"):
         return None
-    members = data.get("members")
+    members, previous = data.get("members"), data.get("previous")
     record.members = None if members is None else _parse_members(_typed(members, dict))
+    record.previous = None if previous is None else _parse_members(_typed(previous, dict))
     if record.state == "complete" and record.members is None:
         return None
     return record
@@ -213,15 +216,20 @@ def write_record(target: Path, record: Record) -> None:
     path = record_path(target)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     data = {name: getattr(record, name) for name in ("version", "state", *_STR_FIELDS[1:], *_INT_FIELDS, "unwrap")}
-    m = record.members
-    data["members"] = None if m is None else {
-        "dirs": m.dirs, "counts": m.counts, "names": "/".join(m.names), "modes": m.modes, "sizes": m.sizes,
-        "mtimes_ns": _pack_times(m.mtimes_ns), "ctimes_ns": _pack_times(m.ctimes_ns)}
+    data["members"] = _packed(record.members)
+    if record.previous is not None:
+        data["previous"] = _packed(record.previous)
     with open(tmp, "w") as f:  # ASCII JSON: names that are not UTF-8 round-trip as \\udcXX escapes
         json.dump(data, f, separators=(",", ":"))
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _packed(m: Members | None) -> dict[str, Any] | None:
+    return None if m is None else {
+        "dirs": m.dirs, "counts": m.counts, "names": "/".join(m.names), "modes": m.modes, "sizes": m.sizes,
+        "mtimes_ns": _pack_times(m.mtimes_ns), "ctimes_ns": _pack_times(m.ctimes_ns)}
 
 
 def archive_matches(record: Record, st: os.stat_result) -> bool:

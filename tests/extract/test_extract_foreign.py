@@ -201,3 +201,142 @@ def test_a_version_1_record_owns_only_its_top_level_names(sandbox):
     write(archive, version(V2))
     assert extract(archive, target, progress=False).status == "extracted"
     assert files_in(target) == {**V2, "notes.txt": b"mine\n"}
+
+
+_KILL_BETWEEN_RENAMES = """
+import os, signal, sys
+from resumable.extract import atomic, core
+
+archive, target = sys.argv[1:3]
+atomic._exchange = lambda a, b: False  # a file system without renameat2's exchange
+real_rename = os.rename
+
+def rename(src, dst, *args, **kwargs):
+    real_rename(src, dst, *args, **kwargs)
+    if str(dst).endswith("-old"):  # the old version is aside, the new one not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.rename = rename
+core.extract(archive, target, progress=False)
+"""
+
+
+def test_a_kill_between_the_two_renames_without_exchange_puts_the_old_version_back(sandbox):
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    kept = add_foreign(target, sandbox / "outside.txt")
+    write(archive, version(V2))
+    child = subprocess.run([sys.executable, "-c", _KILL_BETWEEN_RENAMES, str(archive), str(target)],
+                           env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO, capture_output=True, timeout=60)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    assert not target.exists()  # the moment the fallback cannot avoid: no target at all
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert snapshot(target, list(kept)) == kept
+    assert {k: v for k, v in files_in(target).items() if k not in kept} == V2
+    assert temp_folders(sandbox) == []
+
+
+def test_only_the_targets_own_temp_folders_are_cleaned_up(sandbox):
+    """A target named like a glob, or a folder named like another target's temp folder: never removed."""
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    live = sandbox / ".d1.extracting-4242-abcdabcd"  # another extraction's (of target 'd1') live temp folder
+    live.mkdir()
+    (live / "x").write_bytes(b"x")
+    extract(archive, sandbox / "d[1]", progress=False)
+    assert (live / "x").read_bytes() == b"x"
+    with pytest.raises(ExtractError.__mro__[1], match="temporary folders"):  # a UsageError
+        extract(archive, sandbox / ".ads.extracting-1-deadbeef", progress=False)
+
+
+@pytest.mark.parametrize("when", ["while flushing", "right before the swap"])
+def test_a_file_written_into_the_target_during_the_replacement_is_kept(sandbox, monkeypatch, when):
+    from resumable.extract import core
+
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    late = target / "sub" / "written-meanwhile.txt"
+    name = "sync_filesystem" if when == "while flushing" else "publish"
+    real = getattr(core, name)
+
+    def write_then(*args, **kwargs):
+        late.write_bytes(b"meanwhile\n")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(core, name, write_then)
+    write(archive, version(V2))
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert late.read_bytes() == b"meanwhile\n"
+    assert {k: v for k, v in files_in(target).items() if k != "sub/written-meanwhile.txt"} == V2
+    assert temp_folders(sandbox) == []
+
+
+def test_a_kill_before_the_swap_does_not_claim_the_new_versions_paths(sandbox):
+    """The record of a replacement killed before its swap lists the new version's members too; a
+    file the user later puts at one of those paths is still the user's."""
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    write(archive, version(V2))
+    marker = sandbox.parent / "parked"
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(archive), str(target), str(marker), "before-swap"],
+                             env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO)
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists():
+            assert child.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+    finally:
+        child.kill()
+        child.wait()
+        marker.unlink(missing_ok=True)
+    (target / "new.txt").write_bytes(b"the user's\n")  # a path only the killed new version has
+    write(archive, version(V1))
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert (target / "new.txt").read_bytes() == b"the user's\n"
+
+
+def test_a_foreign_tree_of_any_depth_is_kept(sandbox):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)  # two descriptors per level while linking
+    if hard != resource.RLIM_INFINITY and hard < 4096:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard}: too few descriptors for a 1,200-level tree")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 4096), hard))
+    try:
+        _deep_tree_is_kept(sandbox)
+    finally:
+        from resumable.extract.atomic import remove
+
+        remove(sandbox / "target" / "deep")  # pytest's clean-up (shutil.rmtree) would recurse past the limit
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _deep_tree_is_kept(sandbox: Path) -> None:
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    deep = target / "deep" / "/".join(["d"] * 1200)
+    (target / "deep").mkdir()
+    fd = os.open(target / "deep", os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(1200):  # os.makedirs recurses once per level
+        os.mkdir("d", dir_fd=fd)
+        fd, parent = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(parent)
+    os.close(fd)
+    (deep / "leaf.txt").write_bytes(b"leaf\n")
+    write(archive, version(V2))
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert (deep / "leaf.txt").read_bytes() == b"leaf\n"
+
+
+def test_a_name_with_a_newline_stays_on_one_line_in_the_error(sandbox):
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    (target / "notes\nerror: fake").write_bytes(b"mine\n")
+    write(archive, version({**V2, "notes\nerror: fake": b"theirs\n"}))
+    with pytest.raises(ForeignFileError) as err:
+        extract(archive, target, progress=False)
+    assert "\n" not in str(err.value) and "notes\\x0aerror: fake" in str(err.value)

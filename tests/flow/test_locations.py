@@ -110,9 +110,9 @@ def test_symlinks_cannot_hide_an_overlap(tmp_path, link):
     (tmp_path / "data" / "downloads" / "signs").mkdir(parents=True)
     (tmp_path / "data" / "ads").mkdir()
     if link == "extraction target into another's downloads":
-        (tmp_path / "data" / "images").symlink_to(tmp_path / "data" / "downloads" / "signs")
+        (tmp_path / "data" / "lnk").symlink_to(tmp_path / "data" / "downloads" / "signs")  # a folder on the way
         overrides = dict(datasets=[
-            {"name": "ads", "files": [{"url": "http://127.0.0.1:9/ads.tar.gz"}], "extract_to": "images"},
+            {"name": "ads", "files": [{"url": "http://127.0.0.1:9/ads.tar.gz"}], "extract_to": "lnk/images"},
             {"name": "signs", "files": [{"url": "http://127.0.0.1:9/signs.zip"}], "extract_to": "signs"}])
         names = ("datasets.0 (ads) extract_to", "datasets.1 (signs) downloads folder")
     elif link == "results_dir onto a target":
@@ -138,12 +138,12 @@ def test_legal_layouts_pass(tmp_path, overrides):
 
 
 def test_the_datasets_cli_checks_its_folders_with_symlinks_resolved(tmp_path):
-    """`datasets download --data-dir` sees the same rule: here the target is a link into the downloads."""
+    """`datasets download --data-dir` sees the same rule: here the target's folder links into the downloads."""
     (tmp_path / "data" / "downloads" / "ads").mkdir(parents=True)
-    (tmp_path / "data" / "ads").symlink_to(tmp_path / "data" / "downloads" / "ads")
+    (tmp_path / "data" / "lnk").symlink_to(tmp_path / "data" / "downloads" / "ads")
     registry = tmp_path / "registry.yaml"
     registry.write_text(yaml.safe_dump({"datasets": [
-        {"name": "ads", "files": [{"url": "http://127.0.0.1:9/ads.tar.gz"}], "extract_to": "ads"}]}))
+        {"name": "ads", "files": [{"url": "http://127.0.0.1:9/ads.tar.gz"}], "extract_to": "lnk/ads"}]}))
     r = subprocess.run([sys.executable, "-m", "train_pipeline.cli", "datasets", "download", "ads", "--registry",
                         str(registry), "--data-dir", str(tmp_path / "data")], cwd=PROJECT_ROOT,
                        capture_output=True, text=True, timeout=120)
@@ -206,3 +206,50 @@ def test_foreign_files_survive_a_new_archive_version_in_the_flow(tmp_path, datas
         assert path.read_bytes() == content and path.stat().st_ino == inodes[path], path
     lines = (root / "billboards" / "billboards" / "metadata.jsonl").read_text().splitlines()
     assert len(lines) == 7  # the new version's content
+
+
+def test_a_registry_file_inside_an_extraction_target_is_refused(tmp_path):
+    registry = tmp_path / "data" / "ads" / "registry.yaml"
+    registry.parent.mkdir(parents=True)
+    registry.write_text(yaml.safe_dump({"datasets": [
+        {"name": "ads", "files": [{"url": "http://127.0.0.1:9/ads.tar.gz"}], "extract_to": "ads"}]}))
+    code, err = check(tmp_path, registry=str(registry), datasets=["ads"])
+    assert code == 2 and "registry" in err and "datasets.0 (ads) extract_to" in err, err
+
+
+def test_an_extraction_target_that_is_a_symlink_is_refused_by_check(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "ads").symlink_to(tmp_path / "elsewhere")
+    code, err = check(tmp_path)
+    assert code == 2 and "datasets.0 (ads) extract_to" in err and "is a symlink" in err, err
+
+
+def test_a_hidden_extract_to_name_is_refused(tmp_path):
+    code, err = check(tmp_path, datasets=[
+        {"name": "ads", "files": [{"url": "http://127.0.0.1:9/ads.tar.gz"}], "extract_to": ".ads.extracting-backup"}])
+    assert code == 2 and "datasets.0.extract_to" in err and "leading '.'" in err, err
+
+
+def test_dotdot_after_a_symlink_means_what_the_system_makes_of_it(tmp_path):
+    """data_dir 'link/../data' with link -> real/sub is real/data for every step (the check and
+    the extraction alike), not the 'data' beside 'link' that a textual normalisation gives."""
+    from resumable.extract import extract
+    from train_pipeline.config import parse_config
+
+    (tmp_path / "real" / "sub").mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "real" / "sub")
+    cfg = parse_config({"datasets": [{"name": "ads", "files": [{"url": "http://127.0.0.1:9/a.tar.gz"}]}],
+                        "train": None, "data_dir": str(tmp_path / "link" / ".." / "data")})
+    assert cfg.path(cfg.data_dir) == tmp_path / "real" / "data"
+    import io
+    import tarfile
+
+    archive = tmp_path / "a.tar"
+    with tarfile.open(archive, "w") as t:
+        info = tarfile.TarInfo("x.txt")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    result = extract(archive, str(tmp_path / "link" / ".." / "out"), progress=False)
+    assert result.target == tmp_path / "real" / "out" and (tmp_path / "real" / "out" / "x.txt").is_file()
+    assert not (tmp_path / "out").exists()

@@ -73,3 +73,32 @@ def test_the_output_folder_never_overlaps_what_training_reads(tiny_model_dir, on
         train(model, data, out, fast_config(max_steps=1))
     assert "\n" not in str(err.value)
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+
+
+@pytest.mark.parametrize("case", ["made by hand", "damaged record", "a symlink"])
+def test_a_final_folder_without_a_valid_record_is_refused_before_training(tiny_model_dir, one_batch_data_dir, tmp_path,
+                                                                          fast_config, case):
+    """final/ that no record describes may hold only the user's files: say so before training
+    (not after it), and touch nothing."""
+    out = tmp_path / "out"
+    if case == "made by hand":
+        (out / "final").mkdir(parents=True)
+        (out / "final" / "README.md").write_text("card")
+    elif case == "damaged record":
+        train(tiny_model_dir, one_batch_data_dir, out, fast_config(max_steps=1, save_steps=100))
+        (out / "final" / "NOTES.md").write_text("notes")
+        (out / ".final.owned.json").write_text('{"dirs": [], "files": ["config.json",')
+    else:
+        (tmp_path / "mine").mkdir()
+        (tmp_path / "mine" / "x.txt").write_text("x")
+        out.mkdir()
+        (out / "final").symlink_to(tmp_path / "mine")
+    def files():
+        return {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and p.name != ".train.lock"}
+
+    before = files()
+    with pytest.raises(TrainSetupError, match="no record says what training wrote into it") as err:
+        train(tiny_model_dir, one_batch_data_dir, out, fast_config(max_steps=1, save_steps=100, resume=False,
+                                                                   learning_rate=1e-2))
+    assert "\n" not in str(err.value)
+    assert files() == before  # checkpoints of the earlier training included (resume: false did not run)

@@ -158,6 +158,8 @@ def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | 
             f"output_dir {out} holds checkpoints of a training with other {what}: "
             "use a new output_dir, or set resume: false to start over there"
         )
+    if os.path.lexists(out / FINAL_NAME) and final_owned(out) is None:  # say so now, not after the training
+        raise TrainSetupError(_FINAL_UNKNOWN.format(final=out / FINAL_NAME))
     _remove(out / RESULT_NAME)  # final/ stays until the new one replaces it (keeping others' files)
     if not resume:
         for _, path in checkpoint_dirs(out):
@@ -336,30 +338,41 @@ def _save_final(trainer: Any, processor: Any, out: Path) -> Path:
     from resumable.extract.atomic import publish
     from resumable.foreign import carry_foreign, scan_owned
 
-    final, partial, owned_record = out / FINAL_NAME, out / f"{FINAL_NAME}.partial", out / FINAL_OWNED_NAME
+    final, partial, record = out / FINAL_NAME, out / f"{FINAL_NAME}.partial", out / FINAL_OWNED_NAME
     _remove(partial)  # a killed save's, or the old final/ of a swap killed before its removal
     trainer.save_model(str(partial))
     processor.save_pretrained(str(partial))
     written = scan_owned(partial)
-    if final.is_dir():
-        before = _owned_final(final, owned_record)
-        carry_foreign(final, partial, before, made_by="training (it is in the final model folder)")
-        written_or_before = before | written
-        _write_json(owned_record, {"dirs": sorted(written_or_before.dirs), "files": sorted(written_or_before.files)})
+    before = final_owned(out) if os.path.lexists(final) else Owned()
+    if before is None:
+        raise TrainSetupError(_FINAL_UNKNOWN.format(final=final))
+    if os.path.lexists(final):
+        carry_foreign(final, partial, before, made_by="training")
+    _write_owned(record, before | written)  # a kill from here on leaves every file of ours listed
     publish(partial, final)
-    _write_json(owned_record, {"dirs": sorted(written.dirs), "files": sorted(written.files)})
+    _write_owned(record, written)
     return final
 
 
-def _owned_final(final: Path, owned_record: Path) -> Owned:
-    """What training wrote into ``final`` (per its record; all of it when an older release wrote it)."""
-    from resumable.foreign import scan_owned
+_FINAL_UNKNOWN = ("{final} exists but no record says what training wrote into it (a folder made by hand, or an older "
+                  "release's, or its record was damaged); move it away, or delete it if it holds nothing of yours")
 
-    data = _read_json(owned_record)
+
+def final_owned(out: Path) -> Owned | None:
+    """What training wrote into ``out/final`` per its record; None when there is no valid record
+    (then every file in it may be someone else's) or final/ is not a real folder."""
+    final = out / FINAL_NAME
+    if final.is_symlink() or not final.is_dir():
+        return None
+    data = _read_json(out / FINAL_OWNED_NAME)
     lists = [data.get(k) for k in ("dirs", "files")] if isinstance(data, dict) else []
     if len(lists) == 2 and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists):
         return Owned(frozenset(lists[0]), frozenset(lists[1]))
-    return scan_owned(final)
+    return None
+
+
+def _write_owned(path: Path, owned: Owned) -> None:
+    _write_json(path, {"dirs": sorted(owned.dirs), "files": sorted(owned.files)})
 
 
 def _fingerprint_model(model_dir: Path) -> str:
