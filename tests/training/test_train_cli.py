@@ -36,6 +36,7 @@ def test_bad_setting_is_one_line_exit_2(tiny_model_dir, one_batch_data_dir, tmp_
 
 
 def test_bad_data_dir_is_one_line_exit_2(tiny_model_dir, tmp_path, capsys):
-    code = main(["train", str(tiny_model_dir), str(tmp_path), str(tmp_path / "out"), "--set", "max_steps=1"])
+    (tmp_path / "data").mkdir()
+    code = main(["train", str(tiny_model_dir), str(tmp_path / "data"), str(tmp_path / "out"), "--set", "max_steps=1"])
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert code == 2 and len(err) == 1 and "metadata.jsonl" in err[0]
