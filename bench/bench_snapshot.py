@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
-from train_pipeline.servers.hub import HubServer  # noqa: E402
+from offline.hub_server import HubServer  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "snapshot"
 REPO = "bench/model"

@@ -80,8 +80,8 @@ def main() -> None:
     from train_pipeline.training.config import TrainConfig
     from train_pipeline.training.finetune import train
     from train_pipeline.training.metrics import read_metrics
-    from train_pipeline.training.sample_data import build_sample_dataset
-    from train_pipeline.training.tiny_model import build_tiny_qwen2vl
+    from offline.sample_data import build_sample_dataset
+    from offline.tiny_model import build_tiny_qwen2vl
 
     args.work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

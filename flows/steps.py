@@ -48,7 +48,7 @@ def sources(cfg: PipelineConfig, datasets: list[DatasetSpec]):
     """(model, datasets) to download: the config's (``datasets`` resolved from it), or the
     sample's served on 127.0.0.1."""
     if cfg.sample is not None:
-        from train_pipeline.sample import serve_sample
+        from offline.sample import serve_sample
 
         with serve_sample(cfg.sample) as s:
             yield s.model, list(s.datasets)

@@ -116,7 +116,7 @@ def pipeline_locations(cfg: PipelineConfig, datasets: list[DatasetSpec], source:
 
 def _model_repo(cfg: PipelineConfig) -> str | None:
     if cfg.sample is not None:
-        from train_pipeline.sample import SAMPLE_REPO
+        from offline.sample import SAMPLE_REPO
 
         return SAMPLE_REPO
     return cfg.model.repo_id if cfg.model is not None else None
@@ -125,7 +125,7 @@ def _model_repo(cfg: PipelineConfig) -> str | None:
 def planned_datasets(cfg: PipelineConfig, source: str = "config") -> list[DatasetSpec]:
     """The datasets a run of ``cfg`` downloads: the registry's and inline ones, or the sample's."""
     if cfg.sample is not None:
-        from train_pipeline.sample import sample_dataset
+        from offline.sample import sample_dataset
 
         return [sample_dataset()]
     from train_pipeline.registry import resolve_datasets

@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-CHECKOUT = ("flows", "tasks", "train_pipeline", "resumable", "configs", "deployments", "prefect.yaml", "pyproject.toml")
+CHECKOUT = ("flows", "tasks", "train_pipeline", "offline", "resumable", "configs", "deployments", "prefect.yaml",
+            "pyproject.toml")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 RUN_TIMEOUT = 300  # seconds a flow run may take before the test gives up (not an assertion on speed)
 

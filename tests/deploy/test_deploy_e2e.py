@@ -19,7 +19,7 @@ import time
 import pytest
 from deploy_helpers import SMALL_SAMPLE, free_port
 
-DATASET = "outdoor_advertising_sample"  # the sample's dataset (train_pipeline.sample)
+DATASET = "outdoor_advertising_sample"  # the sample's dataset (offline.sample)
 
 
 def test_both_deployments_exist_on_the_process_pool(deployed):

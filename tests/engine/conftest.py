@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from engine_helpers import free_port, wait_for_port
-from train_pipeline.servers.files import FileServer
+from offline.file_server import FileServer
 
 
 def _file_server(root):

@@ -94,7 +94,7 @@ def test_small_or_rangeless_files_fall_back_to_one_connection(served, tmp_path):
 
 @pytest.mark.slow
 def test_segmented_server_ignoring_range_restarts_cleanly(tmp_path):
-    from train_pipeline.servers.files import FileServer
+    from offline.file_server import FileServer
 
     root = tmp_path / "srv"
     size = 70 << 20

@@ -41,8 +41,8 @@ class Archive:
 @pytest.fixture(scope="session")
 def dataset_archive(tmp_path_factory) -> Archive:
     """A small imagefolder dataset packed as tar.gz, built once per session (no torch needed)."""
-    from train_pipeline.sample import _pack
-    from train_pipeline.training.sample_data import build_sample_dataset
+    from offline.sample import _pack
+    from offline.sample_data import build_sample_dataset
 
     root = tmp_path_factory.mktemp("dataset-archive")
     folder = build_sample_dataset(root / "billboards", n_images=6, seed=1)
@@ -56,7 +56,7 @@ def dataset_archive(tmp_path_factory) -> Archive:
 def sample_build_dir(tmp_path_factory):
     """The offline sample (tiny Qwen2-VL repository + dataset archive), built once per session."""
     from train_pipeline.config import SampleSpec
-    from train_pipeline.sample import build_sample
+    from offline.sample import build_sample
 
     build_dir = tmp_path_factory.mktemp("sample-build")
     build_sample(SampleSpec(n_images=8, seed=0, build_dir=str(build_dir)))
@@ -66,7 +66,7 @@ def sample_build_dir(tmp_path_factory):
 @pytest.fixture
 def served(tmp_path, dataset_archive):
     """A FileServer over a per-test folder holding the dataset archive."""
-    from train_pipeline.servers.files import FileServer
+    from offline.file_server import FileServer
 
     root = tmp_path / "server"
     root.mkdir()

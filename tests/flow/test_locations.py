@@ -161,8 +161,8 @@ def test_a_flow_run_with_an_overlapping_config_object_submits_nothing(tmp_path, 
 
 def _new_version(dataset_archive, folder: Path) -> tuple[bytes, str]:
     """The dataset archive with one more image: a new version of the same file."""
-    from train_pipeline.sample import _pack
-    from train_pipeline.training.sample_data import build_sample_dataset
+    from offline.sample import _pack
+    from offline.sample_data import build_sample_dataset
 
     built = build_sample_dataset(folder / "billboards", n_images=7, seed=2)
     archive = folder / ARCHIVE

@@ -127,8 +127,8 @@ def test_corrupt_archive_fails_at_extract_and_the_rerun_keeps_the_model_cached(
     extraction can. The failed run sets the bad download aside; once the source is fixed the
     re-run downloads the archive again and extracts it, while the model snapshot (done in the
     failed run) stays Cached and is not transferred again."""
-    from train_pipeline.sample import SAMPLE_REPO
-    from train_pipeline.servers.hub import HubServer
+    from offline.sample import SAMPLE_REPO
+    from offline.hub_server import HubServer
 
     good = (served.root / ARCHIVE).read_bytes()
     (served.root / ARCHIVE).write_bytes(good[: len(good) // 2])  # truncated at the source

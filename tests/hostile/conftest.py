@@ -1,4 +1,4 @@
-"""The attack suite's servers: FileServer (train_pipeline/servers/files.py) misbehaves on demand
+"""The attack suite's servers: FileServer (offline/file_server.py) misbehaves on demand
 (lying lengths, trickles, endless bodies, chosen names, redirects); a second one is another origin."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from train_pipeline.servers.files import FileServer
+from offline.file_server import FileServer
 
 
 def write_random(path: Path, size: int, seed: int = 0) -> str:

@@ -171,7 +171,7 @@ def test_model_download_bad_environment_is_one_line(tmp_path, env, words):
 
 @pytest.fixture
 def hub(tmp_path):
-    from train_pipeline.servers.hub import HubServer
+    from offline.hub_server import HubServer
 
     repo = tmp_path / "repos" / "org" / "tiny"
     repo.mkdir(parents=True)

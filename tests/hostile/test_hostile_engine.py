@@ -108,7 +108,7 @@ def test_without_size_or_hash_a_file_is_revalidated_by_a_conditional_request(fil
 
 @pytest.mark.parametrize("ranges", [True, False], ids=["if-range", "no-range-support"])
 def test_a_file_rolled_back_to_an_older_date_is_not_taken_for_unchanged(tmp_path, write_random, ranges):
-    from train_pipeline.servers.files import FileServer
+    from offline.file_server import FileServer
 
     root = tmp_path / "www"
     write_random(root / "f.bin", 200_000, seed=1)
@@ -157,7 +157,7 @@ def test_a_server_chosen_name_equal_to_a_sidecar_takes_nothing_from_the_other_fi
 
 def test_a_hub_repo_holding_a_file_and_its_part_name_snapshots_both(tmp_path, write_random):
     from resumable.hub import snapshot
-    from train_pipeline.servers.hub import HubServer
+    from offline.hub_server import HubServer
 
     repo = tmp_path / "repos" / "org" / "clash"
     w = write_random(repo / "w.bin", 2 << 20, seed=1)
@@ -488,7 +488,7 @@ def test_a_cut_body_with_a_content_encoding_is_not_published(raw_server, tmp_pat
 
 
 def test_a_server_without_validators_that_cuts_every_body_ends(tmp_path, write_random):
-    from train_pipeline.servers.files import FileServer
+    from offline.file_server import FileServer
 
     root = tmp_path / "www"
     write_random(root / "f.bin", 3 << 20)
@@ -547,7 +547,7 @@ def test_a_part_that_is_a_hard_link_to_another_file_is_not_written(files, tmp_pa
     part_path(dest).parent.mkdir(parents=True)
     os.link(victim, part_path(dest))
     st = os.stat(root / "f.bin")
-    from train_pipeline.servers.files import etag_of
+    from offline.file_server import etag_of
 
     plant_state(dest, srv.url("f.bin"), validator=etag_of(st), total=3 << 20)
     fetch(srv.url("f.bin"), dest, hash=digest, progress=False)
@@ -565,7 +565,7 @@ def test_userinfo_never_reaches_the_datasets_table_or_a_snapshot_manifest(files,
     assert "s3cretpw" not in proc.stdout + proc.stderr
 
     from resumable.hub import snapshot
-    from train_pipeline.servers.hub import HubServer
+    from offline.hub_server import HubServer
 
     (tmp_path / "repos" / "org" / "m").mkdir(parents=True)
     (tmp_path / "repos" / "org" / "m" / "config.json").write_text("{}")

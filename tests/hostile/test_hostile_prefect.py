@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train_pipeline.servers.files import FileServer
-from train_pipeline.servers.hub import HubServer
+from offline.file_server import FileServer
+from offline.hub_server import HubServer
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from train_pipeline.servers.hub import HubServer
+from offline.hub_server import HubServer
 
 LARGE_SIZE = 3 * 1024 * 1024 + 12345  # LFS by pattern (*.safetensors); big enough to be cut/resumed
 

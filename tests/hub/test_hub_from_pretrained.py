@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from offline.hub_server import HubServer
 from resumable.hub import snapshot
-from train_pipeline.servers.hub import HubServer
 
 
 @pytest.mark.slow

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from resumable.state import part_path
-
+from offline.hub_server import HubServer
 from resumable.hub import snapshot, snapshot_is_complete
-from train_pipeline.servers.hub import HubServer
+from resumable.state import part_path
 
 ROOT = Path(__file__).resolve().parents[2]
 KILL_AFTER = 6 * 1024 * 1024  # bytes in model.safetensors.part when we pull the plug

@@ -19,7 +19,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from train_pipeline.servers.hub import HubServer
+from offline.hub_server import HubServer
 
 FILES = ["README.md", "config.json", "model.safetensors", "sub/notes.txt"]
 

@@ -116,7 +116,7 @@ def test_dropped_connection_is_resumed_within_the_run(hub, repos_root, tmp_path)
 
 
 def test_signed_cdn_url_expired_between_retries_is_resolved_again(repos_root, tmp_path):
-    from train_pipeline.servers.hub import HubServer
+    from offline.hub_server import HubServer
 
     with HubServer(repos_root, cdn=True, cdn_ttl=0.3) as hub:  # expires before the engine's retry backoff ends
         hub.cut_after = 1024 * 1024
@@ -166,7 +166,7 @@ def test_concurrent_runs_share_the_folder_and_the_manifest(hub, repos_root, tmp_
 
 
 def test_new_commit_downloads_only_the_changed_files(tmp_path, make_repos):
-    from train_pipeline.servers.hub import HubServer
+    from offline.hub_server import HubServer
 
     root = make_repos(tmp_path / "repos", large_size=200_000)
     with HubServer(root) as hub:
@@ -211,7 +211,7 @@ def test_rate_limited_metadata_and_files_are_retried(hub, repos_root, tmp_path):
 
 
 def test_files_download_concurrently_within_the_bound(big_root, tmp_path):
-    from train_pipeline.servers.hub import HubServer
+    from offline.hub_server import HubServer
 
     def peak(records) -> int:
         spans = [(r.started, r.ended) for r in records if "/resolve/" in r.path]

@@ -35,21 +35,21 @@ def fast_config():
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    from train_pipeline.training.tiny_model import build_tiny_qwen2vl
+    from offline.tiny_model import build_tiny_qwen2vl
 
     return build_tiny_qwen2vl(tmp_path_factory.mktemp("tiny-qwen2vl"), seed=0)
 
 
 @pytest.fixture(scope="session")
 def sample_data_dir(tmp_path_factory) -> Path:
-    from train_pipeline.training.sample_data import build_sample_dataset
+    from offline.sample_data import build_sample_dataset
 
     return build_sample_dataset(tmp_path_factory.mktemp("billboards"), n_images=16, seed=0)
 
 
 @pytest.fixture(scope="session")
 def one_batch_data_dir(tmp_path_factory) -> Path:
-    from train_pipeline.training.sample_data import build_sample_dataset
+    from offline.sample_data import build_sample_dataset
 
     return build_sample_dataset(tmp_path_factory.mktemp("billboards-4"), n_images=4, seed=1)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from train_pipeline.training.sample_data import build_sample_dataset
-from train_pipeline.training.tiny_model import SPECIAL_TOKENS, build_tiny_qwen2vl
+from offline.sample_data import build_sample_dataset
+from offline.tiny_model import SPECIAL_TOKENS, build_tiny_qwen2vl
 
 
 def _tree_bytes(root: Path) -> dict[str, bytes]:

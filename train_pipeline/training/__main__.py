@@ -91,11 +91,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _train(args)
         if args.command == "tiny-model":
-            from train_pipeline.training.tiny_model import build_tiny_qwen2vl
+            from offline.tiny_model import build_tiny_qwen2vl
 
             print(build_tiny_qwen2vl(args.dest, seed=args.seed))
         else:
-            from train_pipeline.training.sample_data import build_sample_dataset
+            from offline.sample_data import build_sample_dataset
 
             print(build_sample_dataset(args.dest, n_images=args.images, seed=args.seed))
         return 0

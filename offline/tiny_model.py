@@ -62,7 +62,7 @@ MAX_PIXELS = 112 * 112
 
 
 def _corpus() -> list[str]:
-    from train_pipeline.training.sample_data import caption_vocabulary
+    from offline.sample_data import caption_vocabulary
 
     words = caption_vocabulary()
     lines = [" ".join(words), "You are a helpful assistant.", "Describe this advertisement.", "system user assistant"]

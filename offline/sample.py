@@ -76,8 +76,8 @@ def _read_manifest(root: Path, want: dict) -> SampleAssets | None:
 
 
 def _build(root: Path, spec: SampleSpec, want: dict) -> SampleAssets:
-    from train_pipeline.training.sample_data import build_sample_dataset
-    from train_pipeline.training.tiny_model import build_tiny_qwen2vl
+    from offline.sample_data import build_sample_dataset
+    from offline.tiny_model import build_tiny_qwen2vl
 
     for name in ("hub", "files", "staging", MANIFEST):
         p = root / name
@@ -114,8 +114,8 @@ def _pack(folder: Path, archive: Path) -> None:
 @contextmanager
 def serve_sample(spec: SampleSpec | None = None) -> Iterator[SampleSources]:
     """Build if needed, then serve the model (Hub API) and the archive (HTTP) on 127.0.0.1."""
-    from train_pipeline.servers.files import FileServer
-    from train_pipeline.servers.hub import HubServer
+    from offline.file_server import FileServer
+    from offline.hub_server import HubServer
 
     assets = build_sample(spec)
     with HubServer(assets.hub_root) as hub, FileServer(assets.files_root) as files:

@@ -545,7 +545,7 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m train_pipeline.servers.hub ROOT [--cdn] [--token T]``: serve until interrupted."""
+    """``python -m offline.hub_server ROOT [--cdn] [--token T]``: serve until interrupted."""
     import argparse
 
     parser = argparse.ArgumentParser(description=main.__doc__)

@@ -1,0 +1,12 @@
+"""Offline stand-ins for the internet: what the sample profile and the tests download from.
+
+``file_server``: a static HTTP file server that misbehaves on demand (the transfer engine's peer).
+``hub_server``: a Hugging Face Hub look-alike over folders of repositories.
+``tiny_model``, ``sample_data``: a tiny random Qwen2-VL and a synthetic billboard dataset.
+``sample``: builds the sample profile from those two and serves it on 127.0.0.1.
+
+The application does not depend on this package: it imports it only where the config selects
+the sample, lazily (``flows/steps.py::sources``, ``train_pipeline/locations.py``), and in the
+training CLI's ``tiny-model`` / ``sample-data`` commands. The servers are standard library
+only; the builders import tokenizers, PIL and, to build, torch and transformers.
+"""
