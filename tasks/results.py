@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import types
 import typing
 from pathlib import Path
@@ -209,6 +210,7 @@ class RecordGuard(WritableFileSystem):
     step: str = Field("", description="the step, for warnings outside a task run")
 
     _storage: WritableFileSystem | None = PrivateAttr(None)
+    _store: Any = PrivateAttr(None)  # prefect.results.ResultStore over _storage
 
     @classmethod
     def for_storage(cls, storage: str | Path, expect: str, step: str = "") -> RecordGuard:
@@ -260,9 +262,10 @@ class RecordGuard(WritableFileSystem):
             kind = serializer.get("type") if isinstance(serializer, dict) else serializer
             raise UnsafeRecord(f"the cache record names the serializer {str(kind)[:40]!r}, not {SERIALIZER_TYPE!r} "
                                f"for a {self.expect}")
-        if meta.get("storage_key") != self.result_key(key):
+        expected = self._expected(key)
+        if meta.get("storage_key") != expected.storage_key:
             raise UnsafeRecord("the cache record points at another result")
-        block_id = getattr(self.storage, "_block_document_id", None)
+        block_id = expected.storage_block_id
         if meta.get("storage_block_id") != (None if block_id is None else str(block_id)):
             raise UnsafeRecord("the cache record points at another storage")
         if not isinstance(meta.get("expiration"), (str, type(None))):
@@ -288,14 +291,16 @@ class RecordGuard(WritableFileSystem):
             return None
 
     def result_key(self, key: str) -> str:
-        """Where Prefect writes the result of ``key`` (ResultStore.create_result_record)."""
-        storage = self.storage
-        resolve = getattr(storage, "_resolve_path", None)
-        if getattr(storage, "_block_document_id", None) is None and resolve is not None:
-            resolved = resolve(key)
-            if resolved is not None:
-                return str(resolved)
-        return key
+        """Where Prefect writes the result of ``key``, as its own ResultStore names it."""
+        return self._expected(key).storage_key
+
+    def _expected(self, key: str):
+        """The metadata Prefect writes for ``key`` in this storage (its public ResultStore API)."""
+        if self._store is None:
+            from prefect.results import ResultStore
+
+            self._store = ResultStore(result_storage=self.storage)
+        return self._store.create_result_record(None, key=key).metadata
 
     def _record(self, key: str) -> str:
         return f"{RECORDS_DIR}/{key}"
@@ -303,7 +308,7 @@ class RecordGuard(WritableFileSystem):
     def _read_if_present(self, path: str) -> bytes | None:
         storage = self.storage
         if isinstance(storage, LocalFileSystem):
-            file = storage._resolve_path(path)
+            file = Path(path) if os.path.isabs(path) else Path(storage.basepath or ".").expanduser() / path
             if not file.is_file():  # (also refuses a FIFO or device planted there)
                 return None
             with open(file, "rb") as f:
