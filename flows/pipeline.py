@@ -26,7 +26,6 @@ if __name__ == "__main__":
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 import argparse  # noqa: E402
-import os  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -41,18 +40,16 @@ from train_pipeline.config import ConfigError, PipelineConfig, load_config  # no
 from train_pipeline.locations import check_config  # noqa: E402
 
 
-# Downloads at the same time when the flow runs from a deployment (`python flows/pipeline.py`
-# uses the config's max_workers instead).
-DEFAULT_MAX_WORKERS = int(os.environ.get("TRAIN_PIPELINE_MAX_WORKERS", "4"))
-
-
 @contextmanager
 def download_runner(cfg: PipelineConfig):
-    """The task runner of the download fan-out: None for this flow run's own (threads), else a
-    started DaskTaskRunner (``task_runner: {type: dask}``: a LocalCluster for the run, or the
-    cluster at ``address``). Training stays in the flow-run process either way."""
+    """The task runner of the download fan-out (model snapshot, fetch, verify, extract), started
+    for this run and sized by the config in every way of running (``python flows/pipeline.py``, a
+    deployment, a test): threads in the flow-run process, ``max_workers`` at a time; or, with
+    ``task_runner: {type: dask}``, a LocalCluster for the run or the cluster at ``address``.
+    Training stays in the flow-run process either way."""
     if cfg.task_runner.type != "dask":
-        yield None
+        with ThreadPoolTaskRunner(max_workers=cfg.max_workers) as runner:
+            yield runner
         return
     import cloudpickle
     from prefect_dask import DaskTaskRunner
@@ -82,17 +79,7 @@ def download_runner(cfg: PipelineConfig):
         yield runner
 
 
-@contextmanager
-def submitting_to(runner):
-    """``task.submit()`` inside goes to ``runner`` (None: the flow's own task runner)."""
-    if runner is None:
-        yield
-        return
-    with FlowRunContext.get().model_copy(update={"task_runner": runner}):
-        yield
-
-
-@flow(name="train-pipeline", task_runner=ThreadPoolTaskRunner(max_workers=DEFAULT_MAX_WORKERS))
+@flow(name="train-pipeline")
 def train_pipeline(config: PipelineConfig | None = None, config_file: str | None = None) -> dict[str, Any]:
     """Download the model and datasets (resumable, verified), extract, and fine-tune.
 
@@ -105,9 +92,9 @@ def train_pipeline(config: PipelineConfig | None = None, config_file: str | None
     planned = check_config(cfg, source=config_file or "config")  # before anything is built or submitted
     storage = cfg.result_storage_ref()
     with sources(cfg, planned) as (model_spec, dataset_specs), download_runner(cfg) as runner:
-        with submitting_to(runner):
-            model = snapshot_step(model_spec, cfg, storage) if model_spec else None
-            datasets = [dataset_steps(ds, cfg, storage) for ds in dataset_specs]
+        model = snapshot_step(runner, model_spec, cfg, storage) if model_spec else None
+        datasets = [dataset_steps(runner, ds, cfg, storage) for ds in dataset_specs]
+        # Training uses the first dataset (validated by check_config: it has an archive to extract).
         trained = train_step(model, datasets[0], model_spec, cfg, storage) if cfg.train and model and datasets else None
         wait(all_futures(model, datasets, trained))
         publish_summary(model, model_spec, datasets)
@@ -149,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"{args.config or 'configs/sample.yaml'}: OK")
         return 0
-    runner = ThreadPoolTaskRunner(max_workers=cfg.max_workers)
-    state = train_pipeline.with_options(task_runner=runner)(config=cfg, return_state=True)
+    state = train_pipeline(config=cfg, return_state=True)
     if not state.is_completed():
         print(f"error: train-pipeline {state.type.value.lower()}: {state.message}; fix the cause and run the same "
               "command again: it continues from the failed step", file=sys.stderr)

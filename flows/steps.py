@@ -1,8 +1,9 @@
 """The flow's steps: each submits a task with its cache trusted only while the step's output is
 still on disk as the cached result describes (a cheap check: stats and records, never a re-hash).
 
-Submitting returns futures at once: the model snapshot and the dataset files download
-concurrently (bounded by the task runner), and training waits for both.
+Downloads are submitted to the download fan-out's task runner (``TaskRunner.submit``: threads in
+the flow-run process, or a Dask cluster), training to the flow's own. Submitting returns futures
+at once: the model snapshot and the dataset files download concurrently, and training waits for both.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from prefect.futures import PrefectFuture
+from prefect.task_runners import TaskRunner
 
 from tasks.caching import cached, peek_cached
 from tasks.download import fetch_batch, fetch_is_current, fetch_with_resume
@@ -19,7 +21,7 @@ from tasks.extract import extract, extraction_is_current
 from tasks.model import model_snapshot, snapshot_is_current
 from tasks.train import train, training_is_current
 from tasks.verify import verify
-from train_pipeline.config import ConfigError, DatasetSpec, FileSpec, ModelSpec, PipelineConfig
+from train_pipeline.config import DatasetSpec, FileSpec, ModelSpec, PipelineConfig
 from train_pipeline.locations import training_output
 from train_pipeline.registry import download_path, extract_target, extract_unwrap, is_archive
 
@@ -63,12 +65,12 @@ def task_retries(cfg: PipelineConfig) -> dict[str, Any]:
     return {"retries": cfg.task_retries, "retry_delay_seconds": [cfg.task_retry_delay, 3 * cfg.task_retry_delay]}
 
 
-def snapshot_step(spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
+def snapshot_step(runner: TaskRunner, spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
     params = dict(repo_id=spec.repo_id, revision=spec.revision, dest_root=str(cfg.path(cfg.models_cache)),
                   include=spec.include, exclude=spec.exclude, endpoint=spec.endpoint, max_workers=cfg.max_workers)
     previous = peek_cached(model_snapshot, params, storage, step=f"snapshot {spec.repo_id}@{spec.revision}")
     valid = previous is not None and snapshot_is_current(previous.path)
-    return cached(model_snapshot, storage, valid=valid, **task_retries(cfg)).submit(**params)
+    return runner.submit(cached(model_snapshot, storage, valid=valid, **task_retries(cfg)), params)
 
 
 def small_files(ds: DatasetSpec) -> tuple[FileSpec, ...]:
@@ -78,41 +80,42 @@ def small_files(ds: DatasetSpec) -> tuple[FileSpec, ...]:
     return tuple(f for f in ds.files if f.size is not None and f.size < BATCH_MAX_SIZE and not is_archive(f.filename))
 
 
-def dataset_steps(ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps:
+def dataset_steps(runner: TaskRunner, ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps:
     data_dir = cfg.path(cfg.data_dir)
     batch, small = None, small_files(ds)
     if small:
         dests = [download_path(data_dir, ds, f) for f in small]
         on_disk = all(fetch_is_current(d, f.size, f.hash) for d, f in zip(dests, small))
-        batch = cached(fetch_batch, storage, valid=on_disk, **task_retries(cfg)).submit(
+        batch = runner.submit(cached(fetch_batch, storage, valid=on_disk, **task_retries(cfg)), dict(
             files=small, dest_dir=str(dests[0].parent), jobs=cfg.max_workers, connections=cfg.connections,
-            retries=cfg.retries)
-    steps = []
-    for f in ds.files:
-        if f in small:
-            continue
-        dest = download_path(data_dir, ds, f)
-        on_disk = fetch_is_current(dest, f.size, f.hash)
-        fetched = cached(fetch_with_resume, storage, valid=on_disk, **task_retries(cfg)).submit(
-            url=f.url, dest=str(dest), size=f.size, hash=f.hash, mirrors=f.mirrors, connections=cfg.connections,
-            retries=cfg.retries)
-        verified = cached(verify, storage, valid=on_disk).submit(path=str(dest), fetched=fetched, size=f.size,
-                                                                  hash=f.hash)
-        extracted = None
-        target = extract_target(data_dir, ds, f)
-        if target is not None:
-            unwrap = extract_unwrap(ds, f)
-            extracted = cached(extract, storage, valid=extraction_is_current(dest, target, unwrap)).submit(
-                archive=fetched, digest=verified, target=str(target), unwrap=unwrap)
-        steps.append(FileSteps(f, fetched, verified, extracted))
+            retries=cfg.retries))
+    steps = [file_steps(runner, ds, f, cfg, storage) for f in ds.files if f not in small]
     return DatasetSteps(ds, steps, batch, small)
 
 
+def file_steps(runner: TaskRunner, ds: DatasetSpec, f: FileSpec, cfg: PipelineConfig, storage) -> FileSteps:
+    """fetch -> verify -> extract (an archive with a target) of one file."""
+    data_dir = cfg.path(cfg.data_dir)
+    dest = download_path(data_dir, ds, f)
+    on_disk = fetch_is_current(dest, f.size, f.hash)
+    fetched = runner.submit(cached(fetch_with_resume, storage, valid=on_disk, **task_retries(cfg)), dict(
+        url=f.url, dest=str(dest), size=f.size, hash=f.hash, mirrors=f.mirrors, connections=cfg.connections,
+        retries=cfg.retries))
+    verified = runner.submit(cached(verify, storage, valid=on_disk), dict(
+        path=str(dest), fetched=fetched, size=f.size, hash=f.hash))
+    extracted = None
+    target = extract_target(data_dir, ds, f)
+    if target is not None:
+        unwrap = extract_unwrap(ds, f)
+        extracted = runner.submit(cached(extract, storage, valid=extraction_is_current(dest, target, unwrap)), dict(
+            archive=fetched, digest=verified, target=str(target), unwrap=unwrap))
+    return FileSteps(f, fetched, verified, extracted)
+
+
 def train_step(model: PrefectFuture, data: DatasetSteps, spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
-    extracted = next((f.extracted for f in data.files if f.extracted is not None), None)
-    if extracted is None:
-        raise ConfigError(f"datasets: {data.spec.name!r} has no archive to extract; training needs an imagefolder "
-                          "archive with extract_to set")
+    """Fine-tune on ``data``'s first extracted archive (the config check made sure there is one),
+    in the flow-run process (the flow's own task runner)."""
+    extracted = next(f.extracted for f in data.files if f.extracted is not None)
     output_dir = training_output(cfg.path(cfg.results_dir), spec.repo_id, data.spec.name)
     return cached(train, storage, valid=training_is_current(output_dir, cfg.train)).submit(
         model=model, data=extracted, output_dir=str(output_dir), config=cfg.train)
