@@ -1,7 +1,7 @@
 """Offline stand-ins for the internet: what the sample profile and the tests download from.
 
 ``file_server``: a static HTTP file server that misbehaves on demand (the transfer engine's peer).
-``hub_server``: a Hugging Face Hub look-alike over folders of repositories.
+``hub_server`` (with ``hub_routes``, ``hub_repos``): a Hugging Face Hub look-alike over folders.
 ``tiny_model``, ``sample_data``: a tiny random Qwen2-VL and a synthetic billboard dataset.
 ``sample``: builds the sample profile from those two and serves it on 127.0.0.1.
 

@@ -77,8 +77,8 @@ class FileServer:
         self.log: list[Request] = []
         self._routes: dict[str, _Route] = {}
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _handler_for(self))
-        self._httpd.daemon_threads = True
+        self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
+        self._httpd.files = self
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -171,170 +171,204 @@ def etag_of(st: os.stat_result) -> str:
     return '"' + hashlib.sha1(f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest()[:20] + '"'
 
 
-def _handler_for(server: FileServer):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    files: FileServer
 
-        def log_message(self, *args):  # keep test output clean
-            pass
 
-        def do_HEAD(self):
-            self._serve(head=True)
+class _Handler(BaseHTTPRequestHandler):
+    """One request: refusals and faults first, then conditional requests, ranges, headers, body.
 
-        def do_GET(self):
-            self._serve(head=False)
+    A keep-alive connection reuses the handler; ``_serve`` sets the per-request state
+    (``_rec``, ``_route``, ``_fault``) before anything reads it.
+    """
 
-        # ---------------------------------------------------------------------------------
-        def _serve(self, head: bool) -> None:
-            path = unquote(urlsplit(self.path).path)
-            rec = Request(self.command, path, 0, self.headers.get("Range"), self.headers.get("If-Range"),
-                          dict(self.headers.items()), 0, self.client_address)
-            server.log.append(rec)
-            route = server._routes.get(path, _Route())
-            fault = server._take_fault(path, self.command)
-            if route.redirect:
-                return self._simple(rec, 302, extra={"Location": route.redirect})
-            if route.auth and self.headers.get("Authorization") != route.auth:
-                return self._simple(rec, 401, extra={"WWW-Authenticate": "Bearer"})
-            if fault and fault.status:
-                extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                extra.update(fault.headers or {})
-                return self._simple(rec, fault.status, extra=extra)
-            file = (server.root / path.lstrip("/")).resolve()
-            if server.root not in file.parents or not file.is_file():
-                return self._simple(rec, 404)
-            if fault and fault.stall and fault.cut_after is None:
-                time.sleep(fault.stall)
-                return self._drop(rec)
-            st = file.stat()
-            size = st.st_size
-            etag, last_modified = etag_of(st), email.utils.formatdate(st.st_mtime, usegmt=True)
-            if not server.etags:
-                etag = "-"  # matches no If-None-Match / If-Range value
-            if server.validators and _not_modified(self.headers, etag, st.st_mtime):
-                rec.status = 304
-                self.send_response(304)
-                self.send_header("ETag", etag)
-                self.send_header("Last-Modified", last_modified)
-                self.end_headers()
-                return
-            start, end, status = 0, size - 1, 200
-            rng = self.headers.get("Range")
-            if rng and server.ranges and not (fault and fault.ignore_range):
-                if_range = self.headers.get("If-Range")
-                if if_range is None or if_range in (etag, last_modified):
-                    m = _RANGE.match(rng.strip())
-                    if m and (m.group(1) or m.group(2)):
-                        a, b = m.group(1), m.group(2)
-                        if a:
-                            start, end = int(a), min(int(b), size - 1) if b else size - 1
-                        else:
-                            start, end = max(0, size - int(b)), size - 1
-                        if start >= size or start > end:
-                            return self._simple(rec, 416, extra={"Content-Range": f"bytes */{size}"})
-                        status = 206
-            if fault and fault.chunked:
-                headers = {"Transfer-Encoding": "chunked"}
-            elif fault and fault.close_delimited:
-                headers = {"Connection": "close"}
-                self.close_connection = True
-            else:
-                headers = {"Content-Length": str(end - start + 1 + (fault.length_delta if fault else 0))}
-            if server.ranges:
-                headers["Accept-Ranges"] = "bytes"
-            if server.validators:
-                if server.etags:
-                    headers["ETag"] = etag
-                headers["Last-Modified"] = last_modified
-            if status == 206:
-                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-                if fault and fault.content_range:
-                    headers["Content-Range"] = fault.content_range
-            if route.disposition:
-                headers["Content-Disposition"] = route.disposition
-            rec.status = status
-            self.send_response(status)
-            headers.setdefault("Content-Type", "application/octet-stream")
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.end_headers()
-            if head:
-                return
-            self._body(rec, file, start, end + 1, fault)
+    protocol_version = "HTTP/1.1"
+    server: _HTTPServer
+    _rec: Request
+    _route: _Route
+    _fault: Fault | None
 
-        def _body(self, rec: Request, file: Path, start: int, stop: int, fault: Fault | None) -> None:
-            cut = fault.cut_after if fault else None
-            plain = fault is None or (fault.corrupt_at is None and fault.rate is None and cut is None
-                                      and fault.length_delta <= 0 and not fault.chunked and not fault.endless)
-            with open(file, "rb") as f:
-                if plain:
-                    try:
-                        rec.bytes_sent = self.connection.sendfile(f, offset=start, count=stop - start)
-                    except (BrokenPipeError, ConnectionResetError):
-                        pass
-                    return
-                f.seek(start)
-                pos, t0 = start, time.monotonic()
-                if fault.endless:
-                    return self._endless(rec, fault.chunked)
-                while pos < stop:
-                    n = min(_BLOCK, stop - pos)
-                    if fault.rate:
-                        n = min(n, max(1, fault.rate // 20))
-                    if cut is not None:
-                        n = min(n, cut - rec.bytes_sent)
-                        if n <= 0:
-                            if fault.stall:
-                                time.sleep(fault.stall)
-                            return self._drop(rec)
-                    chunk = bytearray(f.read(n))
-                    if fault.corrupt_at is not None and pos <= fault.corrupt_at < pos + len(chunk):
-                        chunk[fault.corrupt_at - pos] ^= 0xFF
-                    try:
-                        if fault.chunked:
-                            self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                        else:
-                            self.wfile.write(chunk)
-                    except (BrokenPipeError, ConnectionResetError):
-                        return
-                    rec.bytes_sent += len(chunk)
-                    pos += len(chunk)
-                    if fault.rate:
-                        ahead = rec.bytes_sent / fault.rate - (time.monotonic() - t0)
-                        if ahead > 0:
-                            time.sleep(ahead)
-            if fault.chunked:
-                self.wfile.write(b"0\r\n\r\n")
-            if fault.length_delta > 0:  # we promised more than we have: hang up like a broken server
-                self._drop(rec)
+    def log_message(self, *args):  # keep test output clean
+        pass
 
-        def _endless(self, rec: Request, chunked: bool) -> None:
-            block = b"\x5a" * _BLOCK
-            frame = b"%x\r\n%s\r\n" % (len(block), block) if chunked else block
-            while True:
-                try:
-                    self.wfile.write(frame)
-                except (BrokenPipeError, ConnectionResetError, OSError):
-                    return
-                rec.bytes_sent += len(block)
+    def do_HEAD(self):
+        self._serve(head=True)
 
-        def _simple(self, rec: Request, status: int, extra: dict | None = None) -> None:
-            rec.status = status
-            body = f"{status}\n".encode()
-            self.send_response(status)
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def do_GET(self):
+        self._serve(head=False)
 
-        def _drop(self, rec: Request) -> None:
-            self.close_connection = True
+    # -- the request, step by step -------------------------------------------------------------
+    def _serve(self, head: bool) -> None:
+        files = self.server.files
+        path = unquote(urlsplit(self.path).path)
+        self._rec = Request(self.command, path, 0, self.headers.get("Range"), self.headers.get("If-Range"),
+                            dict(self.headers.items()), 0, self.client_address)
+        files.log.append(self._rec)
+        self._route = files._routes.get(path, _Route())
+        self._fault = files._take_fault(path, self.command)
+        if self._refused():
+            return
+        file = (files.root / path.lstrip("/")).resolve()
+        if files.root not in file.parents or not file.is_file():
+            return self._simple(404)
+        fault = self._fault
+        if fault and fault.stall and fault.cut_after is None:
+            time.sleep(fault.stall)
+            return self._drop()
+        st = file.stat()
+        etag = etag_of(st) if files.etags else "-"  # "-" matches no If-None-Match / If-Range value
+        last_modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+        if files.validators and _not_modified(self.headers, etag, st.st_mtime):
+            return self._send_head(304, {"ETag": etag, "Last-Modified": last_modified})
+        span = self._span(st.st_size, etag, last_modified)
+        if span is None:
+            return self._simple(416, extra={"Content-Range": f"bytes */{st.st_size}"})
+        start, end, status = span
+        self._send_head(status, self._headers(status, start, end, st.st_size, etag, last_modified))
+        if not head:
+            self._body(file, start, end + 1)
+
+    def _refused(self) -> bool:
+        """Answer instead of serving the file: a redirect, a failed auth check, a fault's status."""
+        route, fault = self._route, self._fault
+        if route.redirect:
+            self._simple(302, extra={"Location": route.redirect})
+        elif route.auth and self.headers.get("Authorization") != route.auth:
+            self._simple(401, extra={"WWW-Authenticate": "Bearer"})
+        elif fault and fault.status:
+            extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            extra.update(fault.headers or {})
+            self._simple(fault.status, extra=extra)
+        else:
+            return False
+        return True
+
+    def _span(self, size: int, etag: str, last_modified: str) -> tuple[int, int, int] | None:
+        """(start, end inclusive, status) to send; None when the Range is unsatisfiable (416)."""
+        whole = (0, size - 1, 200)
+        rng = self.headers.get("Range")
+        if not rng or not self.server.files.ranges or (self._fault and self._fault.ignore_range):
+            return whole
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range not in (etag, last_modified):
+            return whole  # the file changed: the whole new one
+        m = _RANGE.match(rng.strip())
+        if not m or not (m.group(1) or m.group(2)):
+            return whole  # a Range we do not support (RFC 9110 allows ignoring it)
+        a, b = m.group(1), m.group(2)
+        if a:
+            start, end = int(a), min(int(b), size - 1) if b else size - 1
+        else:
+            start, end = max(0, size - int(b)), size - 1
+        if start >= size or start > end:
+            return None
+        return start, end, 206
+
+    def _headers(self, status: int, start: int, end: int, size: int, etag: str, last_modified: str) -> dict:
+        """The response headers for a body of bytes ``start..end``, with the fault's lies in them."""
+        files, fault = self.server.files, self._fault
+        if fault and fault.chunked:
+            headers = {"Transfer-Encoding": "chunked"}
+        elif fault and fault.close_delimited:
+            headers = {"Connection": "close"}
+            self.close_connection = True  # the body ends when we close
+        else:
+            headers = {"Content-Length": str(end - start + 1 + (fault.length_delta if fault else 0))}
+        if files.ranges:
+            headers["Accept-Ranges"] = "bytes"
+        if files.validators:
+            if files.etags:
+                headers["ETag"] = etag
+            headers["Last-Modified"] = last_modified
+        if status == 206:
+            headers["Content-Range"] = (fault.content_range if fault and fault.content_range
+                                        else f"bytes {start}-{end}/{size}")
+        if self._route.disposition:
+            headers["Content-Disposition"] = self._route.disposition
+        headers.setdefault("Content-Type", "application/octet-stream")
+        return headers
+
+    # -- bodies ----------------------------------------------------------------------------------
+    def _body(self, file: Path, start: int, stop: int) -> None:
+        fault = self._fault
+        plain = fault is None or (fault.corrupt_at is None and fault.rate is None and fault.cut_after is None
+                                  and fault.length_delta <= 0 and not fault.chunked and not fault.endless)
+        if not plain:
+            return self._faulty_body(file, start, stop, fault)
+        with open(file, "rb") as f:
             try:
-                self.wfile.flush()
-                self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
+                self._rec.bytes_sent = self.connection.sendfile(f, offset=start, count=stop - start)
+            except (BrokenPipeError, ConnectionResetError):
                 pass
 
-    return Handler
+    def _faulty_body(self, file: Path, start: int, stop: int, fault: Fault) -> None:
+        """Bytes ``start..stop`` block by block, paced, cut, flipped or chunked as the fault says."""
+        if fault.endless:
+            return self._endless(fault.chunked)
+        rec, cut = self._rec, fault.cut_after
+        with open(file, "rb") as f:
+            f.seek(start)
+            pos, t0 = start, time.monotonic()
+            while pos < stop:
+                n = min(_BLOCK, stop - pos)
+                if fault.rate:
+                    n = min(n, max(1, fault.rate // 20))
+                if cut is not None:
+                    n = min(n, cut - rec.bytes_sent)
+                    if n <= 0:
+                        if fault.stall:
+                            time.sleep(fault.stall)
+                        return self._drop()
+                chunk = bytearray(f.read(n))
+                if fault.corrupt_at is not None and pos <= fault.corrupt_at < pos + len(chunk):
+                    chunk[fault.corrupt_at - pos] ^= 0xFF
+                try:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if fault.chunked else chunk)
+                except (BrokenPipeError, ConnectionResetError):
+                    return
+                rec.bytes_sent += len(chunk)
+                pos += len(chunk)
+                if fault.rate:
+                    ahead = rec.bytes_sent / fault.rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+        if fault.chunked:
+            self.wfile.write(b"0\r\n\r\n")
+        if fault.length_delta > 0:  # we promised more than we have: hang up like a broken server
+            self._drop()
+
+    def _endless(self, chunked: bool) -> None:
+        block = b"\x5a" * _BLOCK
+        frame = b"%x\r\n%s\r\n" % (len(block), block) if chunked else block
+        while True:
+            try:
+                self.wfile.write(frame)
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                return
+            self._rec.bytes_sent += len(block)
+
+    # -- answers ---------------------------------------------------------------------------------
+    def _send_head(self, status: int, headers: dict, length: int | None = None) -> None:
+        """Status line and headers (then ``Content-Length: length`` when given)."""
+        self._rec.status = status
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        if length is not None:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+
+    def _simple(self, status: int, extra: dict | None = None) -> None:
+        body = f"{status}\n".encode()
+        self._send_head(status, extra or {}, length=len(body))
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _drop(self) -> None:
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
