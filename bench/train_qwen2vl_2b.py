@@ -77,7 +77,7 @@ def main() -> None:
     import torch
     from transformers import TrainerCallback
 
-    from train_pipeline.training.config import TrainConfig
+    from train_pipeline.training.settings import TrainConfig
     from train_pipeline.training.finetune import train
     from train_pipeline.training.metrics import read_metrics
     from offline.sample_data import build_sample_dataset

@@ -36,8 +36,8 @@ from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 from flows.steps import all_futures, dataset_steps, raise_first_failure, snapshot_step, sources, train_step  # noqa: E402
 from flows.summary import publish_summary  # noqa: E402
-from train_pipeline.config import ConfigError, PipelineConfig, load_config  # noqa: E402
-from train_pipeline.locations import check_config  # noqa: E402
+from train_pipeline.config import ConfigError, PipelineConfig, check_config, load_config  # noqa: E402
+
 
 
 @contextmanager

@@ -22,8 +22,8 @@ from tasks.model import model_snapshot, snapshot_is_current
 from tasks.train import train, training_is_current
 from tasks.verify import verify
 from train_pipeline.config import DatasetSpec, FileSpec, ModelSpec, PipelineConfig
-from train_pipeline.locations import training_output
-from train_pipeline.registry import download_path, extract_target, extract_unwrap, is_archive
+from train_pipeline.config.locations import training_output
+from train_pipeline.config.registry import download_path, extract_target, extract_unwrap, is_archive
 
 BATCH_MIN_FILES = 5  # a dataset with more files than this fetches its small ones in one task
 BATCH_MAX_SIZE = 16 << 20

@@ -11,7 +11,7 @@ from tasks.caching import STABLE_INPUTS, run_name
 from tasks.extract import ExtractedDir
 from tasks.model import SnapshotInfo
 from tasks.results import DataOnlyJSON, result_type
-from train_pipeline.training.config import TrainConfig
+from train_pipeline.training.settings import TrainConfig
 
 
 @result_type

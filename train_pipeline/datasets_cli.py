@@ -28,8 +28,8 @@ from train_pipeline.config import (
     check_path,
 )
 from resumable.progress import human_size
-from train_pipeline.locations import check_layout, check_overlaps, dataset_locations
-from train_pipeline.registry import (
+from train_pipeline.config.locations import check_layout, check_overlaps, dataset_locations
+from train_pipeline.config.registry import (
     CUSTOM,
     custom_dataset,
     download_path,

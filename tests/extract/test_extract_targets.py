@@ -1,4 +1,4 @@
-"""Where a dataset's archives extract (train_pipeline.registry.extract_target): every archive its own
+"""Where a dataset's archives extract (train_pipeline.config.registry.extract_target): every archive its own
 folder, whatever their names share, and an archive's own folder is not nested twice."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 
 from resumable.extract import extract
 from train_pipeline.config import ConfigError
-from train_pipeline.registry import archive_folders, custom_dataset, download_path, extract_target, extract_unwrap
+from train_pipeline.config.registry import archive_folders, custom_dataset, download_path, extract_target, extract_unwrap
 
 from extract_archives import file_member, tar_bytes, write
 

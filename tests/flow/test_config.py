@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from train_pipeline.config import PROJECT_ROOT, ConfigError, PipelineConfig, load_config, parse_config
-from train_pipeline.registry import load_registry
+from train_pipeline.config.registry import load_registry
 
 HASH = "sha256:" + "ab" * 32
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from resumable.extract import extract, extraction_is_current
 from resumable.extract.record import Record, members_intact, parse_record, read_record, record_path
 from train_pipeline.config import ConfigError
-from train_pipeline.registry import archive_folders, custom_dataset, extract_target, extract_unwrap
+from train_pipeline.config.registry import archive_folders, custom_dataset, extract_target, extract_unwrap
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 

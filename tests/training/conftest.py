@@ -25,7 +25,7 @@ FAST = {
 @pytest.fixture(scope="session")
 def fast_config():
     """TrainConfig factory with the FAST settings; keyword arguments override them."""
-    from train_pipeline.training.config import TrainConfig
+    from train_pipeline.training.settings import TrainConfig
 
     def make(**overrides) -> TrainConfig:
         return TrainConfig(**{**FAST, **overrides})

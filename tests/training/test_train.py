@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from train_pipeline.training.collate import ChatCollator
-from train_pipeline.training.config import TrainConfig
+from train_pipeline.training.settings import TrainConfig
 from train_pipeline.training.dataset import DataError, load_examples
 from train_pipeline.training.finetune import TrainResult, TrainSetupError, train, training_is_complete
 from train_pipeline.training.metrics import read_metrics

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from train_pipeline.training.config import TrainConfig, TrainConfigError, parse_train_config
+from train_pipeline.training.settings import TrainConfig, TrainConfigError, parse_train_config
 
 
 def test_defaults_are_valid_and_hashable():
@@ -53,7 +53,7 @@ def test_bad_settings_give_one_line_naming_them(data, names):
 def test_config_import_stays_light():
     # The flow validates config and checks training_is_complete before anything heavy loads.
     code = (
-        "import sys, train_pipeline.training.config, train_pipeline.training.finetune;"
+        "import sys, train_pipeline.training.settings, train_pipeline.training.finetune;"
         "heavy = [m for m in ('torch', 'transformers', 'peft', 'prefect') if m in sys.modules];"
         "assert not heavy, heavy"
     )

@@ -24,7 +24,7 @@ import sys
 from transformers import TrainerCallback
 
 from train_pipeline.training import finetune
-from train_pipeline.training.config import TrainConfig
+from train_pipeline.training.settings import TrainConfig
 from train_pipeline.training.finetune import train
 
 

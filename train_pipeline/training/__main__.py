@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from train_pipeline.training.config import TrainConfigError, parse_train_config
+from train_pipeline.training.settings import TrainConfigError, parse_train_config
 
 
 def _load_mapping(path: Path) -> dict[str, Any]:

@@ -34,8 +34,8 @@ from train_pipeline.training.checkpoints import (
     latest_complete_checkpoint,
     remove_incomplete_checkpoints,
 )
-from train_pipeline.locations import check_training_folders
-from train_pipeline.training.config import TrainConfig
+from train_pipeline.config.locations import check_training_folders
+from train_pipeline.training.settings import TrainConfig
 from train_pipeline.training.dataset import DataError, DataReport, Example, load_examples
 
 logger = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForImageTextToText
 
-from train_pipeline.training.config import TrainConfig
+from train_pipeline.training.settings import TrainConfig
 
 
 def load_model_for_training(model_dir: Path, config: TrainConfig, resume_from: Path | None = None) -> Any:

@@ -11,7 +11,9 @@ from types import MappingProxyType
 
 from pydantic import ValidationError
 
-from train_pipeline.config import CONFIGS_DIR, ConfigError, DatasetSpec, FileSpec, PipelineConfig, format_validation_error, read_yaml
+from train_pipeline.config.reading import format_validation_error, read_yaml
+from train_pipeline.config.schema import DatasetSpec, FileSpec, PipelineConfig
+from train_pipeline.config.values import CONFIGS_DIR, ConfigError
 
 REGISTRY_ENV = "TRAIN_PIPELINE_REGISTRY"
 DEFAULT_REGISTRY = CONFIGS_DIR / "datasets.yaml"
@@ -23,8 +25,31 @@ def registry_path(path: str | os.PathLike | None = None) -> Path:
 
 
 def load_registry(path: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
-    """``{name: DatasetSpec}`` from the registry YAML (a top-level ``datasets:`` list)."""
+    """``{name: DatasetSpec}`` from the registry YAML (a top-level ``datasets:`` list). Read once
+    while the file is unchanged (the config check and the flow both ask for it)."""
     p = registry_path(path)
+    try:
+        st = p.stat()
+        stamp = (os.path.realpath(p), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    except OSError:
+        stamp = None
+    with _READ_LOCK:
+        hit = _READ.get(stamp) if stamp else None
+    if hit is not None:
+        return dict(hit)
+    entries = _read_registry(p)
+    if stamp is not None:
+        with _READ_LOCK:
+            _READ.clear()  # the last registry read is all a run needs
+            _READ[stamp] = entries
+    return dict(entries)
+
+
+_READ: dict[tuple, dict[str, DatasetSpec]] = {}
+_READ_LOCK = threading.Lock()
+
+
+def _read_registry(p: Path) -> dict[str, DatasetSpec]:
     data = read_yaml(p, what="dataset registry")
     if not isinstance(data, dict) or not isinstance(data.get("datasets"), list):
         raise ConfigError(f"{p}: expected a top-level 'datasets:' list of entries; see configs/datasets.yaml")

@@ -17,7 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from train_pipeline.config import NAME_MAX, ConfigError, DatasetSpec, PipelineConfig
+from train_pipeline.config.registry import download_path, extract_target, is_archive
+from train_pipeline.config.schema import DatasetSpec, PipelineConfig
+from train_pipeline.config.values import NAME_MAX, RESULT_STORAGE_ENV, ConfigError
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,6 @@ def dataset_locations(data_dir: Path, datasets: list[DatasetSpec], source: str,
                       prefix: str = "datasets") -> list[Location]:
     """Each dataset's downloads folder and extraction targets (``prefix`` '': no index in names).
     A target that is a symlink is refused: extraction replaces the folder itself, never a link."""
-    from train_pipeline.registry import download_path, extract_target
-
     out = []
     for i, ds in enumerate(datasets):
         name = f"{prefix}.{i} ({ds.name})" if prefix else ds.name
@@ -99,13 +99,11 @@ def pipeline_locations(cfg: PipelineConfig, datasets: list[DatasetSpec], source:
                                 real_path(training_output(results_dir, repo_id, datasets[0].name)),
                                 "training writes checkpoints and final/"))
     if any(isinstance(d, str) for d in cfg.datasets):
-        from train_pipeline.registry import registry_path
+        from train_pipeline.config.registry import registry_path
 
         out.append(Location("registry", real_path(registry_path(cfg.registry))))  # a file: never inside a step's folder
     storage = cfg.result_storage_ref()
     if isinstance(storage, Path):
-        from train_pipeline.config import RESULT_STORAGE_ENV
-
         setting = ("result_storage" if cfg.result_storage else
                    f"${RESULT_STORAGE_ENV}" if os.environ.get(RESULT_STORAGE_ENV) else "the result storage (results_dir)")
         out.append(Location(setting, real_path(storage), "Prefect keeps task results and cache records"))
@@ -122,33 +120,10 @@ def _model_repo(cfg: PipelineConfig) -> str | None:
     return cfg.model.repo_id if cfg.model is not None else None
 
 
-def planned_datasets(cfg: PipelineConfig, source: str = "config") -> list[DatasetSpec]:
-    """The datasets a run of ``cfg`` downloads: the registry's and inline ones, or the sample's."""
-    if cfg.sample is not None:
-        from offline.sample import sample_dataset
-
-        return [sample_dataset()]
-    from train_pipeline.registry import resolve_datasets
-
-    return resolve_datasets(cfg, source=source)
-
-
-def check_config(cfg: PipelineConfig, source: str = "config") -> list[DatasetSpec]:
-    """Everything only the whole config tells, before any network: registry names exist, archives
-    extract to folders of their own, training finds what it reads, and no step's folder overlaps
-    another's (see the module doc). Returns the datasets, resolved."""
-    datasets = planned_datasets(cfg, source)
-    check_layout(cfg, datasets, source)
-    check_overlaps(pipeline_locations(cfg, datasets, source), source)
-    return datasets
-
-
 def check_layout(cfg: PipelineConfig | None, datasets: list[DatasetSpec], source: str = "config") -> None:
     """What only the resolved datasets tell (registry entries included): every archive extracts to
     its own folder, and training finds the archive and an output folder name it can create.
     ``cfg`` None: datasets from the command line (no training, no 'datasets.N' in messages)."""
-    from train_pipeline.registry import extract_target, is_archive
-
     root = Path("/data")
     targets: list[tuple[PurePosixPath, DatasetSpec, str]] = []
     for i, ds in enumerate(datasets):

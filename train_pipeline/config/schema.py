@@ -1,95 +1,27 @@
-"""The pipeline config: what to download, where to put it, how to train.
+"""The pipeline config's schema: what to download, where to put it, how to train.
 
-Validated completely before any network: every problem is reported as one line that names the
-key and the fix (:class:`ConfigError`). No heavy imports here (no prefect, torch, transformers).
+Validated completely before any network (see reading.py for how problems are reported).
 """
 
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from resumable.errors import UsageError
 from resumable.hashes import parse_hash
 from resumable.http import check_url
-from resumable.redaction import one_line, redact, redact_text
 from resumable.hub.snapshots import check_endpoint, check_repo_id, check_revision
+from resumable.redaction import redact
 from resumable.state import RECORD_DIR
-from train_pipeline.training.config import TrainConfig
-
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CONFIGS_DIR = PROJECT_ROOT / "configs"
-SAMPLE_CONFIG = CONFIGS_DIR / "sample.yaml"
-RESULT_STORAGE_ENV = "TRAIN_PIPELINE_RESULT_STORAGE"
-BLOCK_PREFIX = "block:"
-
-# Matched with fullmatch: '$' alone would let a trailing newline through.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-# prefect.types.names: a block type slug and a block document name are lowercase letters, digits and '-'.
-_BLOCK_SLUG = re.compile(r"[a-z0-9-]+/[a-z0-9-]+")
-NAME_MAX = 255  # bytes in one file or folder name (Linux NAME_MAX)
-PATH_MAX = 4096  # bytes in a path, including the terminating NUL (Linux PATH_MAX)
-MAX_FILE_SIZE = 2**63 - 1  # the largest file offset (off_t)
-MAX_CONNECTIONS = 32  # per file; also the bound of `train-pipeline datasets download --connections`
-MAX_RETRIES = 50  # per source; also the bound of `train-pipeline datasets download --retries`
-DOWNLOADS = "downloads"  # <data_dir>/downloads/<dataset>/ holds the downloaded files (registry.download_path)
-
-
-class ConfigError(ValueError):
-    """The config is invalid; the message is one line naming the key and the fix (and never a URL's
-    query or userinfo: it reaches logs and Prefect states)."""
-
-    def __init__(self, *args):
-        super().__init__(*(one_line(redact_text(a)) if isinstance(a, str) else a for a in args))
-
-
-def _encoded(value: str) -> bytes:
-    try:
-        return os.fsencode(value)
-    except UnicodeEncodeError:
-        raise ValueError(f"{value!r} cannot be written as a file name on this system; use plain characters") from None
-
-
-def check_path(value: str) -> str:
-    """``value`` when the OS can create such a path (a folder or file the config names), else a
-    ValueError: empty, control characters (a NUL is refused by every system call), a name over
-    NAME_MAX or a path over PATH_MAX bytes."""
-    if not value.strip():
-        raise ValueError(f"{value!r} is empty; give a path ('.' is the working directory)")
-    if _CONTROL.search(value):
-        raise ValueError(f"{value!r} contains a control character (NUL, newline, tab, ...); remove it")
-    raw = _encoded(value)
-    if len(raw) >= PATH_MAX:
-        raise ValueError(f"path of {len(raw)} bytes: the system's limit is {PATH_MAX - 1}; use a shorter path")
-    if any(len(part) > NAME_MAX for part in raw.split(b"/")):
-        raise ValueError(f"{value!r}: a name in it is longer than {NAME_MAX} bytes, the file system's limit; shorten it")
-    return value
-
-
-def check_file_name(value: str, what: str = "file name") -> str:
-    """A plain name (letters, digits, '.', '_', '-'; no '/') that fits the file system."""
-    if not _NAME.fullmatch(value) or value in (".", ".."):
-        raise ValueError(f"{value!r} is not a plain {what}; use letters, digits, '.', '_' or '-' (no '/')")
-    if len(value) > NAME_MAX:
-        raise ValueError(f"{what} of {len(value)} characters: the file system allows {NAME_MAX}; shorten it")
-    return value
-
-
-def check_dataset_name(value: str) -> str:
-    """A dataset name: a folder under ``<data_dir>/downloads/`` (the rule of DatasetSpec.name)."""
-    try:
-        return check_file_name(value, "dataset name")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+from train_pipeline.config.values import (BLOCK_PREFIX, DOWNLOADS, MAX_CONNECTIONS, MAX_FILE_SIZE, MAX_RETRIES, NAME_MAX,
+                                          RESULT_STORAGE_ENV, _BLOCK_SLUG, _CONTROL, _REPO_ID, _encoded, check_file_name,
+                                          check_path)
+from train_pipeline.training.settings import TrainConfig
 
 
 class _Strict(BaseModel):
@@ -412,81 +344,3 @@ class PipelineConfig(_Strict):
         if value.startswith(BLOCK_PREFIX):
             return value[len(BLOCK_PREFIX) :]
         return self.path(value)
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def _loc(err: Mapping[str, Any]) -> str:
-    # Drop pydantic's union-branch tags ('str', 'DatasetSpec', 'function-after[...]').
-    loc = list(err["loc"])
-    key = [loc.pop()] if err["type"] == "extra_forbidden" and loc else []  # the user's key, whatever it looks like
-    parts = [p for p in loc if not (isinstance(p, str) and (p[:1].isupper() or "[" in p or p in ("str", "bool", "int")))] + key
-    # A key from the YAML may hold anything (a newline, a dot): quote it, so the message stays one line.
-    return ".".join(str(p) if isinstance(p, int) or _PLAIN_KEY.fullmatch(p) else repr(p) for p in parts) or "config"
-
-
-def _message(err: Mapping[str, Any]) -> str:
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        return "unknown key; check its spelling (see configs/sample.yaml and the README for the keys)"
-    if kind == "missing":
-        return "required key is missing; add it"
-    if kind == "tuple_type":
-        return f"expected a list (got {err.get('input')!r}); write it as [a, b] or one '- item' per line"
-    if kind in ("string_type", "int_type", "int_parsing", "bool_type", "float_type", "float_parsing", "model_type", "dict_type"):
-        return f"{msg} (got {err.get('input')!r}); fix the value's type"
-    if kind == "finite_number":
-        return f"{msg} (got {err.get('input')!r}); write a number"
-    return msg
-
-
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    errors = [(_loc(err), err) for err in exc.errors()]
-    seen: dict[str, str] = {}
-    for loc, err in errors:
-        # A union (str | DatasetSpec) reports each branch; keep the dataset branch's details.
-        if err["type"] == "string_type" and any(other.startswith(loc + ".") for other, _ in errors):
-            continue
-        seen.setdefault(loc, _message(err))
-    return f"{source}: " + "; ".join(f"{k}: {v}" for k, v in seen.items())
-
-
-def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> PipelineConfig:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys (got {type(data).__name__}); see configs/sample.yaml")
-    try:
-        return PipelineConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
-
-
-def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{what} {str(path)!r} not found; check the path (e.g. --config configs/sample.yaml)")
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}:{where}: {problem}; fix the YAML syntax") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{what} {str(path)!r} cannot be read ({exc.__class__.__name__}); check permissions and encoding") from None
-
-
-def load_config(path: str | os.PathLike | None = None, *, check: bool = True) -> PipelineConfig:
-    """Read and validate a YAML config; ``None`` means the offline sample profile. ``check``: also
-    what only the whole config tells (registry names, archive targets, every step's folder:
-    train_pipeline.locations.check_config), all before any network."""
-    path = SAMPLE_CONFIG if path is None else Path(path)
-    cfg = parse_config(read_yaml(path), source=str(path))
-    if check:
-        from train_pipeline.locations import check_config
-
-        check_config(cfg, source=str(path))
-    return cfg
