@@ -100,10 +100,10 @@ def train_pipeline(config: PipelineConfig | None = None, config_file: str | None
         publish_summary(model, model_spec, datasets)
         raise_first_failure(model, datasets, trained)
         return {
-            "model": model.result().path if model else None,
+            "model": str(model.result().path) if model else None,
             "datasets": {d.spec.name: str(cfg.path(cfg.data_dir) / (d.spec.extract_to or f"downloads/{d.spec.name}"))
                          for d in datasets},
-            "final_model_dir": trained.result().final_model_dir if trained else None,
+            "final_model_dir": str(trained.result().final_model_dir) if trained else None,
         }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -12,35 +12,26 @@ import resumable
 from resumable.errors import TransferError, UsageError
 from resumable.http import redact  # signed URLs carry tokens: never log or persist them
 from resumable.progress import human_size
-from tasks.caching import StableInputs, file_identity, run_name, transient_only
+from tasks.caching import StableInputs, cache_identity, file_identity, run_name, transient_only
 from tasks.progress import DownloadProgress, artifact_key
 from tasks.results import DataOnlyJSON, result_type
 from tasks.secrets import redacted_errors
 from train_pipeline.config import FileSpec
 
 
-@result_type
-@dataclass(frozen=True)
-class FetchedFile:
-    """A file on disk as the engine published it (small: safe to cache and to pass on)."""
-
-    path: str
-    url: str
-    size: int
-    digest: str | None
-    status: str  # downloaded | resumed | cached
-    bytes_transferred: int
-    seconds: float
-    identity: tuple[int, int, int]  # (size, mtime_ns, inode) of the published file
-
-    def cache_identity(self) -> tuple:
-        """What downstream cache keys see: this exact file, not how it was transferred."""
-        return self.path, self.size, self.digest, self.identity
+result_type(resumable.FetchResult)  # stored as data (tasks.results), with the URL redacted
 
 
-# The bytes are pinned by dest + size + hash; where they come from (URL, mirrors, a server on a
-# random port) and how (connections, retries) do not change the result. Without a hash the URL
-# does name the content, so it stays in the key.
+@cache_identity.register
+def _(r: resumable.FetchResult) -> tuple:
+    # Downstream steps see this exact file (path, bytes, inode now), not how it was transferred.
+    return str(r.path), r.size, r.digest, file_identity(r.path)
+
+
+# Caching: the key is dest + size + hash (the bytes); where they come from (URL, mirrors, a
+# server on a random port) and how (connections, retries) do not change the result. Without a
+# hash the URL does name the content, so it stays in the key. The flow trusts a cached result
+# only while fetch_is_current (the engine's verification record still matches the file).
 DOWNLOAD_CACHE = StableInputs(exclude=("url", "mirrors", "connections", "retries"), pinned_by="hash",
                               unpinned_keep=("url",))
 
@@ -49,7 +40,7 @@ DOWNLOAD_CACHE = StableInputs(exclude=("url", "mirrors", "connections", "retries
       retry_delay_seconds=[2, 10], retry_condition_fn=transient_only,
       task_run_name=run_name("fetch", "dest"))
 def fetch_with_resume(url: str, dest: str, size: int | None = None, hash: str | None = None,
-                      mirrors: tuple[str, ...] = (), connections: int = 1, retries: int = 5) -> FetchedFile:
+                      mirrors: tuple[str, ...] = (), connections: int = 1, retries: int = 5) -> resumable.FetchResult:
     """Download ``url`` to ``dest``; resumes a ``.part`` left by an earlier run, tries mirrors in order."""
     logger = get_run_logger()
     name = Path(dest).name
@@ -63,8 +54,7 @@ def fetch_with_resume(url: str, dest: str, size: int | None = None, hash: str | 
         progress.close()
     logger.info("%s: %s, %s transferred in %.1f s (%s/s) from %s, %s", name, r.status, human_size(r.bytes_transferred),
                 r.seconds, human_size(r.speed), redact(r.url), r.digest or "no hash")
-    return FetchedFile(str(r.path), redact(r.url), r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
-                       file_identity(r.path))
+    return replace(r, url=redact(r.url))
 
 
 BATCH_CACHE = StableInputs(exclude=("jobs", "connections", "retries"))  # files count by cache_identity()
@@ -74,7 +64,7 @@ BATCH_CACHE = StableInputs(exclude=("jobs", "connections", "retries"))  # files 
       retry_delay_seconds=[2, 10], retry_condition_fn=transient_only,
       task_run_name=run_name("fetch-batch", "dest_dir"))
 def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, connections: int = 1,
-                retries: int = 5) -> list[FetchedFile]:
+                retries: int = 5) -> list[resumable.FetchResult]:
     """Many small files in one task: bounded concurrency over one connection pool, each verified
     (size, hash) as it streams. A failure fails the task after the others finished; a re-run
     transfers only what is still missing."""
@@ -96,8 +86,7 @@ def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, conne
                               + "; run again to fetch only those")
         error.transient = all(getattr(r, "transient", False) for _, r in failures)
         raise error
-    return [FetchedFile(str(r.path), redact(r.url), r.size, r.digest, r.status, r.bytes_transferred, r.seconds,
-                        file_identity(r.path)) for r in done]
+    return [replace(r, url=redact(r.url)) for r in done]
 
 
 def check_not_redacted(*urls: str) -> None:

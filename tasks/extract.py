@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
 from resumable.progress import human_size
-from tasks.caching import STABLE_INPUTS, run_name
-from tasks.download import FetchedFile
+from resumable import FetchResult
+from resumable.extract import ExtractResult
+from tasks.caching import STABLE_INPUTS, cache_identity, run_name
 from tasks.results import DataOnlyJSON, result_type
 
 
-@result_type
-@dataclass(frozen=True)
-class ExtractedDir:
-    target: str
-    format: str
-    files: int
-    bytes: int
-    status: str  # extracted | cached
-
-    def cache_identity(self) -> tuple:
-        return self.target, self.format, self.files, self.bytes
+result_type(ExtractResult)
 
 
+@cache_identity.register
+def _(r: ExtractResult) -> tuple:
+    # Training sees the extracted tree (where, which archive, how much), not whether this run extracted it.
+    return str(r.target), r.archive_digest, r.format, r.files, r.bytes
+
+
+# Caching: the key is the archive (by path, bytes and inode), its digest, the target and unwrap;
+# the flow trusts a cached result only while extraction_is_current (the extraction record, every
+# member stat'ed).
 @task(cache_policy=STABLE_INPUTS, persist_result=True, result_serializer=DataOnlyJSON(),
       task_run_name=run_name("extract", "target"))
-def extract(archive: FetchedFile, digest: str, target: str, unwrap: str | None = None) -> ExtractedDir:
+def extract(archive: FetchResult, digest: str, target: str, unwrap: str | None = None) -> ExtractResult:
     """Unpack ``archive`` (already verified, ``digest`` 'alg:hex') into ``target``; an archive holding
     nothing but a folder named ``unwrap`` fills the target with that folder's content."""
     from resumable.errors import CorruptArchiveError
@@ -42,7 +41,7 @@ def extract(archive: FetchedFile, digest: str, target: str, unwrap: str | None =
                                   "downloads it again (check the source or its hash first)") from None
     get_run_logger().info("%s -> %s: %s, %d files, %s", Path(archive.path).name, r.target, r.status, r.files,
                           human_size(r.bytes))
-    return ExtractedDir(str(r.target), r.format, r.files, r.bytes, r.status)
+    return r
 
 
 def quarantine(path: str | Path) -> Path:

@@ -2,37 +2,30 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
+from resumable.hub import SnapshotResult
 from resumable.progress import human_size
-from tasks.caching import StableInputs, transient_only
+from tasks.caching import StableInputs, cache_identity, transient_only
 from tasks.progress import DownloadProgress, artifact_key
 from tasks.results import DataOnlyJSON, result_type
 from tasks.secrets import redacted_errors
 
 
-@result_type
-@dataclass(frozen=True)
-class SnapshotInfo:
-    path: str
-    repo_id: str
-    revision: str
-    commit: str
-    files: int
-    bytes_total: int
-    bytes_transferred: int
-    status: str
-    seconds: float
-
-    def cache_identity(self) -> tuple:
-        return self.path, self.repo_id, self.commit, self.files, self.bytes_total
+result_type(SnapshotResult)
 
 
-# Where the Hub is (endpoint: a local server picks a random port) and how hard to pull do not
-# change the snapshot; repo, revision, filters and destination do.
+@cache_identity.register
+def _(r: SnapshotResult) -> tuple:
+    # Training sees which commit is where, not whether this run downloaded it.
+    return str(r.path), r.repo_id, r.commit, r.files, r.bytes_total
+
+
+# Caching: the key is repo, revision, filters and destination; where the Hub is (endpoint: a local
+# server picks a random port) and how hard to pull do not change the snapshot. The flow trusts a
+# cached result only while snapshot_is_current (its manifest's files all in place, no hashing).
 SNAPSHOT_CACHE = StableInputs(exclude=("endpoint", "max_workers"))
 
 
@@ -41,13 +34,10 @@ SNAPSHOT_CACHE = StableInputs(exclude=("endpoint", "max_workers"))
       task_run_name="snapshot {repo_id}@{revision}")
 def model_snapshot(repo_id: str, revision: str = "main", dest_root: str = "./models_cache",
                    include: tuple[str, ...] | None = None, exclude: tuple[str, ...] | None = None,
-                   endpoint: str | None = None, max_workers: int = 4) -> SnapshotInfo:
+                   endpoint: str | None = None, max_workers: int = 4) -> SnapshotResult:
     """Snapshot the repository (resuming partial files) via the Hub API; token from HF_TOKEN."""
-    import time
-
     from resumable.hub import snapshot
 
-    t0 = time.monotonic()
     progress = DownloadProgress(repo_id, key=artifact_key("snapshot", repo_id))
     try:
         with redacted_errors():
@@ -56,15 +46,9 @@ def model_snapshot(repo_id: str, revision: str = "main", dest_root: str = "./mod
                          progress=progress)
     finally:
         progress.close()
-    seconds = time.monotonic() - t0
     get_run_logger().info("%s@%s (%s): %s, %d files, %s, %s transferred in %.1f s", repo_id, revision, r.commit[:12],
-                          r.status, _count(r.files), human_size(r.bytes_total), human_size(r.bytes_transferred), seconds)
-    return SnapshotInfo(str(r.path), repo_id, revision, r.commit, _count(r.files), r.bytes_total,
-                        r.bytes_transferred, r.status, seconds)
-
-
-def _count(files) -> int:
-    return files if isinstance(files, int) else len(files)
+                          r.status, r.files, human_size(r.bytes_total), human_size(r.bytes_transferred), r.seconds)
+    return r
 
 
 def snapshot_is_current(path: str | Path | None) -> bool:

@@ -54,8 +54,9 @@ class StoredError(Exception):
 
 
 def result_type(cls: type) -> type:
-    """Class decorator: the dataclass may be stored as a task result (fields of str, int, float,
-    bool, None, fixed or variadic tuples of those, and ``X | None``)."""
+    """Class decorator (or a call, for the engine's own result types): the dataclass may be stored
+    as a task result (fields of str, int, float, bool, None, Path, fixed or variadic tuples of
+    those, and ``X | None``)."""
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
         _check_supported(hints[field.name], f"{cls.__name__}.{field.name}")
@@ -65,7 +66,7 @@ def result_type(cls: type) -> type:
 
 
 def _check_supported(hint: Any, where: str) -> None:
-    if hint in (str, int, float, bool, type(None)):
+    if hint in (str, int, float, bool, type(None), Path):
         return
     if typing.get_origin(hint) in (typing.Union, types.UnionType, tuple):
         for arg in typing.get_args(hint):
@@ -77,7 +78,7 @@ def _check_supported(hint: Any, where: str) -> None:
 
 # -- encoding -------------------------------------------------------------------------------------
 def tag_of_hint(hint: Any) -> str:
-    """'FetchedFile', 'list[FetchedFile]', 'str': the tag of a task's return annotation."""
+    """'FetchResult', 'list[FetchResult]', 'str': the tag of a task's return annotation."""
     if hint is str:
         return "str"
     if typing.get_origin(hint) is list:
@@ -97,8 +98,12 @@ def _encode(value: Any, nested: bool = False) -> dict:
         return {"type": "error", "value": {"error": type(value).__name__, "message": redact_text(str(value))}}
     name = type(value).__name__
     if _TYPES.get(name) is type(value):
-        return {"type": name, "value": {f: getattr(value, f) for f in _HINTS[name]}}
+        return {"type": name, "value": {f: _plain(getattr(value, f)) for f in _HINTS[name]}}
     raise TypeError(f"{type(value).__name__} is not a storable result type (see tasks.results.result_type)")
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
 
 
 def _decode(data: Any, nested: bool = False) -> Any:
@@ -129,6 +134,8 @@ def _conform(value: Any, hint: Any, where: str = "value") -> Any:
         return None
     if hint is str and isinstance(value, str):
         return value
+    if hint is Path and isinstance(value, str):
+        return Path(value)
     if hint is bool and isinstance(value, bool):
         return value
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
@@ -168,7 +175,7 @@ def _describe(value: Any) -> str:
 
 
 class DataOnlyJSON(Serializer):
-    """Task results as plain JSON of our result types; ``expect`` (a tag like 'FetchedFile') is
+    """Task results as plain JSON of our result types; ``expect`` (a tag like 'FetchResult') is
     the task's return type, enforced when decoding. Task failures are written as data too (type
     name and redacted message)."""
 
@@ -206,7 +213,7 @@ class RecordGuard(WritableFileSystem):
 
     folder: str | None = Field(None, description="the result storage folder")
     block: str | None = Field(None, description="or the saved storage block, 'type/name'")
-    expect: str = Field(description="the task's return type, e.g. 'FetchedFile'")
+    expect: str = Field(description="the task's return type, e.g. 'FetchResult'")
     step: str = Field("", description="the step, for warnings outside a task run")
 
     _storage: WritableFileSystem | None = PrivateAttr(None)

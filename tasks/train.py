@@ -2,33 +2,28 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
 from tasks.caching import STABLE_INPUTS, run_name
-from tasks.extract import ExtractedDir
-from tasks.model import SnapshotInfo
+from resumable.extract import ExtractResult
+from resumable.hub import SnapshotResult
 from tasks.results import DataOnlyJSON, result_type
+from train_pipeline.training.finetune import TrainResult
 from train_pipeline.training.settings import TrainConfig
 
 
-@result_type
-@dataclass(frozen=True)
-class TrainedModel:
-    output_dir: str
-    final_model_dir: str
-    steps: int
-    final_loss: float | None
-    metrics_path: str
-    curve_path: str
-    resumed_from_step: int | None
+result_type(TrainResult)
+
+# Caching: the key is the model snapshot (by commit), the extracted data (by archive digest), the
+# output folder and the settings; the flow trusts a cached result only while training_is_current
+# (the final model and result file in place, made with these settings).
 
 
 @task(cache_policy=STABLE_INPUTS, persist_result=True, result_serializer=DataOnlyJSON(),
       task_run_name=run_name("train", "output_dir"))
-def train(model: SnapshotInfo, data: ExtractedDir, output_dir: str, config: TrainConfig) -> TrainedModel:
+def train(model: SnapshotResult, data: ExtractResult, output_dir: str, config: TrainConfig) -> TrainResult:
     """Fine-tune ``model`` on the extracted dataset ``data``; resumes from the latest checkpoint."""
     from train_pipeline.training.finetune import train as run_training
 
@@ -41,14 +36,13 @@ def train(model: SnapshotInfo, data: ExtractedDir, output_dir: str, config: Trai
     r = run_training(model.path, dataset_root(data.target), output_dir, config, progress=progress)
     logger.info("trained %d steps, final loss %s -> %s", r.steps, r.final_loss, r.final_model_dir)
     publish_training_artifact(r, model)
-    return TrainedModel(str(r.output_dir), str(r.final_model_dir), r.steps, r.final_loss, str(r.metrics_path),
-                        str(r.curve_path), r.resumed_from_step)
+    return r
 
 
 TRAINING_ARTIFACT = "training-summary"
 
 
-def publish_training_artifact(r, model: SnapshotInfo) -> None:
+def publish_training_artifact(r: TrainResult, model: SnapshotResult) -> None:
     """The final numbers and the loss curve, in the Prefect UI (the PNG inlined: the UI cannot
     read the worker's disk)."""
     import base64

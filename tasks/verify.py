@@ -9,14 +9,14 @@ from prefect import get_run_logger, task
 import resumable
 from resumable.errors import IntegrityError
 from tasks.caching import STABLE_INPUTS, run_name
-from tasks.download import FetchedFile
 from tasks.results import DataOnlyJSON
 
 
 @task(cache_policy=STABLE_INPUTS, persist_result=True, result_serializer=DataOnlyJSON(),
       task_run_name=run_name("verify", "path"))
-def verify(path: str, fetched: FetchedFile, size: int | None = None, hash: str | None = None) -> str:
-    """Returns the verified digest ('alg:hex').
+def verify(path: str, fetched: resumable.FetchResult, size: int | None = None, hash: str | None = None) -> str:
+    """Returns the verified digest ('alg:hex'). Cached on its inputs (the fetched file counts by
+    path, bytes and inode); the flow trusts the cache only while fetch_is_current.
 
     The transfer hashed the bytes as they arrived and recorded it; a file unchanged since then
     is confirmed from that record (no re-hash). A changed file is hashed again, and rejected if

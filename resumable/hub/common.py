@@ -30,6 +30,7 @@ class SnapshotResult:
     bytes_total: int
     bytes_transferred: int
     status: str  # "downloaded" | "resumed" | "cached"
+    seconds: float = 0.0  # the whole snapshot call, metadata included
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
@@ -42,6 +44,7 @@ def snapshot(
     ``(downloaded, total)`` over the whole snapshot.
     """
     _check_args(repo_id, revision, repo_type, max_workers, endpoint)
+    t0 = time.monotonic()
     include, exclude = _patterns(include), _patterns(exclude)
     offline = _env_offline() if offline is None else offline
     repo_dir = repo_folder(dest_root, repo_id, repo_type)
@@ -60,14 +63,15 @@ def snapshot(
     wanted = select_files(tree, include, exclude, repo_id, revision)
 
     if hub is None:
-        return _offline_result(snap_dir, repo_id, repo_type, revision, commit, wanted)
+        return replace(_offline_result(snap_dir, repo_id, repo_type, revision, commit, wanted),
+                       seconds=time.monotonic() - t0)
     _write_ref(repo_dir, revision, commit)
     results = download_all(hub, snap_dir, commit, wanted, max_workers, progress)
     write_manifest(snap_dir, hub, revision, commit, tree, {f.path for f in wanted})
     statuses = {r.status for r in results}
     status = "resumed" if "resumed" in statuses else "downloaded" if "downloaded" in statuses else "cached"
     return SnapshotResult(snap_dir, repo_id, revision, commit, len(wanted), sum(f.size for f in wanted),
-                          sum(r.bytes_transferred for r in results), status)
+                          sum(r.bytes_transferred for r in results), status, time.monotonic() - t0)
 
 
 def _check_args(repo_id: str, revision: str, repo_type: str, max_workers: int, endpoint: str | None = None) -> None:
