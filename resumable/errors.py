@@ -28,7 +28,7 @@ class TransferError(ResumableError):
 class HTTPStatusError(TransferError):
     def __init__(self, url: str, status: int, reason: str = "", hint: str = ""):
         self.url, self.status = url, status
-        self.transient = status in TRANSIENT_STATUSES or status >= 500
+        self.transient = transient_status(status)
         text = f"{url}: HTTP {status}{' ' + reason if reason else ''}"
         super().__init__(f"{text}; {hint}" if hint else text)
 
@@ -55,6 +55,13 @@ class LocalFileError(ResumableError):
 
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def transient_status(status: int) -> bool:
+    """Whether an HTTP status says the same request may succeed later (a timeout, too early, too many
+    requests, any 5xx). Used for the engine's own requests and the Hub API's (resumable.retry.is_transient)."""
+    return status in TRANSIENT_STATUSES or status >= 500
+
 
 STATUS_HINTS = {
     401: "the server wants credentials: pass a token / Authorization header",

@@ -1,44 +1,84 @@
-"""The retry policy of a transfer, as tenacity data, and the rule that ends a stalled body.
+"""Whether an error is worth retrying, the retry policy of a transfer (tenacity, through its public
+API), and the rule that ends a stalled body.
 
-Transient failures only (network errors, timeouts, 408/429/5xx, cut bodies, a corrupt
-download); the budget of attempts and the backoff both start over whenever real progress
-arrives (at least a stall window's worth of bytes that are kept), so a long download over a
-flaky link is never abandoned while it makes progress, and a trickle never counts as progress.
-Starting over from byte 0 (bad bytes, a server that cannot continue the file) has its own small
-budget, so no file is downloaded in full more than a few times in one run. ``Retry-After`` is
-honoured up to a cap.
+``is_transient`` is the one classifier: the engine's retries, the Hub API client's and the
+pipeline's task retries (tasks.caching.transient_only) all ask it. Transient failures are
+network errors, timeouts, 408/425/429/5xx, cut bodies, a corrupt download; a transfer's budget of
+attempts and its backoff both start over whenever real progress arrives (at least a stall
+window's worth of bytes that are kept), so a long download over a flaky link is never abandoned
+while it makes progress, and a trickle never counts as progress. Starting over from byte 0 (bad
+bytes, a server that cannot continue the file) has its own small budget, so no file is
+downloaded in full more than a few times in one run. ``Retry-After`` is honoured up to a cap.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
+import ssl
+import sys
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import SimpleNamespace
+from typing import Callable, TypeVar
 
+import requests
+import urllib3
 from tenacity import (
-    RetryCallState,
     Retrying,
+    retry_if_exception,
+    stop_after_attempt,
     stop_after_delay,
-    stop_never,
     wait_exponential_jitter,
 )
 
-from .errors import IntegrityError, ResumableError, StalledError
+from .errors import IntegrityError, ResumableError, StalledError, transient_status
 
 log = logging.getLogger("resumable")
+T = TypeVar("T")
 
 
 MAX_FRESH_STARTS = 2  # downloads from byte 0 after the first, per transfer: at most 3 in full per run
 DEFAULT_SPEED_LIMIT = 1024  # bytes/s: slower than this for SPEED_TIME seconds is a stall (curl -Y/-y)
 DEFAULT_SPEED_TIME = 30.0
 
+# The socket errors of a network that failed (not of a local file): refused, reset, cut, unreachable.
+_NETWORK_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.ETIMEDOUT, errno.EPIPE,
+                             errno.ENETDOWN, errno.ENETUNREACH, errno.ENETRESET, errno.EHOSTDOWN, errno.EHOSTUNREACH})
+
 
 def is_transient(exc: BaseException) -> bool:
-    return isinstance(exc, ResumableError) and getattr(exc, "transient", False)
+    """Whether trying the same thing again can help.
+
+    The engine's errors say so themselves (``TransferError.transient``; its other errors, about
+    input, disk or archives, never are). Another library's error with an HTTP answer is judged by
+    its status (408, 425, 429, 5xx); one without an answer is transient when the network failed
+    (``is_network_error``). Anything else (a local file, a bug) is not."""
+    if isinstance(exc, ResumableError):
+        return bool(getattr(exc, "transient", False))
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if isinstance(status, int):
+        return transient_status(status)
+    return is_network_error(exc)
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """The network failed, as the standard library, requests, urllib3 or httpx report it: refused,
+    reset, timed out, unreachable, a host name that does not resolve, a TLS channel cut."""
+    if isinstance(exc, (ConnectionError, TimeoutError, socket.gaierror, socket.herror)):
+        return True
+    if isinstance(exc, ssl.SSLError) and not isinstance(exc, ssl.SSLCertVerificationError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in _NETWORK_ERRNOS:
+        return True
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                        requests.exceptions.ChunkedEncodingError, urllib3.exceptions.ProtocolError,
+                        urllib3.exceptions.TimeoutError)):
+        return True
+    httpx_modules = (sys.modules.get(name) for name in ("httpx", "httpx2"))  # only loaded if their errors exist
+    return any(isinstance(exc, module.TransportError) for module in httpx_modules if module is not None)
 
 
 @dataclass
@@ -155,23 +195,45 @@ class FreshStarts:
         return self.count > MAX_FRESH_STARTS
 
 
+class WaitForServer:
+    """A tenacity wait: ``backoff``, or longer when the server asked for it (the error's
+    ``retry_after``, from Retry-After or RateLimit), up to ``cap`` seconds."""
+
+    def __init__(self, backoff: Callable, cap: float):
+        self.backoff, self.cap = backoff, cap
+
+    def __call__(self, state) -> float:
+        backoff = self.backoff(state)
+        asked = getattr(state.outcome.exception(), "retry_after", None)
+        if asked is not None:
+            return max(backoff, min(float(asked), self.cap))
+        return backoff
+
+
 class RetryPolicy:
     """``retries`` consecutive failures without real progress end the transfer, and so does a
-    fresh start from byte 0 beyond MAX_FRESH_STARTS. Progress is ``min_progress`` bytes kept
-    since the last failure (a trickle of a few bytes per attempt must not reset the budget)."""
+    fresh start from byte 0 beyond MAX_FRESH_STARTS or, with ``max_time``, the deadline. Progress
+    is ``min_progress`` bytes kept since the last failure (a trickle of a few bytes per attempt must
+    not reset the budget).
+
+    Each run of failures without progress is one tenacity ``Retrying``: attempts counted by
+    ``stop_after_attempt``, backoff by ``wait_exponential_jitter``. Progress ends the run, and the
+    next one starts from the failure that ended it, as its first attempt: budget and backoff
+    start over."""
 
     def __init__(self, retries: int = 5, delay: float = 1.0, max_delay: float = 30.0,
                  retry_after_cap: float = 120.0, max_time: float | None = None, min_progress: int = 1,
                  fresh_starts: FreshStarts | None = None):
         self.retries = retries
-        self.retry_after_cap = retry_after_cap
-        self.backoff = wait_exponential_jitter(multiplier=delay, max=max_delay, jitter=delay)
-        self.deadline = stop_after_delay(max_time) if max_time else stop_never
+        self.max_time = max_time
+        self.wait = WaitForServer(wait_exponential_jitter(multiplier=delay, max=max_delay, jitter=delay),
+                                  retry_after_cap)
         self.min_progress = max(1, int(min_progress))
         self.progress = ByteProgress()
         self.budget = fresh_starts or FreshStarts()
-        self._seen = 0
-        self._stalled = 0
+        self._seen = 0  # progress.received at the last failure
+        self._failures = 0  # in the current run of attempts
+        self._progressed = False  # the current run ended because bytes arrived
 
     def fresh_start(self) -> None:
         """The bytes so far were thrown away: what arrived before is no progress either."""
@@ -182,34 +244,54 @@ class RetryPolicy:
     def gave_up_restarting(self) -> bool:
         return self.budget.exhausted
 
-    # tenacity hooks --------------------------------------------------------------------------
-    def _retry(self, state: RetryCallState) -> bool:
-        exc = state.outcome.exception()
-        if exc is None or not is_transient(exc) or self.gave_up_restarting:
+    def call(self, attempt: Callable[[], T]) -> T:
+        """``attempt()`` until it returns, retrying transient failures as this policy allows; the
+        last failure is raised as it is."""
+        started = time.monotonic()
+        failure: BaseException | None = None
+        while True:
+            self._failures, self._progressed = 0, False
+            try:
+                return self._retrying(started)(_first_raising(failure, attempt))
+            except BaseException as exc:
+                if not self._progressed:
+                    raise
+                failure = exc
+
+    def _retrying(self, started: float) -> Retrying:
+        stop = stop_after_attempt(self.retries + 1)
+        if self.max_time:
+            stop = stop | stop_after_delay(max(0.0, self.max_time - (time.monotonic() - started)))
+        return Retrying(retry=retry_if_exception(self._worth_retrying), stop=stop, wait=self.wait,
+                        before_sleep=self._log, reraise=True)
+
+    def _worth_retrying(self, exc: BaseException) -> bool:
+        self._failures += 1
+        if not is_transient(exc) or self.gave_up_restarting:
             return False
+        received = self.progress.received
         if isinstance(exc, (IntegrityError, StalledError)):
-            self._seen = self.progress.received  # bad bytes or a trickle: no progress
-        elif self.progress.received - self._seen >= self.min_progress:
-            self._seen, self._stalled = self.progress.received, 0
-        self._stalled += 1
+            self._seen = received  # bad bytes or a trickle: no progress
+        elif received - self._seen >= self.min_progress:
+            self._seen = received
+            if self._failures > 1:  # a fresh budget: end this run, the next starts with this failure
+                self._progressed = True
+                return False
         return True
 
-    def _wait(self, state: RetryCallState) -> float:
-        backoff = self.backoff(SimpleNamespace(attempt_number=self._stalled))
-        asked = getattr(state.outcome.exception(), "retry_after", None)
-        if asked is not None:
-            return max(backoff, min(float(asked), self.retry_after_cap))
-        return backoff
-
-    def _stop(self, state: RetryCallState) -> bool:
-        return self._stalled > self.retries or self.deadline(state)
-
-    def _log(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception()
-        log.warning("%s; retry %d/%d in %.1fs", exc, self._stalled, self.retries,
+    def _log(self, state) -> None:
+        log.warning("%s; retry %d/%d in %.1fs", state.outcome.exception(), state.attempt_number, self.retries,
                     state.next_action.sleep if state.next_action else 0.0)
 
-    def retrying(self) -> Retrying:
-        return Retrying(retry=self._retry, wait=self._wait, stop=self._stop, before_sleep=self._log, reraise=True)
 
+def _first_raising(failure: BaseException | None, attempt: Callable[[], T]) -> Callable[[], T]:
+    """``attempt``, except that the first call raises ``failure`` (when there is one): a run of
+    attempts that starts from the failure that ended the previous run."""
+    pending = [failure] if failure is not None else []
 
+    def call() -> T:
+        if pending:
+            raise pending.pop()
+        return attempt()
+
+    return call

@@ -294,7 +294,7 @@ class _Transfer:
             self.segmented = True
         try:
             try:
-                digests = self.policy.retrying()(self._attempt)
+                digests = self.policy.call(self._attempt)
             except TransferError as exc:
                 if self.policy.gave_up_restarting:  # same error, same type: say why it is the last
                     exc.args = (f"{exc}; gave up after {MAX_FRESH_STARTS + 1} downloads from byte 0 in this run "
@@ -773,7 +773,7 @@ class _Transfer:
                 if pos is not None and pos != end:
                     raise ProtocolViolation(f"{http.redact(self.url)}: segment ended at byte {pos} of {end}")
 
-        policy.retrying()(one_try)
+        policy.call(one_try)
 
     def _segment_body(self, resp: requests.Response, seg: list[int], pos: int, fd: int, pool: "_BufferPool",
                       flusher: "_Writeback", stop: threading.Event, lock: threading.Lock) -> int | None:

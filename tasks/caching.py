@@ -13,7 +13,6 @@ decoded): see tasks/results.py.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import os
 import typing
@@ -68,19 +67,12 @@ def _source_key(task) -> str:
     return hash_objects(lines, raise_on_failure=True)
 
 
-@functools.singledispatch
-def cache_identity(value: Any) -> Any:
-    """What a cache key sees of an input: the value itself, unless its type registers what it
-    *is* (each step's module registers its result type: a file by path, digest and inode, a
-    snapshot by commit), so that how a result was obtained never changes a downstream key."""
+def _identity(value: Any) -> Any:
     if hasattr(value, "cache_identity"):
         return value.cache_identity()
     if isinstance(value, (list, tuple)):
         return [_identity(v) for v in value]
     return value
-
-
-_identity = cache_identity
 
 
 STABLE_INPUTS = StableInputs()
@@ -104,26 +96,20 @@ def record_guard(task, storage: str | Path, step: str = "") -> RecordGuard:
 
 
 def transient_only(task, task_run, state) -> bool:
-    """Prefect retry condition: retry a task only when trying again can help."""
+    """Prefect retry condition: retry a task only when trying again can help (the engine's rule:
+    resumable.retry.is_transient)."""
+    from resumable.retry import is_transient
+
     try:
         state.result(raise_on_failure=True)
-    except TransferError as exc:
-        return bool(getattr(exc, "transient", True))
-    except ResumableError:
-        return False
-    except (ConnectionError, TimeoutError, OSError) as exc:
-        return not isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError))
-    except Exception:
-        return False
+    except Exception as exc:
+        return is_transient(exc)
     return False
 
 
-def file_identity(path: str | os.PathLike) -> tuple[int, int, int] | None:
-    """(size, mtime_ns, inode): changes whenever the file is replaced or rewritten; None when gone."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
+def file_identity(path: str | os.PathLike) -> tuple[int, int, int]:
+    """(size, mtime_ns, inode): changes whenever the file is replaced or rewritten."""
+    st = os.stat(path)
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 

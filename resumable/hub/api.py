@@ -1,5 +1,6 @@
-"""The Hub's metadata API through huggingface_hub's HfApi: retries on 429/5xx that honour
-``Retry-After`` and ``RateLimit``, and one-line errors that say what to do."""
+"""The Hub's metadata API through huggingface_hub's HfApi: retries of transient failures
+(resumable.retry.is_transient: 408/425/429/5xx, network errors) that honour ``Retry-After`` and
+``RateLimit``, and one-line errors that say what to do."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Callable
 from tenacity import Retrying, retry_if_exception, wait_exponential_jitter
 
 from .. import http
+from ..retry import is_network_error, is_transient
 from .common import COMMIT, RemoteFile, SnapshotError
 
 log = logging.getLogger("resumable")
@@ -65,7 +67,7 @@ class HubAPI:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _call(self, fn: Callable, revision: str):
-        retrying = Retrying(retry=retry_if_exception(_transient_hub_error), wait=_hub_wait,
+        retrying = Retrying(retry=retry_if_exception(is_transient), wait=_hub_wait,
                             stop=_hub_stop, reraise=True,
                             before_sleep=lambda s: log.warning("%s: %s; retrying", self.endpoint,
                                                                _first_line(s.outcome.exception())))
@@ -106,7 +108,7 @@ class HubAPI:
                                  "--offline to use the local snapshot", "offline")
         if isinstance(exc, HfHubHTTPError):
             return SnapshotError(f"{self.endpoint}: {what}: HTTP {status}: {_first_line(exc)}", "network")
-        if _is_network_error(exc):
+        if is_network_error(exc):
             return SnapshotError(f"cannot reach {self.endpoint} ({_first_line(exc)}): check the network or the "
                                  "endpoint (--endpoint / HF_ENDPOINT), or use --offline with a complete snapshot",
                                  "network")
@@ -137,15 +139,7 @@ def _first_line(exc: BaseException | None) -> str:
     return next((line for line in text.splitlines() if line.strip()), type(exc).__name__)
 
 
-def _is_network_error(exc: BaseException) -> bool:
-    import httpx2
-
-    return isinstance(exc, (httpx2.TransportError, OSError))
-
-
-def _transient_hub_error(exc: BaseException) -> bool:
-    status = getattr(getattr(exc, "response", None), "status_code", None)
-    return status in (408, 429, 500, 502, 503, 504) or (status is None and _is_network_error(exc))
+_BACKOFF = wait_exponential_jitter(max=30)  # 1, 2, 4, ... s (plus up to 1 s of jitter)
 
 
 def _hub_stop(state) -> bool:
@@ -164,5 +158,5 @@ def _hub_wait(state) -> float:
     asked = http.parse_retry_after(headers.get("Retry-After"))
     if asked is not None:
         return min(asked, RETRY_WAIT_CAP)
-    return wait_exponential_jitter(initial=1, max=30)(state)
+    return _BACKOFF(state)
 

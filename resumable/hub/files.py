@@ -13,6 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
 from .. import http
 from ..errors import HTTPStatusError, IntegrityError
 from ..state import VerifiedRecord, ensure_record_dir, read_json, temp_path
@@ -53,15 +55,23 @@ def _one_file(hub: HubAPI, snap_dir: Path, commit: str, f: RemoteFile, session, 
         meter.update(f.path, f.size, f.size)
         return FetchResult(dest, "", f.size, f"sha256:{f.sha256}" if f.sha256 else None, "cached", 0, 0.0)
     url = hub.file_url(f.path, commit)
-    for attempt in (1, 2):
+
+    def fetch_and_check() -> FetchResult:
         result = _fetch(hub, url, dest, f, session, meter)
         if f.sha256 or not f.blob or blob_matches(dest, f.blob):
             return result
         # Fetch checks size only for plain git files; a wrong blob sha1 means bad bytes on disk.
-        log.warning("%s: git blob sha1 mismatch; fetching it again", f.path)
         dest.unlink(missing_ok=True)
-    raise IntegrityError(f"{f.path} from {http.redact(url)}: content does not match its git blob sha1 {f.blob} "
-                         "after a fresh download; the server's listing and file disagree")
+        raise _BlobMismatch(f"{f.path} from {http.redact(url)}: content does not match its git blob sha1 {f.blob} "
+                            "after a fresh download; the server's listing and file disagree")
+
+    fetch_again = Retrying(retry=retry_if_exception_type(_BlobMismatch), stop=stop_after_attempt(2), reraise=True,
+                           before_sleep=lambda _: log.warning("%s: git blob sha1 mismatch; fetching it again", f.path))
+    return fetch_again(fetch_and_check)
+
+
+class _BlobMismatch(IntegrityError):
+    """A plain git file whose bytes do not match its blob sha1 (worth one fresh download)."""
 
 
 def _fetch(hub: HubAPI, url: str, dest: Path, f: RemoteFile, session, meter: "_Meter") -> FetchResult:
