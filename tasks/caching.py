@@ -13,6 +13,7 @@ decoded): see tasks/results.py.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import typing
@@ -67,12 +68,19 @@ def _source_key(task) -> str:
     return hash_objects(lines, raise_on_failure=True)
 
 
-def _identity(value: Any) -> Any:
+@functools.singledispatch
+def cache_identity(value: Any) -> Any:
+    """What a cache key sees of an input: the value itself, unless its type registers what it
+    *is* (each step's module registers its result type: a file by path, digest and inode, a
+    snapshot by commit), so that how a result was obtained never changes a downstream key."""
     if hasattr(value, "cache_identity"):
         return value.cache_identity()
     if isinstance(value, (list, tuple)):
         return [_identity(v) for v in value]
     return value
+
+
+_identity = cache_identity
 
 
 STABLE_INPUTS = StableInputs()
@@ -107,9 +115,12 @@ def transient_only(task, task_run, state) -> bool:
     return False
 
 
-def file_identity(path: str | os.PathLike) -> tuple[int, int, int]:
-    """(size, mtime_ns, inode): changes whenever the file is replaced or rewritten."""
-    st = os.stat(path)
+def file_identity(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """(size, mtime_ns, inode): changes whenever the file is replaced or rewritten; None when gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
