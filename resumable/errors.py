@@ -37,6 +37,10 @@ class ProtocolViolation(TransferError):
     """The server answered something we cannot safely append (wrong Content-Range, short body)."""
 
 
+class RestartFromZero(ProtocolViolation):
+    """The server's answer cannot continue our bytes (a new version, no Range): start over."""
+
+
 class IntegrityError(TransferError):
     """The bytes do not match the expected size or hash."""
 

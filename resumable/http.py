@@ -14,6 +14,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
+from . import wire
 from .errors import STATUS_HINTS, HTTPStatusError, TransferError, UsageError
 from .redaction import redact, redact_text
 from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, WATCHDOG, SpeedGuard
@@ -76,7 +77,7 @@ class _GuardedHTTPSPool(urllib3.connectionpool.HTTPSConnectionPool):
 class _GuardedAdapter(requests.adapters.HTTPAdapter):
     def init_poolmanager(self, *args, **kwargs):
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool}
+        wire.set_pool_classes(self.poolmanager, {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool})
 
 
 def new_session(pool_size: int = 10) -> requests.Session:

@@ -16,6 +16,8 @@ import socket
 import sys
 from typing import Iterator
 
+from . import wire
+
 PIPE_SIZE = 1 << 20  # bytes per splice; the default pipe (64 KiB) would mean 16x the system calls
 _F_SETPIPE_SZ = 1031
 # The file system cannot take spliced pages: copy from the pipe instead (data already in it).
@@ -26,7 +28,7 @@ def body_socket(fp) -> socket.socket | None:
     """The plain TCP socket under http.client's buffered reader ``fp``, when splice can read it."""
     if not hasattr(os, "splice") or not sys.platform.startswith("linux"):
         return None
-    sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    sock = wire.socket_of(fp)
     if type(sock) is not socket.socket or sock.family not in (socket.AF_INET, socket.AF_INET6):
         return None  # TLS sockets (ssl.SSLSocket) and anything unusual read the ordinary way
     return sock

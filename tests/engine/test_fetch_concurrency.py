@@ -10,7 +10,7 @@ import pytest
 from engine_helpers import make_file, sha256_of
 from resumable import fetch
 from resumable.state import part_path
-from resumable.transfer import plan_bounds
+from resumable.segments import plan_bounds
 
 CHILD = """
 import sys

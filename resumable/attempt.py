@@ -1,0 +1,279 @@
+"""One URL into its part file, attempt by attempt: the request (``Range`` + ``If-Range`` to
+continue the bytes already there, a conditional request for a file in place), what the answer
+allows (200: from byte 0; 206: append, once ``Content-Range`` proves it continues the same
+version; 304: keep the file in place; 416: every byte is here, or start over), the body into
+the part file with its hash, and the check of the result. Several connections: segments.py."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Iterator
+
+import requests
+
+from . import http, segments
+from .body import HASH_BUFFERS, receive_into
+from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, RestartFromZero, TransferError
+from .hashes import BackgroundHasher, ExpectedHash
+from .part import PartFile
+from .progress import Reporter, human_size
+from .retry import WATCHDOG, FreshStarts, RetryPolicy, SpeedGuard
+from .state import PartState, VerifiedRecord, corrupt_path, local_error, open_regular
+from .verify import check
+
+log = logging.getLogger("resumable")
+
+NOT_MODIFIED: dict[str, str] = {}  # the attempt's answer when a conditional request got 304
+
+
+class Download:
+    """The download of ``url`` into ``dest``'s part file; ``attempt`` is one try at completing it
+    (the retry policy ``policy`` decides on the next)."""
+
+    def __init__(self, url: str, dest: Path, size: int | None, expected: ExpectedHash | None, *, connections: int,
+                 retries: int, retry_delay: float, headers: dict, timeout, progress, max_time: float | None,
+                 speed_limit: float, speed_time: float, session: requests.Session | None, private: bool,
+                 revalidate: VerifiedRecord | None, fresh_starts: FreshStarts):
+        self.url, self.dest = url, dest
+        self.part = PartFile(dest, url, expected, private)
+        self.size, self.expected = size, expected
+        self.algorithm = expected.algorithm if expected else "sha256"
+        self.connections, self.retries, self.retry_delay = connections, retries, retry_delay
+        self.headers = {**headers, "Accept-Encoding": "identity"}
+        self.timeout = timeout
+        self.speed_limit, self.speed_time = speed_limit, speed_time
+        self.session = session or http.new_session()
+        self.policy = RetryPolicy(retries=retries, delay=retry_delay, max_time=max_time,
+                                  min_progress=speed_limit * speed_time, fresh_starts=fresh_starts)
+        self.reporter = Reporter(dest.name, progress, size)
+        self.revalidate = revalidate  # the record of the file in place: ask the server if it changed
+        self.validator: str | None = None  # ETag or Last-Modified of what we publish, for the next re-check
+        self.transferred = 0
+        self.resumed = False
+        self.segmented = connections > 1
+
+    def attempt(self) -> dict[str, str]:
+        """The digests of the complete part file (NOT_MODIFIED: the file in place is current)."""
+        try:
+            return self._attempt_and_check()
+        except FileNotFoundError:
+            # Only another writer that ignored (or never saw) our lock removes the .part.
+            self.part.state = None
+            raise TransferError(f"{self.dest.name}: the partial file vanished while fetching (another process?); "
+                                "trying again") from None
+
+    def _attempt_and_check(self) -> dict[str, str]:
+        if self.segmented:
+            digests = segments.attempt_segmented(self)
+        else:
+            digests = self.attempt_sequential()
+        if digests is NOT_MODIFIED:
+            return digests
+        problem = check(self.part.size(), digests, self.size, self.expected)
+        if problem:
+            corrupt = corrupt_path(self.dest)
+            os.replace(self.part.path, corrupt)
+            self.part.discard()
+            self.part.state = None
+            self.policy.fresh_start()
+            raise IntegrityError(f"{self.dest.name} from {http.redact(self.url)}: {problem}; "
+                                 f"the bad bytes are kept in {corrupt}")
+        return digests
+
+    # -- shared with the segmented attempt ---------------------------------------------------------
+    def new_state(self, resp: requests.Response, total: int | None, segments=()) -> PartState:
+        self.validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        return self.part.start(resp, total, segments)
+
+    def restart(self, why: str) -> RestartFromZero:
+        log.warning("%s: %s; starting over from byte 0", self.dest.name, why)
+        self.part.discard()
+        self.part.state = None
+        self.policy.fresh_start()
+        return RestartFromZero(f"{self.dest.name}: {why}")
+
+    def check_total(self, total: int | None, have: int) -> None:
+        if total is not None and self.size is not None and total != self.size:
+            err = IntegrityError(f"{http.redact(self.url)}: server reports {total} bytes, expected {self.size}; "
+                                 "the file changed upstream or the expected size is wrong")
+            err.transient = False
+            raise err
+        if total is not None:
+            need = total - have
+            free = shutil.disk_usage(self.dest.parent).free
+            if need > free:
+                raise DiskSpaceError(f"{self.dest}: needs {human_size(need)} more but {self.dest.parent} has "
+                                     f"{human_size(free)} free; free some space or choose another directory")
+
+    def request(self, method: str, headers: dict, session: requests.Session | None = None) -> requests.Response:
+        return http.request(session or self.session, method, self.url, {**self.headers, **headers}, self.timeout,
+                            SpeedGuard(self.speed_limit, self.speed_time, http.redact(self.url)))
+
+    def count(self, n: int) -> None:
+        self.transferred += n
+        self.policy.progress.add(n)
+        self.reporter.add(n)
+
+    # -- one connection ---------------------------------------------------------------------------
+    def attempt_sequential(self) -> dict[str, str]:
+        offset = self._resume_offset()
+        resp = self.request("GET", self._request_headers(offset))
+        with resp:
+            if self.revalidate and not offset and resp.status_code in (206, 304):
+                return self._unchanged_or_retry(resp)
+            if resp.status_code == 416:
+                return self._all_here(resp, offset)
+            if resp.status_code not in (200, 206):
+                raise http.status_error(resp, self.url)
+            self.revalidate = None  # answered: from here on a plain download
+            if resp.status_code == 206:
+                total = self._continued(resp, offset)
+            else:
+                offset, total = 0, self._from_zero(resp, offset)
+            self.check_total(total, offset)
+            self.reporter.set_total(total, offset)
+            return self._stream(resp, offset, total)
+
+    def _resume_offset(self) -> int:
+        offset = self.part.size() if self.part.state and self.part.is_regular() else 0
+        if offset and not (self.part.state.validator or self.expected):
+            offset = 0  # nothing could prove the server still has the same bytes: start over
+            self.policy.fresh_start()
+        return offset
+
+    def _request_headers(self, offset: int) -> dict[str, str]:
+        extra = {}
+        if offset:
+            extra["Range"] = f"bytes={offset}-"
+            if self.part.state.validator:
+                extra["If-Range"] = self.part.state.validator
+        elif self.revalidate:
+            extra.update(_conditional(self.revalidate.validator))
+        return extra
+
+    def _unchanged_or_retry(self, resp: requests.Response) -> dict[str, str]:
+        """The answer to a conditional request: 304, or the 1-byte 206 of a matching If-Range (which
+        must also agree on the size)."""
+        if resp.status_code == 304:
+            return NOT_MODIFIED
+        cr = http.parse_content_range(resp.headers.get("Content-Range"))
+        if cr is not None and cr.total == self.revalidate.size:
+            return NOT_MODIFIED
+        self.revalidate = None  # a server that keeps the date but not the size: download it again
+        raise ProtocolViolation(f"{http.redact(self.url)}: same Last-Modified, another size "
+                                f"({resp.headers.get('Content-Range')!r}); downloading it again")
+
+    def _all_here(self, resp: requests.Response, offset: int) -> dict[str, str]:
+        """416 to ``Range: bytes=offset-``: every byte is here already, if the server's size is ours
+        (or the hash will say so); else start over."""
+        total = http.parse_unsatisfied_range(resp.headers.get("Content-Range"))
+        state = self.part.state
+        if offset and total == offset and (state.total in (None, offset) or self.expected):
+            self.check_total(total, offset)
+            state.total = total
+            self.validator = state.validator
+            self.reporter.set_total(total, offset)
+            return self.part.digest(self.algorithm)
+        raise self.restart(f"server refused the range {offset}- (416)")
+
+    def _continued(self, resp: requests.Response, offset: int) -> int:
+        """A 206 that continues our bytes exactly up to the end of the same file: its total size."""
+        cr = http.parse_content_range(resp.headers.get("Content-Range"))
+        known = self.part.state.total if self.part.state else None
+        length = http.body_length(resp)
+        if not offset or cr is None or cr.start != offset or cr.total is None \
+                or cr.end != cr.total - 1 or (known is not None and cr.total != known):
+            raise self.restart(f"server answered range {offset}- with {resp.headers.get('Content-Range')!r}")
+        if length is not None and length != cr.end - cr.start + 1:
+            raise ProtocolViolation(f"{http.redact(self.url)}: Content-Length {length} disagrees with "
+                                    f"Content-Range {resp.headers.get('Content-Range')!r}")
+        self.part.state.total = cr.total
+        self.validator = self.part.state.validator
+        self.resumed = True
+        return cr.total
+
+    def _from_zero(self, resp: requests.Response, offset: int) -> int | None:
+        """A 200: the whole file, from byte 0 (a new record); its size when known."""
+        if offset:
+            log.info("%s: server sent the whole file (new version or no Range support); starting over",
+                     self.dest.name)
+            self.policy.fresh_start()
+        total = http.body_length(resp)
+        self.new_state(resp, total)
+        return total
+
+    def _stream(self, resp: requests.Response, offset: int, total: int | None) -> dict[str, str]:
+        # Read and written through one descriptor: the hashing thread reads back the regions the
+        # kernel spliced in (see zerocopy), and must be done before the descriptor closes.
+        fd = open_regular(self.part.path, os.O_RDWR | os.O_CREAT)
+        hasher = BackgroundHasher(self.algorithm, max_pending=HASH_BUFFERS)
+        pos = offset
+        try:
+            if offset:
+                hasher.update_from_fd(fd, 0, offset)  # the prefix, hashed once
+            else:
+                os.ftruncate(fd, 0)
+            try:
+                for n in self._receive(resp, fd, pos, total, hasher):
+                    pos += n
+                    self.count(n)
+            except BaseException as exc:
+                if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    os.ftruncate(fd, pos)  # a piece half written: keep exactly the bytes we count
+                    self.part.record_partial(pos)
+                    raise local_error(exc, self.dest) from None
+                self.part.record_partial(pos)
+                raise
+            os.fsync(fd)
+            digest = hasher.hexdigest()
+        finally:
+            hasher.close()
+            os.close(fd)
+        if total is not None and pos != total:
+            self.part.record_partial(pos)
+            raise ProtocolViolation(f"{http.redact(self.url)}: body ended at byte {pos} of {total}")
+        if total is None:
+            self.part.state.total = pos
+            self.part.save()
+        return {self.algorithm: digest}
+
+    def _receive(self, resp: requests.Response, fd: int, pos: int, total: int | None,
+                 hasher: BackgroundHasher) -> Iterator[int]:
+        """Write the body into ``fd`` from ``pos`` on, feeding ``hasher``; yields each piece's size.
+
+        A body longer than the expected size stops at once; a trickle ends by the speed rule.
+        """
+        guard = resp.guard
+        cap = total if total is not None else self.size
+        with WATCHDOG.watching(guard):
+            try:
+                for n in receive_into(resp, self.url, fd, pos, total, hasher):
+                    pos += n
+                    if cap is not None and pos > cap:
+                        self.part.discard()
+                        self.part.state = None
+                        self.policy.fresh_start()
+                        raise IntegrityError(f"{http.redact(self.url)}: the body runs past the expected {cap} "
+                                             "bytes; the file changed upstream or the expected size is wrong")
+                    guard.add(n)
+                    yield n
+            except TransferError:
+                guard.raise_if_tripped()  # the watchdog cut it: say why
+                raise
+            guard.raise_if_tripped()  # a cut can look like the end of a body that has no length
+
+
+def _conditional(validator: str) -> dict[str, str]:
+    """Headers asking whether the server's file is still exactly the one ``validator`` names.
+
+    An ETag: ``If-None-Match`` (304 when it still matches). A date: ``Range`` with ``If-Range``, which
+    a server honours only for an exact match (a 1-byte 206); ``If-Modified-Since`` would take a
+    file rolled back to an older date for unchanged. A server without Range support answers 200:
+    the file is downloaded again, never wrongly kept."""
+    if validator.startswith(('"', 'W/"')):
+        return {"If-None-Match": validator}
+    return {"Range": "bytes=0-0", "If-Range": validator}

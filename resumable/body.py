@@ -1,0 +1,186 @@
+"""Reading a response body: straight from the socket file into reused buffers, spliced by the
+kernel into the file, or through urllib3's ``read1``; network errors become TransferErrors."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+import requests
+import urllib3
+
+from . import http, wire, zerocopy
+from .disk import Writeback, pwrite_all
+from .errors import TransferError
+from .hashes import BackgroundHasher
+
+READ_SIZE = 1 << 20  # socket read size, whatever chunk size a caller asks for: small reads cost 2x
+HASH_BUFFERS = 16  # reads waiting for the hashing thread at most (memory stays flat: 17 x READ_SIZE)
+HASH_STEP = 4 << 20  # spliced bytes are handed to the hashing thread in regions of this size
+
+
+def read_raw(resp: requests.Response, url: str):
+    """The raw body in reads of up to READ_SIZE; network errors become transient TransferErrors.
+
+    ``read1`` returns what has arrived instead of waiting to fill the buffer, so a cut or
+    stalled connection loses no received bytes.
+    """
+    raw = resp.raw
+    while True:
+        try:
+            chunk = raw.read1(READ_SIZE, decode_content=False)
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, ConnectionError,
+                TimeoutError) as exc:
+            raise TransferError(f"{http.redact(url)}: {http.describe_network_error(exc)}") from None
+        if not chunk:
+            return
+        yield chunk
+
+
+class Buffer:
+    __slots__ = ("data", "pool")
+
+    def __init__(self, pool: "BufferPool", size: int):
+        self.data, self.pool = bytearray(size), pool
+
+    def release(self) -> None:
+        self.pool.free.put(self)
+
+
+class BufferPool:
+    """Up to ``count`` buffers of ``size`` bytes, made on first need and then reused: every read
+    lands in memory that is already mapped.
+
+    Allocating a fresh 1 MiB object per read makes the allocator map (and the kernel fault in)
+    new pages for every chunk; on machines that hand freed memory back to their host that alone
+    doubled the wall time. ``get`` blocks while all buffers are in use (bounded memory).
+    """
+
+    def __init__(self, count: int, size: int = READ_SIZE):
+        self.free: "queue.SimpleQueue[Buffer]" = queue.SimpleQueue()
+        self.size, self.left = max(1, size), count
+        self._lock = threading.Lock()
+
+    def get(self) -> Buffer:
+        try:
+            return self.free.get_nowait()
+        except Exception:  # queue.Empty
+            with self._lock:
+                if self.left > 0:
+                    self.left -= 1
+                    return Buffer(self, self.size)
+            return self.free.get()
+
+
+class _Unpooled:
+    @staticmethod
+    def release() -> None:
+        pass
+
+
+_UNPOOLED = _Unpooled()
+
+
+def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None):
+    """The body as (memoryview, buffer) pairs, each view into a pooled buffer that the consumer
+    releases when done with it. One ``readinto1`` per read: what has arrived, up to READ_SIZE, so
+    a cut connection loses no received bytes (as ``read_raw``). ``direct``: the (socket file, bytes
+    left) of ``wire.plain_body``, when the caller already read part of it."""
+    direct = direct or wire.plain_body(resp)
+    if direct is None:
+        for chunk in read_raw(resp, url):
+            yield memoryview(chunk), _UNPOOLED
+        return
+    fp, left = direct
+    while left is None or left > 0:
+        buf = pool.get()
+        view = memoryview(buf.data)
+        if left is not None and left < len(view):
+            view = view[:left]
+        try:
+            n = fp.readinto1(view)
+        except (OSError, ValueError) as exc:  # socket errors, timeouts, a closed file
+            buf.release()
+            raise TransferError(f"{http.redact(url)}: {http.describe_network_error(exc)}") from None
+        if not n:
+            buf.release()
+            return
+        if left is not None:
+            left -= n
+        yield view[:n], buf
+    if left == 0:
+        finish(resp)
+
+
+def finish(resp: requests.Response) -> None:
+    """The whole body went around http.client: the connection goes back to the pool for the next
+    request (keep-alive), or is closed with the response."""
+    guard = getattr(resp, "guard", None)
+    if guard is not None:
+        guard.attach(None)  # the connection goes back to the pool: no longer this response's to cut
+    wire.end_plain_body(resp)
+
+
+def receive_into(resp: requests.Response, url: str, fd: int, pos: int, total: int | None,
+                 hasher: BackgroundHasher) -> Iterator[int]:
+    """Write the body into ``fd`` from ``pos`` on, feeding ``hasher``; yields each piece's size.
+
+    Spliced by the kernel where it pays (plain HTTP on Linux, bodies larger than one read: no
+    copy through Python), else read into pooled buffers that the hasher hands back once hashed.
+    """
+    flusher = Writeback(fd, pos)
+    direct = wire.plain_body(resp)
+    sock = zerocopy.body_socket(direct[0]) if direct and (direct[1] is None or direct[1] > READ_SIZE) else None
+    if sock is not None:
+        rest = yield from _splice(resp, url, fd, pos, direct, sock, hasher, flusher)
+        if rest is None:
+            return
+        pos, direct = rest
+    # reused: fresh memory per read costs page faults; small files get small buffers
+    pool = BufferPool(HASH_BUFFERS + 1, READ_SIZE if total is None else min(READ_SIZE, max(1, total - pos)))
+    for chunk, buf in body_into(resp, url, pool, direct):
+        pwrite_all(fd, chunk, pos)
+        hasher.update(chunk, buf.release)
+        pos += len(chunk)
+        flusher.written(pos)
+        yield len(chunk)
+
+
+def _splice(resp: requests.Response, url: str, fd: int, pos: int, direct, sock, hasher: BackgroundHasher,
+            flusher: Writeback):
+    """The body spliced from ``sock`` into ``fd`` (see ``receive_into``). Returns None once the body
+    is in, or (position, what ``body_into`` reads on from) when the file system refused splice."""
+    fp, left = direct
+    try:
+        # Body bytes that http.client buffered along with the headers go first.
+        head = fp.peek(1)[:left] if left is None or left > 0 else b""
+        head = fp.read(len(head)) if head else b""
+    except (OSError, ValueError) as exc:
+        raise TransferError(f"{http.redact(url)}: {http.describe_network_error(exc)}") from None
+    if head:
+        pwrite_all(fd, head, pos)
+        hasher.update(head)
+        pos += len(head)
+        left = None if left is None else left - len(head)
+        yield len(head)
+    hashed = pos
+    try:
+        for n in zerocopy.splice_into(sock, fd, pos, left):
+            pos += n
+            if pos - hashed >= HASH_STEP:
+                # The hashing thread also starts the region's writeback once it has read
+                # it: that work leaves the thread moving the bytes.
+                hasher.update_from_fd(fd, hashed, pos, then=flusher.written)
+                hashed = pos
+            yield n
+            if left is not None:
+                left -= n
+    except zerocopy.SpliceRefused:
+        return pos, (fp, left)  # nothing more consumed: the ordinary path reads the rest
+    except zerocopy.SocketError as exc:
+        raise TransferError(f"{http.redact(url)}: {http.describe_network_error(exc.error)}") from None
+    hasher.update_from_fd(fd, hashed, pos)
+    if left == 0:
+        finish(resp)
+    return None

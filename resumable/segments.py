@@ -1,0 +1,274 @@
+"""Several connections for one file: the plan (segments sized 1:2:...:n in a sparse part file),
+work stealing (an idle connection takes half of the earliest unfinished segment), one worker per
+connection, and the hash of the contiguous prefix, computed as it grows."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from typing import TYPE_CHECKING
+
+import requests
+
+from . import http
+from .body import READ_SIZE, BufferPool, body_into
+from .disk import Writeback, pwrite_all
+from .errors import ProtocolViolation, RestartFromZero, TransferError
+from .hashes import update_from_fd
+from .retry import WATCHDOG, RetryPolicy
+from .state import PartState, open_regular
+
+if TYPE_CHECKING:
+    from .attempt import Download
+
+MIN_SEGMENT = 32 << 20  # smaller segments gain nothing and lose to per-request overhead
+STATE_SAVE_INTERVAL = 0.1  # seconds of segment progress a SIGKILL may cost
+STEAL_MIN = 16 << 20  # a helper takes half of a segment's rest only if both halves are at least this big
+
+
+def plan_bounds(total: int, n: int) -> list[int]:
+    """Boundaries of ``n`` segments over ``total`` bytes, sized 1:2:...:n."""
+    weights = n * (n + 1) // 2
+    return [total * (i * (i + 1) // 2) // weights for i in range(n + 1)]
+
+
+class SegmentPlan:
+    """The segment list shared by the connections: sorted by start, each ``[start, end, done]``.
+
+    ``claim`` hands out an unfinished segment nobody works on, else splits the earliest segment
+    still in work (the one holding the hash back) and hands out its second half, so every
+    connection stays busy to the end and the contiguous prefix, which is hashed as it grows,
+    keeps up with the transfer. A split happens under the guard and more than a read ahead of
+    the owner's position, so no byte is written by two connections.
+    """
+
+    def __init__(self, segments: list[list[int]], guard: threading.Lock):
+        self.segments, self.guard = segments, guard
+        self.busy: set[int] = set()
+
+    def claim(self) -> list[int] | None:
+        with self.guard:
+            for seg in self.segments:
+                if seg[2] < seg[1] and id(seg) not in self.busy:
+                    self.busy.add(id(seg))
+                    return seg
+            for i, seg in enumerate(self.segments):
+                rest = seg[1] - seg[2]
+                if id(seg) in self.busy and rest >= 2 * STEAL_MIN:
+                    mid = seg[2] + rest // 2
+                    mid -= mid % READ_SIZE if mid - mid % READ_SIZE > seg[2] + READ_SIZE else 0
+                    new = [mid, seg[1], mid]
+                    seg[1] = mid
+                    self.segments.insert(i + 1, new)
+                    self.busy.add(id(new))
+                    return new
+            return None
+
+    def release(self, seg: list[int]) -> None:
+        with self.guard:
+            self.busy.discard(id(seg))
+
+    def frontier(self) -> int:
+        """The end of the contiguous prefix that is complete."""
+        with self.guard:
+            for start, end, done in self.segments:
+                if done < end:
+                    return done
+            return self.segments[-1][1] if self.segments else 0
+
+
+def attempt_segmented(d: Download) -> dict[str, str]:
+    """One attempt over several connections, continuing a segmented part file or planning one;
+    a download that cannot be segmented goes on over one connection."""
+    state = d.part.state
+    if d.revalidate:
+        return d.attempt_sequential()  # one conditional GET decides; a 200 streams on it
+    if not (state and state.segments and state.total and d.part.is_regular()
+            and d.part.size() == state.total):
+        if state and d.part.is_regular() and not state.segments:
+            return d.attempt_sequential()  # a sequential .part: keep appending to it
+        state = _plan(d)
+        if state is None:
+            d.segmented = False
+            return d.attempt_sequential()
+    total = state.total
+    d.check_total(total, sum(done - start for start, _, done in state.segments))
+    done_before = sum(done - start for start, _, done in state.segments)
+    if done_before:
+        d.resumed = True
+    d.validator = d.validator or state.validator
+    d.reporter.set_total(total, done_before)
+    return _SegmentedRun(d, state).run()
+
+
+def _plan(d: Download) -> PartState | None:
+    """A new segmented part file (sparse, full size) and its record, when the server's HEAD
+    says it serves ranges of a large enough file with a strong validator; else None."""
+    resp = d.request("HEAD", {})
+    with resp:
+        if resp.status_code >= 400 and resp.status_code not in (405, 501):
+            raise http.status_error(resp, d.url)
+        total = http.body_length(resp) if resp.status_code == 200 else None
+        ranges = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
+        if not (total and ranges and http.strong_validator(resp)) or total < 2 * MIN_SEGMENT:
+            return None
+        d.check_total(total, 0)
+        n = min(d.connections, total // MIN_SEGMENT)
+        # Sizes 1:2:...:n, so segments finish in file order and the hash follows the transfer
+        # (equal segments all end together and leave (n-1)/n of the file to hash afterwards);
+        # idle connections then split the earliest unfinished segment (see SegmentPlan.claim).
+        bounds = plan_bounds(total, n)
+        d.part.discard()
+        fd = open_regular(d.part.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
+            os.ftruncate(fd, total)  # sparse: each segment writes its own region
+        finally:
+            os.close(fd)
+        return d.new_state(resp, total, [(a, b, a) for a, b in zip(bounds, bounds[1:])])
+
+
+class _SegmentedRun:
+    """The workers of one segmented attempt, and the thread that follows them (hash, record)."""
+
+    def __init__(self, d: Download, state: PartState):
+        self.d, self.state = d, state
+        self.stop = threading.Event()
+        self.guard = threading.Lock()
+        self.plan = SegmentPlan(state.segments, self.guard)
+        self.hasher, self.hashed = hashlib.new(d.algorithm), 0
+
+    def run(self) -> dict[str, str]:
+        d = self.d
+        fd = open_regular(d.part.path, os.O_RDWR)
+        workers = max(1, min(d.connections, len([s for s in self.state.segments if s[2] < s[1]])))
+        try:
+            with ThreadPoolExecutor(workers, thread_name_prefix="segment") as pool:
+                futures = [pool.submit(self._worker, fd) for _ in range(workers)]
+                self._follow(futures, fd)
+                self._raise_failure(futures)
+            os.fsync(fd)
+            update_from_fd(self.hasher, fd, self.hashed, self.state.total)
+        finally:
+            os.close(fd)
+            if d.part.state is not None:
+                self._save()
+        return {d.algorithm: self.hasher.hexdigest()}
+
+    def _follow(self, futures: list, fd: int) -> None:
+        """Until the workers end or one fails: hash the contiguous prefix as it grows (from the page
+        cache, overlapping the transfer), and record the progress every STATE_SAVE_INTERVAL."""
+        last_save = time.monotonic()
+        pending = set(futures)
+        while pending:
+            finished, pending = wait(pending, timeout=0.05, return_when=FIRST_EXCEPTION)
+            if any(f.exception() for f in finished):
+                self.stop.set()
+                return
+            frontier = self.plan.frontier()
+            if frontier > self.hashed:
+                update_from_fd(self.hasher, fd, self.hashed, frontier)
+                self.hashed = frontier
+            if time.monotonic() - last_save > STATE_SAVE_INTERVAL:
+                self._save()
+                last_save = time.monotonic()
+
+    def _raise_failure(self, futures: list) -> None:
+        for f in futures:
+            if f.done() and f.exception():
+                exc = f.exception()
+                if isinstance(exc, RestartFromZero):
+                    self.d.segmented = False
+                    raise self.d.restart(str(exc))
+                raise exc
+
+    def _save(self) -> None:
+        with self.guard:
+            self.d.part.save()
+
+    def _worker(self, fd: int) -> None:
+        """Fetch unfinished segments one after another (one connection), then help the others."""
+        session = http.new_session(1)
+        try:
+            while not self.stop.is_set():
+                seg = self.plan.claim()
+                if seg is None:
+                    return
+                try:
+                    self._fetch(seg, fd, session)
+                finally:
+                    self.plan.release(seg)
+        finally:
+            session.close()
+
+    def _fetch(self, seg: list[int], fd: int, session: requests.Session) -> None:
+        d, guard = self.d, self.guard
+        pool = BufferPool(1)
+        policy = RetryPolicy(retries=d.retries, delay=d.retry_delay, min_progress=d.policy.min_progress,
+                             fresh_starts=d.policy.budget)
+        policy.progress = d.policy.progress  # any segment's bytes count as progress for all
+
+        def one_try() -> None:
+            with guard:
+                start, end, done = seg
+            if done >= end or self.stop.is_set():
+                return
+            # The request asks for the segment as planned now; a helper may later take its tail
+            # (seg[1] shrinks), and then this connection stops there and is closed.
+            headers = {"Range": f"bytes={done}-{end - 1}"}
+            if d.part.state.validator:
+                headers["If-Range"] = d.part.state.validator
+            resp = d.request("GET", headers, session)
+            with resp:
+                if resp.status_code == 200:
+                    raise RestartFromZero(f"{d.dest.name}: server sent the whole file to a ranged request")
+                if resp.status_code != 206:
+                    raise http.status_error(resp, d.url)
+                cr = http.parse_content_range(resp.headers.get("Content-Range"))
+                if cr is None or (cr.start, cr.end, cr.total) != (done, end - 1, d.part.state.total):
+                    raise RestartFromZero(f"{d.dest.name}: server answered range {done}-{end - 1} with "
+                                          f"{resp.headers.get('Content-Range')!r}")
+                pos = self._receive(resp, seg, done, fd, pool)
+                if pos is not None and pos != end:
+                    raise ProtocolViolation(f"{http.redact(d.url)}: segment ended at byte {pos} of {end}")
+
+        policy.call(one_try)
+
+    def _receive(self, resp: requests.Response, seg: list[int], pos: int, fd: int, pool: BufferPool) -> int | None:
+        """The segment's body, watched by the speed rule (see ``_write``)."""
+        flusher = Writeback(fd, pos)
+        with WATCHDOG.watching(resp.guard):
+            try:
+                pos = self._write(resp, seg, pos, fd, pool, flusher)
+            except TransferError:
+                resp.guard.raise_if_tripped()
+                raise
+            resp.guard.raise_if_tripped()
+        return pos
+
+    def _write(self, resp: requests.Response, seg: list[int], pos: int, fd: int, pool: BufferPool,
+               flusher: Writeback) -> int | None:
+        """Write a segment's body from ``pos`` on; returns the position reached, or None when it stopped
+        early on purpose (stopping, or a helper took the rest of the segment)."""
+        for chunk, buf in body_into(resp, self.d.url, pool):
+            try:
+                if self.stop.is_set():
+                    return None
+                with self.guard:
+                    limit = seg[1]  # may have shrunk: a helper took the rest
+                if pos + len(chunk) > limit:
+                    chunk = chunk[:max(limit - pos, 0)]
+                pwrite_all(fd, chunk, pos)
+            finally:
+                buf.release()
+            pos += len(chunk)
+            with self.guard:
+                seg[2] = pos
+            self.d.count(len(chunk))
+            flusher.written(pos)
+            if pos >= limit:
+                return None
+            resp.guard.add(len(chunk))
+        return pos
