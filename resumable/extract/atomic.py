@@ -8,6 +8,8 @@ import re
 import secrets
 from pathlib import Path
 
+from ..disk import fsync_dir
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -156,14 +158,6 @@ def publish(tmp: Path, target: Path, keep_old: bool = False) -> Path | None:
         return tmp
     remove(tmp)
     return None
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def sync_filesystem(path: Path) -> None:

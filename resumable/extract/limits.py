@@ -5,20 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ArchiveTooLargeError, UsageError
+from ..progress import human_size
 
 DEFAULT_MAX_TOTAL_SIZE = 64 << 30
 DEFAULT_MAX_RATIO = 200.0
 # Tiny archives legitimately expand far beyond any ratio (a tar pads to 10 KiB, gzip makes that
 # ~100 bytes), so the ratio only bites above this size.
 RATIO_FLOOR = 1 << 20
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 @dataclass
@@ -48,5 +41,5 @@ def limits_for(archive: str, archive_size: int, max_total_size: int, max_ratio: 
         raise UsageError(f"max_ratio={max_ratio!r}: give a positive expansion ratio, e.g. 200")
     by_ratio = max(int(max_ratio * archive_size), RATIO_FLOOR)
     if by_ratio < max_total_size:
-        return Limits(archive, by_ratio, f"max_ratio={max_ratio:g} x its size ({_human(by_ratio)})")
-    return Limits(archive, max_total_size, f"max_total_size={_human(max_total_size)}")
+        return Limits(archive, by_ratio, f"max_ratio={max_ratio:g} x its size ({human_size(by_ratio)})")
+    return Limits(archive, max_total_size, f"max_total_size={human_size(max_total_size)}")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ..foreign import Owned
+from ..state import write_json
 
 VERSION = 2  # 1: top-level names only (no members); such records read as "outdated"
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -213,17 +214,11 @@ def _parse_members(data: dict[str, Any]) -> Members:
 
 
 def write_record(target: Path, record: Record) -> None:
-    path = record_path(target)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     data = {name: getattr(record, name) for name in ("version", "state", *_STR_FIELDS[1:], *_INT_FIELDS, "unwrap")}
     data["members"] = _packed(record.members)
     if record.previous is not None:
         data["previous"] = _packed(record.previous)
-    with open(tmp, "w") as f:  # ASCII JSON: names that are not UTF-8 round-trip as \\udcXX escapes
-        json.dump(data, f, separators=(",", ":"))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_json(record_path(target), data, durable=True)
 
 
 def _packed(m: Members | None) -> dict[str, Any] | None:
