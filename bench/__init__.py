@@ -1,0 +1,1 @@
+"""Benchmarks (issue 8): ``python bench/run.py``; see bench/README.md. Never run by the tests."""
