@@ -63,7 +63,7 @@ def build_random_2b(work: Path, tiny_dir: Path) -> Path:
     return dest
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--arch", choices=("2b", "tiny"), default="2b")
@@ -72,14 +72,46 @@ def main() -> None:
     parser.add_argument("--max-pixels", type=int, default=1280 * 28 * 28)
     parser.add_argument("--activation-checkpointing", action="store_true")
     parser.add_argument("--freeze-vision", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def summarize(args: argparse.Namespace, model_dir: Path, config, result, peak: int, build_s: float) -> dict:
+    """The printed JSON: device, model size, step time and tokens/s past the warm-up, peak memory."""
+    import torch
+    from transformers import AutoConfig
+
+    from train_pipeline.training.metrics import read_metrics
+
+    rows = read_metrics(result.metrics_path)
+    timed = rows[2:] or rows
+    cfg = AutoConfig.from_pretrained(model_dir)
+    return {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "arch": args.arch,
+        "text_hidden": cfg.text_config.hidden_size,
+        "text_layers": cfg.text_config.num_hidden_layers,
+        "vision_depth": cfg.vision_config.depth,
+        "settings": config.model_dump(mode="json", include={"per_device_train_batch_size", "max_pixels", "max_length", "gradient_checkpointing", "freeze_vision", "bf16"}),
+        "steps": result.steps,
+        "median_step_s": statistics.median(r["seconds_per_step"] for r in timed),
+        "median_tokens_per_s": statistics.median(r["tokens_per_second"] for r in timed),
+        "tokens_per_step": statistics.median(
+            b["num_input_tokens_seen"] - a["num_input_tokens_seen"] for a, b in zip(rows, rows[1:])
+        ) if len(rows) > 1 else None,
+        "peak_gpu_memory_gib": round(peak / 2**30, 2) if peak else None,
+        "losses": [round(r["loss"], 4) for r in rows],
+        "build_s": round(build_s, 1),
+    }
+
+
+def main() -> None:
+    args = parse_args()
 
     import torch
     from transformers import TrainerCallback
 
     from train_pipeline.training.settings import TrainConfig
     from train_pipeline.training.finetune import train
-    from train_pipeline.training.metrics import read_metrics
     from offline.sample_data import build_sample_dataset
     from offline.tiny_model import build_tiny_qwen2vl
 
@@ -114,28 +146,7 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     result = train(model_dir, data, out, config, callbacks=[Peak()])
-    rows = read_metrics(result.metrics_path)
-    timed = rows[2:] or rows
-    from transformers import AutoConfig
-
-    cfg = AutoConfig.from_pretrained(model_dir)
-    summary = {
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "arch": args.arch,
-        "text_hidden": cfg.text_config.hidden_size,
-        "text_layers": cfg.text_config.num_hidden_layers,
-        "vision_depth": cfg.vision_config.depth,
-        "settings": config.model_dump(mode="json", include={"per_device_train_batch_size", "max_pixels", "max_length", "gradient_checkpointing", "freeze_vision", "bf16"}),
-        "steps": result.steps,
-        "median_step_s": statistics.median(r["seconds_per_step"] for r in timed),
-        "median_tokens_per_s": statistics.median(r["tokens_per_second"] for r in timed),
-        "tokens_per_step": statistics.median(
-            b["num_input_tokens_seen"] - a["num_input_tokens_seen"] for a, b in zip(rows, rows[1:])
-        ) if len(rows) > 1 else None,
-        "peak_gpu_memory_gib": round(Peak.peak / 2**30, 2) if Peak.peak else None,
-        "losses": [round(r["loss"], 4) for r in rows],
-        "build_s": round(build_s, 1),
-    }
+    summary = summarize(args, model_dir, config, result, Peak.peak, build_s)
     text = json.dumps(summary, indent=2)
     print(text)
     if os.environ.get("OUT"):
