@@ -84,51 +84,68 @@ def extract(archive: str | Path, target: str | Path, *, archive_digest: str | No
         remove_stale(target)
         st = archive.stat()
         record = read_record(target)
-        if (record is not None and record.state == "complete" and record.unwrap == unwrap
-                and members_intact(record, target)):
-            if digest is None and archive_matches(record, st):
-                return _cached(record, target)
-            if digest is None and record.archive_size == st.st_size:
-                digest = f"sha256:{file_digest(archive)}"  # touched or re-downloaded: same content?
-            if digest == record.archive_digest:
-                _refresh(record, target, st)
-                return _cached(record, target)
+        cached, digest = _current(record, archive, target, st, digest, unwrap)
+        if cached is not None:
+            return cached
         _refuse_foreign(target, record)
         fmt = detect_format(archive)
         limits = limits_for(str(archive), st.st_size, max_total_size, max_ratio)
-        tmp = new_temp_dir(target)
-        try:
-            guard = MemberGuard(archive)
-            with _Progress(progress, archive.name, st.st_size) as report:
-                files, nbytes, hexdigest = _extract_into(fmt, archive, tmp, guard, limits, digest is None, report)
-            digest = digest or f"sha256:{hexdigest}"
-            if unwrap is not None:
-                tmp = _unwrap(tmp, unwrap, guard)
-            now = archive.stat()
-            if (now.st_size, now.st_mtime_ns, now.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
-                raise ExtractError(f"{archive}: the file changed while it was being extracted; "
-                                   f"run again once its download has finished")
-            if sync:
-                sync_filesystem(tmp)
-            # Entries that the old version's record does not list are someone else's: they go
-            # into the new version (hard links) right before the swap, or nothing is replaced.
-            before, after = _owned_before(record, target), scan_owned(tmp)
-            made_by = f"extracting {archive.name}"
-            foreign = carry_foreign(target, tmp, before, made_by=made_by) if os.path.isdir(target) else []
-            # From here a crash leaves a target whose every member (old or new) is known.
-            write_record(target, Record(state="replacing", members=members_of(after), previous=members_of(before),
-                                        target_ino=os.lstat(tmp).st_ino, unwrap=unwrap))
-            old = publish(tmp, target, keep_old=True)
-        except BaseException:
-            remove(tmp)
-            raise
-        if old is not None:  # what others wrote into the old version during the swap goes along too
-            foreign += _carry_late(old, target, before, made_by)
-        target_ino, members = scan_members(target, skip=foreign)  # as published: only the target's own ctime moved
-        record = Record("complete", str(archive), digest, st.st_size, st.st_mtime_ns, st.st_ino, fmt, files,
-                        nbytes, target_ino, unwrap, members)
-        write_record(target, record)
-        return ExtractResult(target, fmt, files, nbytes, "extracted", digest)
+        return _replace(archive, target, st, record, digest, fmt, limits, unwrap, progress, sync)
+
+
+def _current(record: Record | None, archive: Path, target: Path, st: os.stat_result, digest: str | None,
+             unwrap: str | None) -> tuple[ExtractResult | None, str | None]:
+    """(the "cached" result when ``target`` already holds this archive's content, intact; the
+    archive's digest when it had to be computed to tell)."""
+    if (record is not None and record.state == "complete" and record.unwrap == unwrap
+            and members_intact(record, target)):
+        if digest is None and archive_matches(record, st):
+            return _cached(record, target), digest
+        if digest is None and record.archive_size == st.st_size:
+            digest = f"sha256:{file_digest(archive)}"  # touched or re-downloaded: same content?
+        if digest == record.archive_digest:
+            _refresh(record, target, st)
+            return _cached(record, target), digest
+    return None, digest
+
+
+def _replace(archive: Path, target: Path, st: os.stat_result, record: Record | None, digest: str | None, fmt: str,
+             limits: Limits, unwrap: str | None, progress, sync: bool) -> ExtractResult:
+    """Extract into a temporary folder beside ``target``, carry the entries others put into the
+    target along, swap it in (one rename) and record what it holds."""
+    tmp = new_temp_dir(target)
+    try:
+        guard = MemberGuard(archive)
+        with _Progress(progress, archive.name, st.st_size) as report:
+            files, nbytes, hexdigest = _extract_into(fmt, archive, tmp, guard, limits, digest is None, report)
+        digest = digest or f"sha256:{hexdigest}"
+        if unwrap is not None:
+            tmp = _unwrap(tmp, unwrap, guard)
+        now = archive.stat()
+        if (now.st_size, now.st_mtime_ns, now.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+            raise ExtractError(f"{archive}: the file changed while it was being extracted; "
+                               f"run again once its download has finished")
+        if sync:
+            sync_filesystem(tmp)
+        # Entries that the old version's record does not list are someone else's: they go
+        # into the new version (hard links) right before the swap, or nothing is replaced.
+        before, after = _owned_before(record, target), scan_owned(tmp)
+        made_by = f"extracting {archive.name}"
+        foreign = carry_foreign(target, tmp, before, made_by=made_by) if os.path.isdir(target) else []
+        # From here a crash leaves a target whose every member (old or new) is known.
+        write_record(target, Record(state="replacing", members=members_of(after), previous=members_of(before),
+                                    target_ino=os.lstat(tmp).st_ino, unwrap=unwrap))
+        old = publish(tmp, target, keep_old=True)
+    except BaseException:
+        remove(tmp)
+        raise
+    if old is not None:  # what others wrote into the old version during the swap goes along too
+        foreign += _carry_late(old, target, before, made_by)
+    target_ino, members = scan_members(target, skip=foreign)  # as published: only the target's own ctime moved
+    record = Record("complete", str(archive), digest, st.st_size, st.st_mtime_ns, st.st_ino, fmt, files,
+                    nbytes, target_ino, unwrap, members)
+    write_record(target, record)
+    return ExtractResult(target, fmt, files, nbytes, "extracted", digest)
 
 
 def _extract_into(fmt: str, archive: Path, dest: Path, guard: MemberGuard, limits: Limits, want_digest: bool,
