@@ -64,13 +64,13 @@ def _kill_while_saving_final() -> None:
 
 
 def _kill_after_final() -> None:
-    save_final = finetune._save_final
+    save_final = finetune.save_final
 
     def save_then_die(*args, **kwargs):
         save_final(*args, **kwargs)
         _die()
 
-    finetune._save_final = save_then_die
+    finetune.save_final = save_then_die
 
 
 def main(argv: list[str]) -> None:

@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from resumable.errors import ResumableError
     from train_pipeline.training.dataset import DataError
+    from train_pipeline.training.final import FinalFolderError
     from train_pipeline.training.finetune import TrainSetupError
 
     try:
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(build_sample_dataset(args.dest, n_images=args.images, seed=args.seed))
         return 0
-    except (TrainConfigError, DataError, TrainSetupError, ResumableError) as exc:  # ResumableError: final/ in the way
+    except (TrainConfigError, DataError, TrainSetupError, FinalFolderError, ResumableError) as exc:  # final/ in the way
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

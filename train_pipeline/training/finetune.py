@@ -27,8 +27,6 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from resumable.foreign import Owned
-
 from train_pipeline.training.checkpoints import (
     checkpoint_dirs,
     latest_complete_checkpoint,
@@ -37,15 +35,14 @@ from train_pipeline.training.checkpoints import (
 from train_pipeline.config.locations import check_training_folders
 from train_pipeline.training.settings import TrainConfig
 from train_pipeline.training.dataset import DataError, DataReport, Example, load_examples
+from train_pipeline.training.final import FINAL_NAME, FINAL_UNKNOWN, final_owned, save_final
 
 logger = logging.getLogger(__name__)
 
 RUN_NAME = "run.json"
 RESULT_NAME = "train_result.json"
-FINAL_NAME = "final"
 DATA_REPORT_NAME = "data_report.json"
 LOCK_NAME = ".train.lock"
-FINAL_OWNED_NAME = ".final.owned.json"  # what training wrote into final/ (the rest is someone else's)
 
 
 class TrainSetupError(ValueError):
@@ -159,7 +156,7 @@ def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | 
             "use a new output_dir, or set resume: false to start over there"
         )
     if os.path.lexists(out / FINAL_NAME) and final_owned(out) is None:  # say so now, not after the training
-        raise TrainSetupError(_FINAL_UNKNOWN.format(final=out / FINAL_NAME))
+        raise TrainSetupError(FINAL_UNKNOWN.format(final=out / FINAL_NAME))
     _remove(out / RESULT_NAME)  # final/ stays until the new one replaces it (keeping others' files)
     if not resume:
         for _, path in checkpoint_dirs(out):
@@ -188,7 +185,7 @@ def _run_trainer(
     callbacks: Sequence[Any],
 ) -> TrainResult:
     import torch
-    from transformers import PrinterCallback, TrainingArguments, set_seed
+    from transformers import PrinterCallback, set_seed
 
     from train_pipeline.training.collate import ChatCollator
     from train_pipeline.training.metrics import CURVE_NAME, METRICS_NAME, MetricsCallback, plot_loss_curve, read_metrics
@@ -202,7 +199,47 @@ def _run_trainer(
     _check_length_budget(processor, config)
     model = load_model_for_training(model_dir, config, resume_from)
 
-    args = TrainingArguments(
+    args = _training_arguments(out, config, cuda, bf16)
+    metrics_path, curve_path = out / METRICS_NAME, out / CURVE_NAME
+    trainer = _resumable_trainer_class()(
+        model=model,
+        args=args,
+        train_dataset=_ExampleDataset(examples),
+        data_collator=ChatCollator(processor, config.max_length),
+        processing_class=processor,
+        callbacks=[MetricsCallback(metrics_path, progress), *callbacks],
+    )
+    trainer.remove_callback(PrinterCallback)  # MetricsCallback records each step instead of printing dicts
+    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+
+    final = save_final(trainer, processor, out)
+    rows = read_metrics(metrics_path)
+    if rows:
+        plot_loss_curve(rows, curve_path)
+    tps = [r["tokens_per_second"] for r in rows if r.get("tokens_per_second")]
+    result = TrainResult(
+        output_dir=out,
+        final_model_dir=final,
+        steps=trainer.state.global_step,
+        final_loss=rows[-1]["loss"] if rows else None,
+        metrics_path=metrics_path,
+        curve_path=curve_path,
+        resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from else None,
+        is_adapter=config.lora is not None,
+        examples=len(examples),
+        skipped_rows=len(report.skipped),
+        train_runtime_s=output.metrics.get("train_runtime"),
+        tokens_per_second=sum(tps) / len(tps) if tps else None,
+        data_report_path=out / DATA_REPORT_NAME,
+    )
+    _write_json(out / RESULT_NAME, result.to_json())  # last: marks the training complete
+    return result
+
+
+def _training_arguments(out: Path, config: TrainConfig, cuda: bool, bf16: bool) -> Any:
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(out),
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
@@ -230,40 +267,6 @@ def _run_trainer(
         report_to="none",
         disable_tqdm=True,
     )
-    metrics_path, curve_path = out / METRICS_NAME, out / CURVE_NAME
-    trainer = _resumable_trainer_class()(
-        model=model,
-        args=args,
-        train_dataset=_ExampleDataset(examples),
-        data_collator=ChatCollator(processor, config.max_length),
-        processing_class=processor,
-        callbacks=[MetricsCallback(metrics_path, progress), *callbacks],
-    )
-    trainer.remove_callback(PrinterCallback)  # MetricsCallback records each step instead of printing dicts
-    output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-
-    final = _save_final(trainer, processor, out)
-    rows = read_metrics(metrics_path)
-    if rows:
-        plot_loss_curve(rows, curve_path)
-    tps = [r["tokens_per_second"] for r in rows if r.get("tokens_per_second")]
-    result = TrainResult(
-        output_dir=out,
-        final_model_dir=final,
-        steps=trainer.state.global_step,
-        final_loss=rows[-1]["loss"] if rows else None,
-        metrics_path=metrics_path,
-        curve_path=curve_path,
-        resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from else None,
-        is_adapter=config.lora is not None,
-        examples=len(examples),
-        skipped_rows=len(report.skipped),
-        train_runtime_s=output.metrics.get("train_runtime"),
-        tokens_per_second=sum(tps) / len(tps) if tps else None,
-        data_report_path=out / DATA_REPORT_NAME,
-    )
-    _write_json(out / RESULT_NAME, result.to_json())  # last: marks the training complete
-    return result
 
 
 def _resumable_trainer_class() -> type:
@@ -329,50 +332,6 @@ def _check_length_budget(processor: Any, config: TrainConfig) -> None:
             f"max_pixels {config.max_pixels} allows {max_image_tokens} image tokens, too many for max_length "
             f"{config.max_length}: raise max_length or lower max_pixels"
         )
-
-
-def _save_final(trainer: Any, processor: Any, out: Path) -> Path:
-    """Write final/ through a temporary folder swapped in at once, so a kill never leaves a
-    half-written final model; files in the old final/ that no training wrote are kept in the new
-    one (ForeignFileError, changing nothing, where the new one has a file of that name)."""
-    from resumable.extract.atomic import publish
-    from resumable.foreign import carry_foreign, scan_owned
-
-    final, partial, record = out / FINAL_NAME, out / f"{FINAL_NAME}.partial", out / FINAL_OWNED_NAME
-    _remove(partial)  # a killed save's, or the old final/ of a swap killed before its removal
-    trainer.save_model(str(partial))
-    processor.save_pretrained(str(partial))
-    written = scan_owned(partial)
-    before = final_owned(out) if os.path.lexists(final) else Owned()
-    if before is None:
-        raise TrainSetupError(_FINAL_UNKNOWN.format(final=final))
-    if os.path.lexists(final):
-        carry_foreign(final, partial, before, made_by="training")
-    _write_owned(record, before | written)  # a kill from here on leaves every file of ours listed
-    publish(partial, final)
-    _write_owned(record, written)
-    return final
-
-
-_FINAL_UNKNOWN = ("{final} exists but no record says what training wrote into it (a folder made by hand, or an older "
-                  "release's, or its record was damaged); move it away, or delete it if it holds nothing of yours")
-
-
-def final_owned(out: Path) -> Owned | None:
-    """What training wrote into ``out/final`` per its record; None when there is no valid record
-    (then every file in it may be someone else's) or final/ is not a real folder."""
-    final = out / FINAL_NAME
-    if final.is_symlink() or not final.is_dir():
-        return None
-    data = _read_json(out / FINAL_OWNED_NAME)
-    lists = [data.get(k) for k in ("dirs", "files")] if isinstance(data, dict) else []
-    if len(lists) == 2 and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in lists):
-        return Owned(frozenset(lists[0]), frozenset(lists[1]))
-    return None
-
-
-def _write_owned(path: Path, owned: Owned) -> None:
-    _write_json(path, {"dirs": sorted(owned.dirs), "files": sorted(owned.files)})
 
 
 def _fingerprint_model(model_dir: Path) -> str:
