@@ -63,6 +63,17 @@ def progress_bar(downloaded: int, total: int | None, stream=None) -> None:
     stream.flush()
 
 
+def byte_bar(label: str, total: int | None = None, initial: int = 0, *, show: bool | None = None):
+    """The one progress bar of bytes (tqdm on stderr, binary units, speed and ETA) when ``show``
+    (None: when stderr is a terminal), else None."""
+    if not (sys.stderr.isatty() if show is None else show):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                dynamic_ncols=True, leave=True, file=sys.stderr, miniters=1, mininterval=0.2)
+
+
 class Reporter:
     """Fans progress out to a tqdm bar and/or a callback; thread-safe for segment workers."""
 
@@ -73,13 +84,7 @@ class Reporter:
         self._callback: ProgressCallback | None = progress if callable(progress) else None
         self._bar = None
         if progress is None or progress is True:
-            show = progress is True or sys.stderr.isatty()
-            if show:
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=total, initial=initial, desc=label, unit="B", unit_scale=True,
-                                 unit_divisor=1024, dynamic_ncols=True, leave=True, file=sys.stderr,
-                                 miniters=1, mininterval=0.2)
+            self._bar = byte_bar(label, total, initial, show=True if progress is True else None)
 
     def set_total(self, total: int | None, initial: int = 0) -> None:
         with self._lock:

@@ -25,7 +25,6 @@ from prefect.cache_policies import CachePolicy
 from prefect.context import TaskRunContext
 from prefect.utilities.hashing import hash_objects
 
-from resumable.errors import ResumableError, TransferError
 from tasks.results import RecordGuard, tag_of_hint
 
 

@@ -4,7 +4,6 @@ progress artifact (at most one update a second) plus log lines with bytes and sp
 from __future__ import annotations
 
 import re
-import sys
 import threading
 import time
 from uuid import UUID
@@ -12,7 +11,7 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-from resumable.progress import human_size
+from resumable.progress import byte_bar, human_size
 
 ARTIFACT_MIN_BYTES = 8 << 20  # smaller downloads finish before a bar means anything
 ARTIFACT_INTERVAL = 1.0
@@ -38,11 +37,7 @@ class DownloadProgress:
         self._artifact: UUID | None = None
         self._artifact_failed = False
         self._bar = None
-        if sys.stderr.isatty() if tty is None else tty:
-            from tqdm import tqdm
-
-            self._bar = tqdm(desc=label, unit="B", unit_scale=True, unit_divisor=1024, leave=True, file=sys.stderr,
-                             dynamic_ncols=True, mininterval=0.2)
+        self._bar = byte_bar(label, show=tty)
 
     def __call__(self, downloaded: int, total: int | None) -> None:
         now = time.monotonic()

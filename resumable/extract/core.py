@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Callable
 from ..errors import ExtractError, UsageError
 from ..foreign import ForeignFileError, Owned, carry_foreign, scan_owned
 from ..hashes import BackgroundHasher, file_digest, parse_hash
+from ..progress import byte_bar
 from .atomic import is_temp_name, new_temp_dir, publish, remove, remove_stale, sync_filesystem
 from .formats import detect_format
 from .guard import MemberGuard
@@ -287,11 +287,8 @@ class _Progress:
         self._bar = None
         self._done = 0
         self._total = total
-        if progress is None and sys.stderr.isatty() or progress is True:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=f"extract {label}", unit="B", unit_scale=True,
-                             unit_divisor=1024, file=sys.stderr, mininterval=0.2)
+        if progress is None or progress is True:
+            self._bar = byte_bar(f"extract {label}", total, show=True if progress is True else None)
 
     def __call__(self, done: int) -> None:
         done = min(done, self._total)

@@ -7,7 +7,6 @@ import hashlib
 import logging
 import os
 import shutil
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
@@ -17,6 +16,7 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
 from .. import http
 from ..errors import HTTPStatusError, IntegrityError
+from ..progress import byte_bar
 from ..state import VerifiedRecord, ensure_record_dir, read_json, temp_path
 from ..transfer import FetchResult, fetch
 from ..verify import verify_file
@@ -180,11 +180,8 @@ class _Meter:
         self._per_file: dict[str, int] = {}
         self.done, self.total = 0, total
         self._bar = None
-        if progress is True or (progress is None and sys.stderr.isatty()):
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-                             file=sys.stderr, dynamic_ncols=True, mininterval=0.2)
+        if progress is True or progress is None:
+            self._bar = byte_bar(label, total, show=True if progress is True else None)
 
     def callback(self, path: str) -> Callable[[int, int | None], None]:
         return lambda done, total: self.update(path, done, total)
