@@ -84,7 +84,17 @@ class UnsafeArchiveError(ExtractError):
 
 
 class CorruptArchiveError(ExtractError):
-    """The archive's bytes do not decode (truncated or damaged): delete it and download it again."""
+    """The archive's bytes do not decode (truncated or damaged). ``problem`` says what is wrong,
+    ``fix`` what to do (by default: download it again), so a caller can give another fix."""
+
+    FIX = "delete it and download it again"
+
+    def __init__(self, problem: str, fix: str = FIX):
+        self.problem, self.fix = one_line(redact_text(problem)), fix
+        super().__init__(f"{problem}; {fix}")
+
+    def __reduce__(self):
+        return type(self), (self.problem, self.fix)
 
 
 class ArchiveTooLargeError(ExtractError):

@@ -36,8 +36,7 @@ def extract(archive: FetchResult, digest: str, target: str, unwrap: str | None =
     try:
         r = extract_archive(archive.path, target, archive_digest=digest or None, unwrap=unwrap)
     except CorruptArchiveError as exc:  # bytes that do not decode: a new download can help (a bomb cannot)
-        why = str(exc).replace("; delete it and download it again", "")
-        raise CorruptArchiveError(f"{why}; moved aside to {quarantine(archive.path).name}, so the next run "
+        raise CorruptArchiveError(exc.problem, f"moved aside to {quarantine(archive.path).name}, so the next run "
                                   "downloads it again (check the source or its hash first)") from None
     get_run_logger().info("%s -> %s: %s, %d files, %s", Path(archive.path).name, r.target, r.status, r.files,
                           human_size(r.bytes))

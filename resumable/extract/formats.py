@@ -31,8 +31,7 @@ _MAGIC = (
 
 
 def corrupt(archive: Path | str, fmt: str, exc: BaseException) -> CorruptArchiveError:
-    return CorruptArchiveError(f"{archive}: corrupt or truncated {fmt} data ({exc or type(exc).__name__}); "
-                        f"delete it and download it again")
+    return CorruptArchiveError(f"{archive}: corrupt or truncated {fmt} data ({exc or type(exc).__name__})")
 
 
 # An empty tar is nothing but zero blocks (10 KiB with tar's default blocking): a longer run of
@@ -49,7 +48,7 @@ def detect_format(path: str | Path) -> str:
     except OSError as exc:
         raise ExtractError(f"{path}: cannot read the archive ({exc.strerror or exc}); check the path") from None
     if not head:
-        raise CorruptArchiveError(f"{path}: the archive is an empty file; delete it and download it again")
+        raise CorruptArchiveError(f"{path}: the archive is an empty file")
     for magic, fmt in _MAGIC:
         if head.startswith(magic):
             if fmt == "zip":

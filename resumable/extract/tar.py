@@ -48,8 +48,7 @@ def extract_tar(reader: DecompressingReader, dest: Path, guard: MemberGuard, lim
         raise UnsafeArchiveError(f"{guard.archive}: member {exc.tarinfo.name!r} is unsafe ({exc}); refusing "
                                  f"the archive (nothing was extracted); get it from a trusted source") from None
     except (tarfile.ReadError, tarfile.StreamError, tarfile.HeaderError) as exc:
-        raise CorruptArchiveError(f"{guard.archive}: corrupt or truncated tar data ({exc}); delete it and "
-                           f"download it again") from None
+        raise CorruptArchiveError(f"{guard.archive}: corrupt or truncated tar data ({exc})") from None
     except tarfile.ExtractError as exc:
         raise ExtractError(f"{guard.archive}: cannot extract ({exc}); the archive is probably damaged") from None
     except OSError as exc:
@@ -70,7 +69,7 @@ def extract_single(reader: DecompressingReader, dest: Path, name: str, archive: 
 
 def os_error(archive: str, dest: Path, exc: OSError) -> ExtractError | DiskSpaceError:
     if exc.errno is None:  # bz2 and friends report bad data as a bare OSError
-        return CorruptArchiveError(f"{archive}: corrupt or truncated data ({exc}); delete it and download it again")
+        return CorruptArchiveError(f"{archive}: corrupt or truncated data ({exc})")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskSpaceError(f"{archive}: no space left to extract next to {dest.parent} "
                               f"({exc.strerror}); free space or extract elsewhere")

@@ -46,11 +46,9 @@ def extract_zip(archive: Path, dest: Path, guard: MemberGuard, limits: Limits,
         raise
     except zipfile.BadZipFile as exc:
         where = f" (member {member!r})" if member else ""
-        raise CorruptArchiveError(f"{name}: corrupt or truncated zip{where} ({exc}); delete it and download it "
-                                  f"again") from None
+        raise CorruptArchiveError(f"{name}: corrupt or truncated zip{where} ({exc})") from None
     except (zlib.error, EOFError, lzma.LZMAError) as exc:
-        raise CorruptArchiveError(f"{name}: corrupt or truncated data in member {member!r} ({exc}); delete it "
-                                  f"and download it again") from None
+        raise CorruptArchiveError(f"{name}: corrupt or truncated data in member {member!r} ({exc})") from None
     except NotImplementedError as exc:
         raise ExtractError(f"{name}: member {member!r} uses an unsupported zip feature ({exc}); "
                            f"repack it with deflate") from None
