@@ -172,16 +172,19 @@ def local_error(exc: OSError, path: Path | str | None = None) -> Exception:
 
 
 # -- small JSON records ---------------------------------------------------------------------------
-def write_json(path: Path, data: dict, *, durable: bool = False) -> None:
+def write_json(path: Path, data: dict, *, durable: bool = False, readable: bool = False) -> None:
     """Atomically (a fresh file, then rename: a symlink at ``path`` is replaced, never followed).
     ``durable``: the bytes reach the disk before the rename, so a power cut leaves the old record
-    or the new one, never an empty file. ASCII JSON: names that are not UTF-8 round-trip as
+    or the new one, never an empty file. ``readable``: indented, for files people open. ASCII JSON: names that are not UTF-8 round-trip as
     \\udcXX escapes."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, sort_keys=True, separators=(",", ":"))
+            if readable:
+                f.write(json.dumps(data, sort_keys=True, indent=2) + "\n")
+            else:
+                json.dump(data, f, sort_keys=True, separators=(",", ":"))
             if durable:
                 f.flush()
                 os.fsync(f.fileno())

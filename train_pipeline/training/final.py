@@ -70,7 +70,7 @@ def final_owned(out: Path) -> Owned | None:
 def write_owned(path: Path, owned: Owned) -> None:
     from resumable.state import write_json
 
-    write_json(path, {"dirs": sorted(owned.dirs), "files": sorted(owned.files)})
+    write_json(path, {"dirs": sorted(owned.dirs), "files": sorted(owned.files)}, durable=True)
 
 
 

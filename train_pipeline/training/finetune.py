@@ -27,6 +27,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from resumable.state import write_json
 from train_pipeline.training.checkpoints import (
     checkpoint_dirs,
     latest_complete_checkpoint,
@@ -137,7 +138,7 @@ def train(
             logger.info("%s already holds this finished training; nothing to do", out)
             return _read_result(out)  # type: ignore[return-value]
         resume_from = _prepare_output_dir(out, run, config.resume)
-        _write_json(out / DATA_REPORT_NAME, report.to_dict())
+        write_json(out / DATA_REPORT_NAME, report.to_dict(), readable=True)
         return _run_trainer(model_dir, out, config, examples, report, resume_from, progress, callbacks)
     finally:
         lock.release()
@@ -170,7 +171,7 @@ def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | 
     else:
         truncate_metrics(metrics, int(checkpoint.name.split("-")[1]))
         logger.info("resuming from %s", checkpoint)
-    _write_json(out / RUN_NAME, run)
+    write_json(out / RUN_NAME, run, readable=True)
     return checkpoint
 
 
@@ -232,7 +233,7 @@ def _run_trainer(
         tokens_per_second=sum(tps) / len(tps) if tps else None,
         data_report_path=out / DATA_REPORT_NAME,
     )
-    _write_json(out / RESULT_NAME, result.to_json())  # last: marks the training complete
+    write_json(out / RESULT_NAME, result.to_json(), readable=True)  # last: marks the training complete
     return result
 
 
@@ -359,12 +360,6 @@ def _read_result(out: Path) -> TrainResult | None:
         return TrainResult.from_json(data) if data else None
     except TypeError:
         return None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _remove(path: Path) -> None:
