@@ -6,7 +6,7 @@
 ``sample``: builds the sample profile from those two and serves it on 127.0.0.1.
 
 The application does not depend on this package: it imports it only where the config selects
-the sample, lazily (``flows/steps.py::sources``, ``train_pipeline/locations.py``), and in the
-training CLI's ``tiny-model`` / ``sample-data`` commands. The servers are standard library
+the sample, lazily (``flows/steps.py::sources``, ``train_pipeline/config/``). ``python -m offline``
+builds the tiny model or the synthetic data on disk. The servers are standard library
 only; the builders import tokenizers, PIL and, to build, torch and transformers.
 """

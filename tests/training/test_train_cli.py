@@ -9,7 +9,9 @@ from train_pipeline.training.finetune import training_is_complete
 
 
 def test_sample_data_command(tmp_path, capsys):
-    assert main(["sample-data", str(tmp_path / "d"), "--images", "3", "--seed", "2"]) == 0
+    from offline.__main__ import main as offline_main
+
+    assert offline_main(["sample-data", str(tmp_path / "d"), "--images", "3", "--seed", "2"]) == 0
     assert len((tmp_path / "d" / "metadata.jsonl").read_text().splitlines()) == 3
 
 

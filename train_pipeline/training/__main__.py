@@ -1,8 +1,6 @@
 """Command line for the training step (the Prefect task calls ``finetune.train`` directly).
 
     python -m train_pipeline.training train MODEL_DIR DATA_DIR OUTPUT_DIR [--config FILE] [--set KEY=VALUE ...]
-    python -m train_pipeline.training tiny-model DEST [--seed N]
-    python -m train_pipeline.training sample-data DEST [--images N] [--seed N]
 
 ``--config`` reads a YAML/JSON mapping (a ``train:`` section is used if present); ``--set``
 overrides one setting, its value parsed as YAML (``--set max_steps=20 --set lora.r=8``).
@@ -73,13 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("output_dir")
     p.add_argument("--config", help="YAML/JSON file with the training settings")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
-    p = sub.add_parser("tiny-model", help="write a tiny random Qwen2-VL (offline)")
-    p.add_argument("dest")
-    p.add_argument("--seed", type=int, default=0)
-    p = sub.add_parser("sample-data", help="write synthetic billboard images + metadata.jsonl")
-    p.add_argument("dest")
-    p.add_argument("--images", type=int, default=24)
-    p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -89,17 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     from train_pipeline.training.finetune import TrainSetupError
 
     try:
-        if args.command == "train":
-            return _train(args)
-        if args.command == "tiny-model":
-            from offline.tiny_model import build_tiny_qwen2vl
-
-            print(build_tiny_qwen2vl(args.dest, seed=args.seed))
-        else:
-            from offline.sample_data import build_sample_dataset
-
-            print(build_sample_dataset(args.dest, n_images=args.images, seed=args.seed))
-        return 0
+        return _train(args)
     except (TrainConfigError, DataError, TrainSetupError, FinalFolderError, ResumableError) as exc:  # final/ in the way
         print(f"error: {exc}", file=sys.stderr)
         return 2
