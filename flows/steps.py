@@ -18,7 +18,7 @@ from prefect.task_runners import TaskRunner
 from tasks.caching import cached, peek_cached
 from tasks.download import fetch_batch, fetch_is_current, fetch_with_resume
 from tasks.extract import extract, extraction_is_current
-from tasks.model import model_snapshot, snapshot_is_current
+from tasks.snapshot import model_snapshot, snapshot_is_current
 from tasks.train import train, training_is_current
 from tasks.verify import verify
 from train_pipeline.config import DatasetSpec, FileSpec, ModelSpec, PipelineConfig

@@ -10,7 +10,7 @@ install_log_redaction()
 
 from tasks.download import fetch_batch, fetch_with_resume  # noqa: E402
 from tasks.extract import extract  # noqa: E402
-from tasks.model import model_snapshot  # noqa: E402
+from tasks.snapshot import model_snapshot  # noqa: E402
 from tasks.train import train  # noqa: E402
 from tasks.verify import verify  # noqa: E402
 

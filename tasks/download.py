@@ -13,7 +13,7 @@ from resumable.errors import TransferError, UsageError
 from resumable.http import redact  # signed URLs carry tokens: never log or persist them
 from resumable.progress import human_size
 from tasks.caching import StableInputs, cache_identity, file_identity, run_name, transient_only
-from tasks.progress import DownloadProgress, artifact_key
+from tasks.ui_progress import DownloadProgress, artifact_key
 from tasks.results import DataOnlyJSON, result_type
 from tasks.secrets import redacted_errors
 from train_pipeline.config import FileSpec

@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from resumable.hub import SnapshotResult
 from resumable.progress import human_size
 from tasks.caching import StableInputs, cache_identity, transient_only
-from tasks.progress import DownloadProgress, artifact_key
+from tasks.ui_progress import DownloadProgress, artifact_key
 from tasks.results import DataOnlyJSON, result_type
 from tasks.secrets import redacted_errors
 
