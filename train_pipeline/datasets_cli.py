@@ -28,7 +28,7 @@ from train_pipeline.config import (
     check_path,
 )
 from resumable.progress import human_size
-from train_pipeline.config.locations import check_layout, check_overlaps, dataset_locations
+from train_pipeline.config.locations import Location, check_layout, check_overlaps, dataset_locations, real_path
 from train_pipeline.config.registry import (
     CUSTOM,
     custom_dataset,
@@ -143,7 +143,7 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
     source = "--urls" if urls else f"{registry_path(registry)}: {name}"
     check_layout(None, [spec], source=source)
     data = Path(data_dir).expanduser().resolve()
-    check_overlaps(dataset_locations(data, [spec], f"--data-dir {data_dir}", prefix=""), source=f"--data-dir {data_dir}")
+    _check_folders(data, data_dir, spec, registry)
     _prepare(data, data_dir, spec)
     progress = False if quiet else None
     items = [resumable.FetchItem(f.url, download_path(data, spec, f), f.size, f.hash, tuple(f.mirrors))
@@ -176,6 +176,17 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
         if failed:
             return 1
     return 0
+
+
+def _check_folders(data: Path, data_dir: str, spec: DatasetSpec, registry: str | None) -> None:
+    """This dataset's folders (symlinks followed) may not overlap each other, the registry's
+    other datasets' folders under the same data dir, or the registry file."""
+    source = f"--data-dir {data_dir}"
+    mine = dataset_locations(data, [spec], source, prefix="")
+    others = [d for d in load_registry(registry).values() if d.name != spec.name]
+    theirs = dataset_locations(data, others, source, prefix="", files_unknown=True, refuse_links=False)
+    registry_file = Location("the registry file", real_path(registry_path(registry)))
+    check_overlaps([*mine, *theirs, registry_file], source, mine=mine)
 
 
 def _check_option(option: str, value: str) -> None:

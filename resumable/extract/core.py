@@ -131,7 +131,8 @@ def _replace(archive: Path, target: Path, st: os.stat_result, record: Record | N
         # into the new version (hard links) right before the swap, or nothing is replaced.
         before, after = _owned_before(record, target), scan_owned(tmp)
         made_by = f"extracting {archive.name}"
-        foreign = carry_foreign(target, tmp, before, made_by=made_by) if os.path.isdir(target) else []
+        if os.path.isdir(target):
+            carry_foreign(target, tmp, before, made_by=made_by)
         # From here a crash leaves a target whose every member (old or new) is known.
         write_record(target, Record(state="replacing", members=members_of(after), previous=members_of(before),
                                     target_ino=os.lstat(tmp).st_ino, unwrap=unwrap))
@@ -140,8 +141,10 @@ def _replace(archive: Path, target: Path, st: os.stat_result, record: Record | N
         remove(tmp)
         raise
     if old is not None:  # what others wrote into the old version during the swap goes along too
-        foreign += _carry_late(old, target, before, made_by)
-    target_ino, members = scan_members(target, skip=foreign)  # as published: only the target's own ctime moved
+        _carry_late(old, target, before, made_by)
+    # The members are what the archive put there (``after``), as published (only the target's own
+    # ctime moved): not what was carried over, nor what anyone writes into the target meanwhile.
+    target_ino, members = scan_members(target, only=after)
     record = Record("complete", str(archive), digest, st.st_size, st.st_mtime_ns, st.st_ino, fmt, files,
                     nbytes, target_ino, unwrap, members)
     write_record(target, record)
@@ -244,19 +247,18 @@ def _owned_before(record: Record | None, target: Path) -> Owned:
     return scan_owned(target)  # an older release's "replacing" record, which listed nothing: all was its own
 
 
-def _carry_late(old: Path, target: Path, owned: Owned, made_by: str) -> list[str]:
+def _carry_late(old: Path, target: Path, owned: Owned, made_by: str) -> None:
     """After the swap: link into the published target what others wrote into the old version
     between the first carry and the swap, then remove the old version. Should the new version
     hold an entry of such a path, the old version is kept under a name no run removes, and said."""
     try:
-        late = carry_foreign(old, target, owned, made_by=made_by, merge=True)
+        carry_foreign(old, target, owned, made_by=made_by, merge=True)
     except ForeignFileError as exc:
         kept = old.with_name(f".{target.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
         os.rename(old, kept)
         raise ForeignFileError(f"{exc}; the new version is in place and the previous one, with that file, "
                                f"is kept in {kept}") from None
     remove(old)
-    return late
 
 
 def _real_target(target: str | os.PathLike) -> Path:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,10 +230,9 @@ def archive_matches(record: Record, st: os.stat_result) -> bool:
     return (record.archive_size, record.archive_mtime_ns, record.archive_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def scan_members(target: Path, skip: Iterable[str] = ()) -> tuple[int, Members]:
-    """(the target's inode, every entry under it with its lstat) of a tree no one else writes to,
-    leaving out the paths in ``skip`` and all under them (entries kept from others)."""
-    skipped = set(skip)
+def scan_members(target: Path, only: Owned | None = None) -> tuple[int, Members]:
+    """(the target's inode, every entry under it with its lstat), or with ``only`` just the
+    entries it lists (what the extraction made: entries kept from others are never members)."""
     m = Members(dirs=[], counts=[])
     stack = [""]
     while stack:
@@ -243,10 +241,12 @@ def scan_members(target: Path, skip: Iterable[str] = ()) -> tuple[int, Members]:
         n = 0
         with os.scandir(os.path.join(target, rel) if rel else target) as entries:
             for entry in entries:
-                if skipped and (f"{rel}/{entry.name}" if rel else entry.name) in skipped:
+                path = f"{rel}/{entry.name}" if rel else entry.name
+                is_dir = entry.is_dir(follow_symlinks=False)
+                if only is not None and path not in (only.dirs if is_dir else only.files):
                     continue
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append(f"{rel}/{entry.name}" if rel else entry.name)
+                if is_dir:
+                    stack.append(path)
                     continue
                 st = entry.stat(follow_symlinks=False)
                 m.names.append(entry.name)

@@ -340,3 +340,26 @@ def test_a_name_with_a_newline_stays_on_one_line_in_the_error(sandbox):
     with pytest.raises(ForeignFileError) as err:
         extract(archive, target, progress=False)
     assert "\n" not in str(err.value) and "notes\\x0aerror: fake" in str(err.value)
+
+
+def test_a_file_written_after_the_swap_is_not_taken_for_a_member(sandbox, monkeypatch):
+    """The record lists what the archive put there, not what anyone writes into the published
+    target before the record is written: the next version keeps such a file."""
+    from resumable.extract import core
+
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    real = core._carry_late
+
+    def write_then(old, published, owned, made_by):
+        (published / "user-late.txt").write_bytes(b"mine\n")
+        return real(old, published, owned, made_by)
+
+    monkeypatch.setattr(core, "_carry_late", write_then)
+    write(archive, version(V2))
+    extract(archive, target, progress=False)
+    monkeypatch.setattr(core, "_carry_late", real)
+    write(archive, version({"z.txt": b"z\n"}))
+    assert extract(archive, target, progress=False).status == "extracted"
+    assert files_in(target) == {"z.txt": b"z\n", "user-late.txt": b"mine\n"}

@@ -253,3 +253,22 @@ def test_dotdot_after_a_symlink_means_what_the_system_makes_of_it(tmp_path):
     result = extract(archive, str(tmp_path / "link" / ".." / "out"), progress=False)
     assert result.target == tmp_path / "real" / "out" and (tmp_path / "real" / "out" / "x.txt").is_file()
     assert not (tmp_path / "out").exists()
+
+
+def test_the_datasets_cli_respects_the_other_datasets_folders(tmp_path):
+    """`datasets download B` may not write into dataset A's extraction target (here through a
+    symlinked downloads folder), A's files being unknown to the registry (custom) or not."""
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(yaml.safe_dump({"datasets": [
+        {"name": "ads", "files": [{"url": "http://127.0.0.1:9/ads.tar.gz"}], "extract_to": "ads"},
+        {"name": "custom", "files": [], "extract_to": "custom"}]}))
+    (tmp_path / "data" / "downloads").mkdir(parents=True)
+    (tmp_path / "data" / "custom").mkdir()
+    for link, into, other in (("lnk", "custom", "custom extract_to"), ("lnk2", "ads", "ads extract_to")):
+        (tmp_path / "data" / into).mkdir(exist_ok=True)
+        (tmp_path / "data" / "downloads" / link).symlink_to(tmp_path / "data" / into)
+        r = subprocess.run([sys.executable, "-m", "train_pipeline.cli", "datasets", "download", link, "--urls",
+                            "http://127.0.0.1:9/x.tar.gz", "--registry", str(registry), "--data-dir",
+                            str(tmp_path / "data")], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert f"{link} downloads folder" in r.stderr and other in r.stderr, r.stderr

@@ -102,3 +102,47 @@ def test_a_final_folder_without_a_valid_record_is_refused_before_training(tiny_m
                                                                    learning_rate=1e-2))
     assert "\n" not in str(err.value)
     assert files() == before  # checkpoints of the earlier training included (resume: false did not run)
+
+
+def test_a_swap_killed_between_its_two_renames_puts_the_old_final_back(tmp_path, monkeypatch):
+    """Without renameat2's exchange, final/ is moved aside before the new one is renamed in: a kill
+    there leaves no final/. The next training puts the old one back (with the user's files)
+    before anything else, so the next swap carries them over."""
+    from resumable.extract import atomic
+    from train_pipeline.training import final as final_folder
+
+    class Saver:  # the two calls save_final makes: trainer.save_model and processor.save_pretrained
+        def __init__(self, version):
+            self.version = version
+
+        def save_model(self, path):
+            os.makedirs(path, exist_ok=True)
+            with open(os.path.join(path, "model.safetensors"), "w") as f:
+                f.write(self.version)
+
+        def save_pretrained(self, path):
+            with open(os.path.join(path, "processor_config.json"), "w") as f:
+                f.write("{}")
+
+    out = tmp_path / "out"
+    out.mkdir()
+    final_folder.save_final(Saver("1"), Saver("1"), out)
+    (out / "final" / "notes.txt").write_text("the user's notes")
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    real_rename, calls = os.rename, []
+
+    def rename(src, dst, *args, **kwargs):
+        calls.append(dst)
+        if str(dst).endswith(os.sep + "final") and any(str(c).endswith("-old") for c in calls):
+            raise KeyboardInterrupt  # killed: the old final/ is aside, the new one not yet in place
+        return real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        final_folder.save_final(Saver("2"), Saver("2"), out)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert not (out / "final").exists()
+    final_folder.save_final(Saver("3"), Saver("3"), out)
+    assert (out / "final" / "notes.txt").read_text() == "the user's notes"
+    assert (out / "final" / "model.safetensors").read_text() == "3"
+    assert not list(out.glob(".final.*-old"))

@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from train_pipeline.config.registry import download_path, extract_target, is_archive
+from train_pipeline.config.registry import extract_target, is_archive
 from train_pipeline.config.schema import DatasetSpec, PipelineConfig
-from train_pipeline.config.values import NAME_MAX, RESULT_STORAGE_ENV, ConfigError
+from train_pipeline.config.values import DOWNLOADS, NAME_MAX, RESULT_STORAGE_ENV, ConfigError
 
 
 @dataclass(frozen=True)
@@ -40,15 +40,20 @@ def training_output(results_dir: Path, repo_id: str, dataset: str) -> Path:
     return results_dir / f"{repo_id.split('/')[-1]}-{dataset}"
 
 
-def check_overlaps(locations: Iterable[Location], source: str) -> None:
+def check_overlaps(locations: Iterable[Location], source: str, mine: Iterable[Location] | None = None) -> None:
     """ConfigError when a location equals or lies inside one that another step owns (or when two
-    steps own one folder). Linear in the number of locations (each looks up its parents)."""
+    steps own one folder). Linear in the number of locations (each looks up its parents).
+    ``mine``: only overlaps that involve one of these count (a command that writes only those;
+    the others are there to be respected, not checked among themselves)."""
     by_path: dict[Path, list[Location]] = {}
     locations = list(locations)
     for loc in locations:
         by_path.setdefault(loc.path, []).append(loc)
+    checked = None if mine is None else {id(loc) for loc in mine}
     for loc in locations:
         for other in by_path.get(loc.path, ()):
+            if checked is not None and id(loc) not in checked and id(other) not in checked:
+                continue
             if other is not loc and (loc.owner or other.owner):
                 owner = loc if loc.owner else other
                 raise ConfigError(f"{source}: {loc.setting} and {other.setting} are the same folder ({loc.path}), "
@@ -56,6 +61,8 @@ def check_overlaps(locations: Iterable[Location], source: str) -> None:
                                   "its own folder")
         for parent in loc.path.parents:
             for outer in by_path.get(parent, ()):
+                if checked is not None and id(loc) not in checked and id(outer) not in checked:
+                    continue
                 if outer.owner:
                     raise ConfigError(f"{source}: {loc.setting} ({loc.path}) lies inside {outer.setting} "
                                       f"({outer.path}), where {outer.owner}: a run could delete or overwrite it; "
@@ -63,19 +70,24 @@ def check_overlaps(locations: Iterable[Location], source: str) -> None:
 
 
 def dataset_locations(data_dir: Path, datasets: list[DatasetSpec], source: str,
-                      prefix: str = "datasets") -> list[Location]:
+                      prefix: str = "datasets", files_unknown: bool = False,
+                      refuse_links: bool = True) -> list[Location]:
     """Each dataset's downloads folder and extraction targets (``prefix`` '': no index in names).
-    A target that is a symlink is refused: extraction replaces the folder itself, never a link."""
+    A target that is a symlink is refused: extraction replaces the folder itself, never a link.
+    ``files_unknown``: registry entries whose files come from the command line (``custom``):
+    their whole ``extract_to`` counts as a target."""
     out = []
     for i, ds in enumerate(datasets):
         name = f"{prefix}.{i} ({ds.name})" if prefix else ds.name
-        if ds.files:
-            out.append(Location(f"{name} downloads folder", real_path(download_path(data_dir, ds, ds.files[0]).parent),
-                                "the downloads write its files"))
+        out.append(Location(f"{name} downloads folder", real_path(data_dir / DOWNLOADS / ds.name),
+                            "the downloads write its files"))
+        if files_unknown and ds.extract_to and not ds.files:
+            out.append(Location(f"{name} extract_to", real_path(data_dir / ds.extract_to),
+                                "extraction replaces it with the archive's content"))
         archives = [(f, t) for f in ds.files if (t := extract_target(data_dir, ds, f)) is not None]
         for f, target in archives:
             setting = f"{name} extract_to" + (f" (archive {f.filename})" if len(archives) > 1 else "")
-            if target.is_symlink():
+            if refuse_links and target.is_symlink():
                 raise ConfigError(f"{source}: {setting}: {target} is a symlink (to {os.path.realpath(target)}); "
                                   "extraction replaces its target folder as a whole: remove the link, or set "
                                   "data_dir/extract_to to the real folder")

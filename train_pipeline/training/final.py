@@ -32,6 +32,7 @@ def save_final(trainer: Any, processor: Any, out: Path) -> Path:
     from resumable.foreign import carry_foreign, scan_owned
 
     final, partial, record = out / FINAL_NAME, out / f"{FINAL_NAME}.partial", out / FINAL_OWNED_NAME
+    recover(out)
     remove(partial)  # a killed save's, or the old final/ of a swap killed before its removal
     trainer.save_model(str(partial))
     processor.save_pretrained(str(partial))
@@ -73,6 +74,14 @@ def write_owned(path: Path, owned: Owned) -> None:
     write_json(path, {"dirs": sorted(owned.dirs), "files": sorted(owned.files)}, durable=True)
 
 
+
+
+def recover(out: Path) -> None:
+    """Undo what a killed swap left: a final/ moved aside (``-old``) but never replaced is put back,
+    other temporary folders of the swap are removed. Call with the output folder's lock held."""
+    from resumable.extract.atomic import remove_stale
+
+    remove_stale(out / FINAL_NAME)
 
 
 def remove(path: Path) -> None:

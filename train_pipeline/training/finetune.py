@@ -37,6 +37,7 @@ from train_pipeline.config.locations import check_training_folders
 from train_pipeline.training.settings import TrainConfig
 from train_pipeline.training.dataset import DataError, DataReport, Example, load_examples
 from train_pipeline.training.final import FINAL_NAME, FINAL_UNKNOWN, final_owned, save_final
+from train_pipeline.training.final import recover as recover_final
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +157,7 @@ def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | 
             f"output_dir {out} holds checkpoints of a training with other {what}: "
             "use a new output_dir, or set resume: false to start over there"
         )
+    recover_final(out)
     if os.path.lexists(out / FINAL_NAME) and final_owned(out) is None:  # say so now, not after the training
         raise TrainSetupError(FINAL_UNKNOWN.format(final=out / FINAL_NAME))
     _remove(out / RESULT_NAME)  # final/ stays until the new one replaces it (keeping others' files)
