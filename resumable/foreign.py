@@ -47,11 +47,21 @@ class Owned:
         return len(self.dirs) + len(self.files)
 
 
-def scan_owned(root: Path, skip: Iterable[str] = (), names: Iterable[str] | None = None) -> Owned:
-    """Every entry under ``root`` as :class:`Owned` (symlinks are entries, never followed), leaving
-    out the paths in ``skip`` and all under them; ``names``: only these top-level entries."""
-    skipped = set(skip)
+def scan_owned(root: Path, names: Iterable[str] | None = None) -> Owned:
+    """Every entry under ``root`` as :class:`Owned` (symlinks are entries, never followed);
+    ``names``: only these top-level entries (and all under them)."""
+    top = None if names is None else set(names)
     dirs, files = set(), set()
+    for path, is_dir in _walk(root, lambda path, is_dir: is_dir and (top is None or "/" in path or path in top)):
+        if top is not None and path.split("/", 1)[0] not in top:
+            continue
+        (dirs if is_dir else files).add(path)
+    return Owned(frozenset(dirs), frozenset(files))
+
+
+def _walk(root: Path, descend) -> Iterator[tuple[str, bool]]:
+    """(relative path, is a folder) of the entries under ``root``, depth first without recursion,
+    entering a folder only where ``descend(path, is_dir)`` says so (symlinks never followed)."""
     stack = [""]
     while stack:
         rel = stack.pop()
@@ -59,16 +69,12 @@ def scan_owned(root: Path, skip: Iterable[str] = (), names: Iterable[str] | None
             with os.scandir(os.path.join(root, rel) if rel else root) as entries:
                 for entry in entries:
                     path = f"{rel}/{entry.name}" if rel else entry.name
-                    if path in skipped or (not rel and names is not None and entry.name not in names):
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        dirs.add(path)
+                    is_dir = entry.is_dir(follow_symlinks=False)
+                    yield path, is_dir
+                    if descend(path, is_dir):
                         stack.append(path)
-                    else:
-                        files.add(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
-    return Owned(frozenset(dirs), frozenset(files))
 
 
 def carry_foreign(old: Path, new: Path, owned: Owned, *, made_by: str, merge: bool = False) -> list[str]:
@@ -103,23 +109,13 @@ def carry_foreign(old: Path, new: Path, owned: Owned, *, made_by: str, merge: bo
 
 
 def _foreign_entries(old: Path, owned: Owned) -> list[str]:
-    """The top-most entries of ``old`` that ``owned`` does not list (not descending into them)."""
-    found = []
-    stack = [""]
-    while stack:
-        rel = stack.pop()
-        try:
-            with os.scandir(os.path.join(old, rel) if rel else old) as entries:
-                for entry in entries:
-                    path = f"{rel}/{entry.name}" if rel else entry.name
-                    if path not in owned.dirs and path not in owned.files:
-                        found.append(path)
-                    elif entry.is_dir(follow_symlinks=False):
-                        stack.append(path)  # ours (a path of ours, whatever its type now): look inside
-                    # else ours: a file, a link (never followed) or a file where our folder was
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-    return sorted(found)
+    """The top-most entries of ``old`` that ``owned`` does not list (not descending into them).
+    A path of ours is looked into whatever its type now (a folder where our file was); a link is
+    never followed."""
+    def ours(path: str) -> bool:
+        return path in owned.dirs or path in owned.files
+
+    return sorted(path for path, _ in _walk(old, lambda path, is_dir: is_dir and ours(path)) if not ours(path))
 
 
 def _carry(old_root: int, new_root: int, rel: str, old: Path, made_by: str, merge: bool,
