@@ -13,6 +13,7 @@ import hashlib
 import os
 import re
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -69,7 +70,7 @@ class FileServer:
     """``with FileServer(root) as srv: srv.url("a.bin")`` — a threaded server on 127.0.0.1."""
 
     def __init__(self, root: str | Path, *, ranges: bool = True, validators: bool = True, etags: bool = True,
-                 port: int = 0):
+                 port: int = 0, tls: tuple[str, str] | None = None):
         self.root = Path(root).resolve()
         self.ranges = ranges
         self.validators = validators
@@ -79,6 +80,10 @@ class FileServer:
         self._lock = threading.Lock()
         self._httpd = _HTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.files = self
+        self._httpd.tls = None
+        if tls is not None:  # (certificate file, key file): HTTPS, the handshake in each handler thread
+            self._httpd.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._httpd.tls.load_cert_chain(*tls)
         self._thread: threading.Thread | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -103,7 +108,7 @@ class FileServer:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._httpd.tls else 'http'}://127.0.0.1:{self.port}"
 
     def url(self, relpath: str) -> str:
         return f"{self.base_url}/{relpath.lstrip('/')}"
@@ -174,6 +179,13 @@ def etag_of(st: os.stat_result) -> str:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     files: FileServer
+    tls: ssl.SSLContext | None
+
+    def get_request(self):
+        sock, addr = super().get_request()
+        if self.tls is not None:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, addr
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -4,6 +4,8 @@ kernel into the file, or through urllib3's ``read1``; network errors become Tran
 from __future__ import annotations
 
 import queue
+import select
+import ssl
 import threading
 from typing import Iterator
 
@@ -93,6 +95,7 @@ def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None):
             yield memoryview(chunk), _UNPOOLED
         return
     fp, left = direct
+    at_hand = _at_hand(wire.socket_of(fp))
     while left is None or left > 0:
         buf = pool.get()
         view = memoryview(buf.data)
@@ -103,6 +106,8 @@ def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None):
         except (OSError, ValueError) as exc:  # socket errors, timeouts, a closed file
             buf.release()
             raise TransferError(f"{http.redact(url)}: {http.describe_network_error(exc)}") from None
+        if n and at_hand is not None:
+            n = _fill(fp, view, n, at_hand)
         if not n:
             buf.release()
             return
@@ -111,6 +116,35 @@ def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None):
         yield view[:n], buf
     if left == 0:
         finish(resp)
+
+
+def _at_hand(sock):
+    """For a TLS socket, a callable telling whether more body bytes can be read without waiting
+    (decrypted bytes in the TLS object, or data in the kernel's buffer); None otherwise.
+
+    A TLS read returns one record (16 KiB at most) however large the buffer: 64 reads, each
+    written, hashed and handed over on its own, per MiB. Filling the buffer with what is at hand
+    halves the time and CPU of an HTTPS download, and still never waits for bytes that have not
+    arrived (a cut connection loses nothing received)."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return lambda: sock.pending() > 0 or bool(poller.poll(0))
+
+
+def _fill(fp, view: memoryview, n: int, at_hand) -> int:
+    """Read on into ``view[n:]`` while bytes are at hand; a read that fails ends the filling (the
+    next read meets the same error, after these bytes are written)."""
+    while n < len(view) and at_hand():
+        try:
+            m = fp.readinto1(view[n:])
+        except (OSError, ValueError):
+            break
+        if not m:
+            break
+        n += m
+    return n
 
 
 def finish(resp: requests.Response) -> None:
