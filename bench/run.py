@@ -23,6 +23,8 @@ Scenarios (issue 8):
   6  Hub snapshot (~1 GiB): bench_snapshot.py (ours vs huggingface_hub.snapshot_download, kill at 50 %)
   7  extraction of a ~1 GiB tar.gz with ~10k files: bench_extract.py (ours vs tar -xf)
   8  ``train-pipeline fetch --help`` startup
+  9  HTTPS (nginx with a certificate made at run time): ``fetch --hash`` with 1 and 4 connections vs
+     curl -o && sync, curl -o, aria2c -x4 -s4; CPU vs curl + ``openssl dgst -sha256`` (issue 13)
 """
 
 # Layout: bench/scenarios/s<N>_<name>.py holds scenario N (ours and its peers side by side);
@@ -49,14 +51,14 @@ from bench.harness.servers import Nginx  # noqa: E402
 from bench.harness.tools import ensure_packages  # noqa: E402
 from bench.harness.units import human  # noqa: E402
 from bench.scenarios import (s1_one_file, s2_capped, s3_resume, s4_small_files, s5_cached_rerun,  # noqa: E402
-                             s6_hub_snapshot, s7_extract, s8_startup)
+                             s6_hub_snapshot, s7_extract, s8_startup, s9_tls)
 
 
 def served_scenarios(ngx: Nginx, wanted: set[int], quick: bool, size: int, runs: int, res: Results) -> None:
-    """Scenarios 1-5: against the running nginx, the big file generated first (once, kept between runs)."""
+    """Scenarios 1-5 and 9: against the running nginx, the big file generated first (once, kept between runs)."""
     big = f"big-{size}.bin"
     digest = None
-    if wanted & {1, 2, 3, 5}:
+    if wanted & {1, 2, 3, 5, 9}:
         t0 = time.perf_counter()
         digest = make_random_file(ngx.www / big, size)
         print(f"served {big} ({human(size)}, sha256 {digest[:16]}..., ready in {time.perf_counter() - t0:.1f} s)",
@@ -71,6 +73,8 @@ def served_scenarios(ngx: Nginx, wanted: set[int], quick: bool, size: int, runs:
         s4_small_files.run(ngx, 1000, runs, res)
     if 5 in wanted:
         s5_cached_rerun.run(ngx, big, digest, size, runs, res)
+    if 9 in wanted:
+        s9_tls.run(ngx, big, digest, size, runs, res)
 
 
 def main() -> int:

@@ -29,8 +29,18 @@ def wait_for_port(port: int, timeout: float = 10.0) -> None:
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def nginx_conf(ngx: Path, log: Path, www: Path, port: int) -> str:
-    """Every temporary path under ``ngx``; ``$bytes_sent`` per request in ``log``."""
+def make_certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made at run time: (certificate, key)."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run([tool("openssl"), "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+def nginx_conf(ngx: Path, log: Path, www: Path, port: int, tls_port: int) -> str:
+    """Every temporary path under ``ngx``; ``$bytes_sent`` per request in ``log``; the same files
+    over TLS on ``tls_port`` (the certificate in ``ngx``)."""
     return f"""
 daemon off;
 {"user root;" if os.geteuid() == 0 else ""}
@@ -53,16 +63,24 @@ http {{
         location /slow/ {{ alias {www}/; limit_rate 20m; }}
         location /r50/ {{ alias {www}/; limit_rate 50m; }}
     }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {ngx}/cert.pem;
+        ssl_certificate_key {ngx}/key.pem;
+        root {www};
+        location /f/ {{ alias {www}/; }}
+    }}
 }}
 """
 
 
 class Nginx:
     """nginx on 127.0.0.1 serving WORK/www: ``/f/`` at full speed, ``/slow/`` capped at 20 MB/s per
-    connection, ``/r50/`` at 50 MB/s (resume scenario). The access log records bytes sent per request."""
+    connection, ``/r50/`` at 50 MB/s (resume scenario); ``/f/`` also over TLS (``tls_url``, a
+    certificate made at start). The access log records bytes sent per request."""
 
     def __init__(self, base: Path):
-        self.base, self.www, self.port = base, base / "www", free_port()
+        self.base, self.www, self.port, self.tls_port = base, base / "www", free_port(), free_port()
         self.log = base / "access.log"
         self.proc = None
 
@@ -71,13 +89,15 @@ class Nginx:
         rm(ngx)
         (ngx / "tmp").mkdir(parents=True)
         self.www.mkdir(parents=True, exist_ok=True)
+        self.cert, _ = make_certificate(ngx)
         conf = ngx / "nginx.conf"
-        conf.write_text(nginx_conf(ngx, self.log, self.www, self.port))
+        conf.write_text(nginx_conf(ngx, self.log, self.www, self.port, self.tls_port))
         self.log.write_text("")
         self.proc = subprocess.Popen([tool("nginx"), "-c", str(conf), "-p", str(ngx)], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         try:
             wait_for_port(self.port)
+            wait_for_port(self.tls_port)
         except RuntimeError:
             self.proc.kill()
             raise RuntimeError(f"nginx did not start: {self.proc.stderr.read().decode()[-500:]}")
@@ -85,6 +105,10 @@ class Nginx:
 
     def url(self, name: str, location: str = "f") -> str:
         return f"http://127.0.0.1:{self.port}/{location}/{name}"
+
+    def tls_url(self, name: str) -> str:
+        """The same file over HTTPS (trust ``self.cert``)."""
+        return f"https://127.0.0.1:{self.tls_port}/f/{name}"
 
     def mark(self) -> int:
         return self.log.stat().st_size

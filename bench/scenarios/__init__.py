@@ -8,7 +8,8 @@
     s6_hub_snapshot  bench/bench_snapshot.py: resumable.hub.snapshot vs huggingface_hub.snapshot_download
     s7_extract       bench/bench_extract.py: resumable.extract vs tar -xf
     s8_startup       train-pipeline fetch --help
+    s9_tls           one big file over HTTPS: fetch --hash (1 and 4 connections) vs curl -o && sync, aria2c -x4
 
-Scenarios 1-5 take the running nginx (``bench.harness.servers.Nginx``); each ``run`` records its entry
+Scenarios 1-5 and 9 take the running nginx (``bench.harness.servers.Nginx``); each ``run`` records its entry
 in ``bench.harness.results.Results`` under its number.
 """
