@@ -43,9 +43,6 @@ class Owned:
     def __or__(self, other: "Owned") -> "Owned":
         return Owned(self.dirs | other.dirs, self.files | other.files)
 
-    def __len__(self) -> int:
-        return len(self.dirs) + len(self.files)
-
 
 def scan_owned(root: Path, names: Iterable[str] | None = None) -> Owned:
     """Every entry under ``root`` as :class:`Owned` (symlinks are entries, never followed);
@@ -77,11 +74,10 @@ def _walk(root: Path, descend) -> Iterator[tuple[str, bool]]:
             continue
 
 
-def carry_foreign(old: Path, new: Path, owned: Owned, *, made_by: str, merge: bool = False) -> list[str]:
+def carry_foreign(old: Path, new: Path, owned: Owned, *, made_by: str, merge: bool = False) -> None:
     """Hard-link into ``new`` each entry of ``old`` that ``owned`` does not list (a foreign folder
     with all it holds; into a folder of the new version's where it has one of that path), creating
-    the folders that lead to it; return the relative paths of what it made there (a folder it
-    made stands for all under it).
+    the folders that lead to it.
 
     ``made_by`` completes "was not made by ..." in the error. Raises :class:`ForeignFileError`
     (``old`` is never changed) when ``new`` has an entry at a foreign path (or a file or link where a
@@ -90,14 +86,13 @@ def carry_foreign(old: Path, new: Path, owned: Owned, *, made_by: str, merge: bo
     is kept and only what is missing is linked."""
     foreign = _foreign_entries(old, owned)
     if not foreign:
-        return []
+        return
     new_root = os.open(new, _OPEN_DIR)
     old_root = os.open(old, _OPEN_DIR)
     modes: list[tuple[int, int]] = []  # folders made on the way, given their modes once filled
-    made: list[str] = []
     try:
         for rel in foreign:
-            made += _carry(old_root, new_root, rel, old, made_by, merge, modes)
+            _carry(old_root, new_root, rel, old, made_by, merge, modes)
         for fd, mode in reversed(modes):
             os.fchmod(fd, mode)
     finally:
@@ -105,7 +100,6 @@ def carry_foreign(old: Path, new: Path, owned: Owned, *, made_by: str, merge: bo
             os.close(fd)
         os.close(old_root)
         os.close(new_root)
-    return made
 
 
 def _foreign_entries(old: Path, owned: Owned) -> list[str]:
@@ -119,7 +113,7 @@ def _foreign_entries(old: Path, owned: Owned) -> list[str]:
 
 
 def _carry(old_root: int, new_root: int, rel: str, old: Path, made_by: str, merge: bool,
-           modes: list[tuple[int, int]]) -> list[str]:
+           modes: list[tuple[int, int]]) -> None:
     *folders, name = rel.split("/")
     shown = old / rel
 
@@ -143,7 +137,7 @@ def _carry(old_root: int, new_root: int, rel: str, old: Path, made_by: str, merg
                 raise refuse(f"and the new version has a {_kind(st.st_mode)} at {'/'.join(folders)}")
             new_dir = _reopen(new_dir, part)
         try:
-            return _link_tree(old_dir, new_dir, name, rel, merge)
+            _link_tree(old_dir, new_dir, name, rel, merge)
         except FileExistsError as exc:
             at = str(exc.args[0]) if exc.args else rel
             where = "of that name" if at == rel else f"at {at}"
@@ -161,13 +155,11 @@ def _reopen(dir_fd: int, name: str) -> int:
     return fd
 
 
-def _link_tree(src_dir: int, dst_dir: int, name: str, rel: str, merge: bool) -> list[str]:
+def _link_tree(src_dir: int, dst_dir: int, name: str, rel: str, merge: bool) -> None:
     """A hard link of ``name`` (at ``rel``); a folder: a new folder with the same mode and times
     holding links of all it holds, or, where ``dst_dir`` has a folder of that name already, that
-    folder, filled (depth first, without recursion: two descriptors per level). Returns the
-    relative paths it made (a folder it made stands for all under it). FileExistsError where
+    folder, filled (depth first, without recursion: two descriptors per level). FileExistsError where
     ``dst_dir`` has another entry of that name (``merge``: unless it is the same inode)."""
-    made: list[str] = []
     frames: list[tuple[int, int, Iterator[str], str, os.stat_result | None]] = []
     src, dst, names, base = src_dir, dst_dir, iter([name]), rel.rpartition("/")[0]
     try:
@@ -175,7 +167,7 @@ def _link_tree(src_dir: int, dst_dir: int, name: str, rel: str, merge: bool) -> 
             entry = next(names, None)
             if entry is None:
                 if not frames:
-                    return made
+                    return
                 src, dst, _, _, mine = frames.pop()
                 if mine is not None:  # filled: now its own mode (perhaps read-only) and times
                     os.fchmod(dst, stat.S_IMODE(mine.st_mode))
@@ -185,7 +177,6 @@ def _link_tree(src_dir: int, dst_dir: int, name: str, rel: str, merge: bool) -> 
                 src, dst, names, base, _ = frames[-1] if frames else (src_dir, dst_dir, iter(()), "", None)
                 continue
             path = f"{base}/{entry}" if base else entry
-            inside_made = bool(frames) and frames[-1][4] is not None  # listed already, as its folder
             st = os.lstat(entry, dir_fd=src)
             existing = _lstat_or_none(entry, dst)
             both_dirs = existing is not None and stat.S_ISDIR(existing.st_mode) and stat.S_ISDIR(st.st_mode)
@@ -194,11 +185,9 @@ def _link_tree(src_dir: int, dst_dir: int, name: str, rel: str, merge: bool) -> 
             if not stat.S_ISDIR(st.st_mode):
                 if existing is None:
                     os.link(entry, entry, src_dir_fd=src, dst_dir_fd=dst, follow_symlinks=False)
-                    made += [] if inside_made else [path]
                 continue
             if existing is None:
                 os.mkdir(entry, 0o700, dir_fd=dst)  # writable by us until filled
-                made += [] if inside_made else [path]
             child_src = os.open(entry, _OPEN_DIR, dir_fd=src)
             try:
                 child_dst = os.open(entry, _OPEN_DIR, dir_fd=dst)

@@ -54,7 +54,7 @@ class StableInputs(CachePolicy):
         drop = set(self.exclude)
         if self.pinned_by is not None and inputs.get(self.pinned_by) is None:
             drop -= set(self.unpinned_keep)
-        kept = {k: _identity(v) for k, v in sorted(inputs.items()) if k not in drop}
+        kept = {k: cache_identity(v) for k, v in sorted(inputs.items()) if k not in drop}
         return hash_objects(kept, _source_key(task), raise_on_failure=True)
 
 
@@ -75,11 +75,8 @@ def cache_identity(value: Any) -> Any:
     if hasattr(value, "cache_identity"):
         return value.cache_identity()
     if isinstance(value, (list, tuple)):
-        return [_identity(v) for v in value]
+        return [cache_identity(v) for v in value]
     return value
-
-
-_identity = cache_identity
 
 
 STABLE_INPUTS = StableInputs()

@@ -156,14 +156,9 @@ core.extract(archive, target, progress=False)
 """
 
 
-@pytest.mark.parametrize("point", ["before-swap", "after-swap"])
-def test_sigkill_during_the_replacement_loses_no_foreign_file(sandbox, point):
-    archive = write(sandbox / "data.tar.gz", version(V1))
-    target = sandbox / "target"
-    extract(archive, target, progress=False)
-    kept = add_foreign(target, sandbox / "outside.txt")
-    write(archive, version(V2))
-    marker = sandbox.parent / "parked"
+def kill_when_parked(archive: Path, target: Path, point: str) -> None:
+    """Extract ``archive`` into ``target`` in a child that parks at ``point``; SIGKILL it there."""
+    marker = target.parent.parent / "parked"
     child = subprocess.Popen([sys.executable, "-c", _CHILD, str(archive), str(target), str(marker), point],
                              env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -178,6 +173,16 @@ def test_sigkill_during_the_replacement_loses_no_foreign_file(sandbox, point):
         child.kill()
         child.wait()
         marker.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("point", ["before-swap", "after-swap"])
+def test_sigkill_during_the_replacement_loses_no_foreign_file(sandbox, point):
+    archive = write(sandbox / "data.tar.gz", version(V1))
+    target = sandbox / "target"
+    extract(archive, target, progress=False)
+    kept = add_foreign(target, sandbox / "outside.txt")
+    write(archive, version(V2))
+    kill_when_parked(archive, target, point)
     assert {k: v[0] for k, v in snapshot(target, list(kept)).items()} == {k: v[0] for k, v in kept.items()}
     assert not extraction_is_current(archive, target)
     assert extract(archive, target, progress=False).status == "extracted"
@@ -279,18 +284,7 @@ def test_a_kill_before_the_swap_does_not_claim_the_new_versions_paths(sandbox):
     target = sandbox / "target"
     extract(archive, target, progress=False)
     write(archive, version(V2))
-    marker = sandbox.parent / "parked"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(archive), str(target), str(marker), "before-swap"],
-                             env=dict(os.environ, PYTHONPATH=str(REPO)), cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while not marker.exists():
-            assert child.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-    finally:
-        child.kill()
-        child.wait()
-        marker.unlink(missing_ok=True)
+    kill_when_parked(archive, target, "before-swap")
     (target / "new.txt").write_bytes(b"the user's\n")  # a path only the killed new version has
     write(archive, version(V1))
     assert extract(archive, target, progress=False).status == "extracted"
