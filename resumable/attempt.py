@@ -18,7 +18,7 @@ import requests
 from . import http, segments
 from .body import HASH_BUFFERS, receive_into
 from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, RestartFromZero, TransferError
-from .hashes import BackgroundHasher, ExpectedHash
+from .hashes import BackgroundHasher, ExpectedHash, InlineHasher
 from .part import PartFile
 from .progress import Reporter, human_size
 from .retry import WATCHDOG, FreshStarts, RetryPolicy, SpeedGuard
@@ -27,6 +27,7 @@ from .verify import check
 
 log = logging.getLogger("resumable")
 
+INLINE_HASH_MAX = 1 << 20  # bodies up to this size are hashed on the receiving thread
 NOT_MODIFIED: dict[str, str] = {}  # the attempt's answer when a conditional request got 304
 
 
@@ -210,7 +211,8 @@ class Download:
         # Read and written through one descriptor: the hashing thread reads back the regions the
         # kernel spliced in (see zerocopy), and must be done before the descriptor closes.
         fd = open_regular(self.part.path, os.O_RDWR | os.O_CREAT)
-        hasher = BackgroundHasher(self.algorithm, max_pending=HASH_BUFFERS)
+        small = total is not None and total <= INLINE_HASH_MAX
+        hasher = InlineHasher(self.algorithm) if small else BackgroundHasher(self.algorithm, max_pending=HASH_BUFFERS)
         pos = offset
         try:
             if offset:

@@ -7,13 +7,17 @@ import sys
 from pathlib import Path
 
 WRITEBACK_STEP = 32 << 20  # start writing dirty pages to disk every this many bytes, so the final fsync is short
+# Bytes per write call. Linux sizes page-cache folios by the write's length: 1 MiB writes took
+# 2.2-2.6 s of CPU per GiB on these machines, 64 KiB writes 0.25-0.35 s (curl writes 16 KiB).
+WRITE_PIECE = 64 << 10
 
 
 def pwrite_all(fd: int, data: bytes, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (``os.pwrite`` may write less than asked)."""
+    """Write all of ``data`` at ``offset``, in calls of at most WRITE_PIECE bytes (``os.pwrite``
+    may also write less than asked)."""
     view = memoryview(data)
     while view:
-        n = os.pwrite(fd, view, offset)
+        n = os.pwrite(fd, view[:WRITE_PIECE], offset)
         view, offset = view[n:], offset + n
 
 

@@ -106,6 +106,33 @@ class _Borrowed:
         self.view, self.release = view, release
 
 
+class InlineHasher:
+    """BackgroundHasher's interface, hashing on the caller's thread: for bodies too small to be
+    worth a thread (starting one per file cost more than hashing 64 KiB)."""
+
+    def __init__(self, algorithm: str):
+        self._hash = hashlib.new(algorithm)
+
+    def update(self, chunk, release=None) -> None:
+        self._hash.update(chunk)
+        if release is not None:
+            release()
+
+    def update_from_file(self, path: str | Path, start: int = 0, end: int | None = None) -> None:
+        update_from_file(self._hash, path, start, end)
+
+    def update_from_fd(self, fd: int, start: int, end: int, then=None) -> None:
+        update_from_fd(self._hash, fd, start, end)
+        if then is not None:
+            then(end)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        pass
+
+
 class BackgroundHasher:
     """Hashes chunks on a second thread (hashlib releases the GIL), fed through a bounded queue.
 

@@ -3,7 +3,7 @@
 Every sidecar lives in ``<folder>/.resumable/`` under an escaped name, where no downloaded file
 can land (names from servers never start with a dot, and ``.resumable`` itself is refused as a
 file name): the partial download ``<name>.part``, its resume state ``<name>.part.json``, the
-lock ``<name>.lock``, the verification record ``<name>.verified.json`` and bad bytes kept aside
+lock (a byte of the folder's ``.locks``, or ``<name>.lock``: locks.py), the verification record ``<name>.verified.json`` and bad bytes kept aside
 as ``<name>.corrupt``. Every open refuses symlinks and anything but a regular file (a FIFO, a
 device); records are written atomically and validated strictly when read: a record that does not
 make sense is no record.
@@ -73,7 +73,14 @@ def corrupt_path(dest: Path) -> Path:
 
 
 def lock_path(dest: Path) -> Path:
+    """A lock file of ``dest``'s own (where byte-range locks are missing: see locks.py)."""
     return _sidecar(dest, ".lock")
+
+
+def shared_lock_path(dest: Path) -> Path:
+    """The lock file shared by every destination in ``dest``'s folder (see locks.py); no sidecar
+    can have this name (every sidecar ends in one of the suffixes above)."""
+    return record_dir(dest) / ".locks"
 
 
 def verified_path(dest: Path) -> Path:

@@ -19,14 +19,12 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
-from filelock import FileLock, Timeout
-
-from . import http
+from . import http, locks
 from .attempt import NOT_MODIFIED, Download
 from .disk import fsync_dir
 from .errors import (
@@ -46,7 +44,6 @@ from .state import (
     check_destination,
     ensure_record_dir,
     local_error,
-    lock_path,
     remove_orphaned_private_parts,
     url_id,
 )
@@ -160,33 +157,13 @@ def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedH
         raise TransferError("all sources failed: " + " | ".join(str(f) for f in failures))
 
 
-@contextmanager
 def _exclusive(dest: Path, enabled: bool):
     """One process transfers, the others wait, then find the result in place.
 
     Without the lock (``enabled=False``) every writer uses a part file of its own (see PartFile),
     so writers never mix their bytes whatever the file system does with locks.
     """
-    if not enabled:
-        yield
-        return
-    # An explicit mode without group/other write: filelock then skips probing the directory for
-    # flock support with a scratch file on every lock (a third of a small file's cost); a file
-    # system without flock is still detected when locking. filelock opens with O_NOFOLLOW.
-    path = lock_path(dest)
-    flock = FileLock(str(path), mode=0o644)
-    try:
-        try:
-            flock.acquire(timeout=0.05)
-        except Timeout:
-            log.info("%s: another process is fetching it; waiting", dest.name)
-            flock.acquire()
-    except OSError as exc:
-        raise local_error(exc, path) from None
-    try:
-        yield
-    finally:
-        flock.release()
+    return locks.exclusive(dest) if enabled else nullcontext()
 
 
 def _existing(dest: Path, size: int | None, expected: ExpectedHash | None, sources: list[str],

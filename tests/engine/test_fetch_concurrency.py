@@ -41,6 +41,35 @@ def test_second_process_waits_and_reuses_the_result(served, tmp_path):
     assert srv.bytes_sent_total("f.bin") == size  # transferred once
 
 
+def test_the_lock_holds_between_threads_and_needs_no_file_per_destination(tmp_path):
+    """One byte of the folder's shared lock file per destination: threads of one process exclude
+    each other on the same name, never wait on another name, and no lock file is made per name."""
+    import threading
+    import time
+
+    from resumable.locks import exclusive, lock_file
+
+    a, b = tmp_path / "a.bin", tmp_path / "b.bin"
+    (tmp_path / ".resumable").mkdir()
+    entered = []
+
+    def second_writer():
+        with exclusive(a):
+            entered.append(time.monotonic())
+
+    with exclusive(a):
+        t = threading.Thread(target=second_writer)
+        t.start()
+        with exclusive(b):  # another name: no wait
+            pass
+        time.sleep(0.3)
+        assert not entered  # the same name: waits
+        released = time.monotonic()
+    t.join(5)
+    assert entered and entered[0] >= released
+    assert sorted(p.name for p in (tmp_path / ".resumable").iterdir()) == [lock_file(a).name]
+
+
 @pytest.mark.slow
 def test_correct_even_when_the_lock_does_nothing(served, tmp_path):
     # NFS locks can silently do nothing: two writers on one .part must still end byte-identical.

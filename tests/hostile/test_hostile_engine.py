@@ -301,9 +301,9 @@ def test_a_lock_file_that_is_a_symlink_is_one_line(files, tmp_path, write_random
     victim.write_text("keep me")
     dest = tmp_path / "dl" / "f.bin"
     record_dir(dest).mkdir(parents=True)
-    from resumable.state import lock_path
+    from resumable.locks import lock_file
 
-    os.symlink(victim, lock_path(dest))
+    os.symlink(victim, lock_file(dest))
     proc = run_cli("fetch", srv.url("f.bin"), "-o", str(dest), "-q")
     assert "symlink" in assert_one_line_error(proc)
     assert victim.read_text() == "keep me"
