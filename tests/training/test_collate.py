@@ -6,8 +6,13 @@ import pytest
 
 from train_pipeline.training.collate import IGNORE_INDEX, ChatCollator, answer_labels
 from train_pipeline.training.dataset import DataError, Example, load_examples
+from train_pipeline.training.formats.images import images_of
 
 INSTRUCTION = "Describe this advertisement."
+
+
+def _example(image, chat) -> Example:
+    return Example(images_of(image.name, image.parent, image.parent, "image"), chat)
 
 
 def test_answer_labels_marks_each_assistant_turn_and_its_end():
@@ -62,7 +67,7 @@ def test_chat_rows_label_every_assistant_turn(sample_data_dir, processor):
         {"role": "user", "content": [{"type": "text", "text": "Word?"}]},
         {"role": "assistant", "content": [{"type": "text", "text": "SALE"}]},
     ]
-    batch = ChatCollator(processor, max_length=256)([Example(image, chat)])
+    batch = ChatCollator(processor, max_length=256)([_example(image, chat)])
     labels = batch["labels"][0]
     assert processor.tokenizer.decode(labels[labels != IGNORE_INDEX]) == "red<|im_end|>SALE<|im_end|>"
 
@@ -74,13 +79,13 @@ def test_long_answers_are_cut_but_image_tokens_never(sample_data_dir, processor)
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": INSTRUCTION}]},
         {"role": "assistant", "content": [{"type": "text", "text": long_answer}]},
     ]
-    full = ChatCollator(processor, max_length=1024)([Example(image, chat)])
+    full = ChatCollator(processor, max_length=1024)([_example(image, chat)])
     n_prompt = int((full["labels"][0] != IGNORE_INDEX).nonzero()[0])  # tokens before the answer
-    cut = ChatCollator(processor, max_length=n_prompt + 5)([Example(image, chat)])
+    cut = ChatCollator(processor, max_length=n_prompt + 5)([_example(image, chat)])
     assert cut["input_ids"].shape[1] == n_prompt + 5
     assert int((cut["labels"][0] != IGNORE_INDEX).sum()) == 5
     assert int((cut["input_ids"] == processor.image_token_id).sum()) == int(
         (full["input_ids"] == processor.image_token_id).sum()
     )
     with pytest.raises(DataError, match="raise max_length or lower max_pixels"):
-        ChatCollator(processor, max_length=16)([Example(image, chat)])
+        ChatCollator(processor, max_length=16)([_example(image, chat)])

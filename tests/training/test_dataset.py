@@ -97,7 +97,7 @@ def test_custom_caption_field_and_train_split_folder(sample_data_dir, tmp_path):
     split = tmp_path / "train"
     names = _copy_images(sample_data_dir, split, 1)
     _write_rows(split, [json.dumps({"file_name": names[0], "caption": "A sign."})])
-    examples, _ = load_examples(tmp_path, instruction=INSTRUCTION, caption_field="caption")
+    examples, _ = load_examples(tmp_path, instruction=INSTRUCTION, fields={"caption": "caption"})
     assert examples[0].messages[-1]["content"][0]["text"] == "A sign."
 
 
@@ -113,7 +113,7 @@ def test_nothing_usable_is_one_clear_error(sample_data_dir, tmp_path):
 @pytest.mark.parametrize(
     ("setup", "expected"),
     [
-        (lambda d: None, "has no metadata.jsonl"),
+        (lambda d: None, "no known dataset layout .*valid formats: imagefolder"),
         (lambda d: (d / "metadata.jsonl").write_text("\n\n"), "no rows"),
     ],
 )

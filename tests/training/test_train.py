@@ -137,7 +137,7 @@ def test_bad_inputs_fail_before_training(tiny_model_dir, sample_data_dir, tmp_pa
     with pytest.raises(TrainSetupError, match="has no config.json"):
         train(tmp_path, sample_data_dir, tmp_path / "out", fast_config())
     (tmp_path / "no-data").mkdir()
-    with pytest.raises(DataError, match="has no metadata.jsonl"):
+    with pytest.raises(DataError, match="no known dataset layout"):
         train(tiny_model_dir, tmp_path / "no-data", tmp_path / "out", fast_config())
     too_big = fast_config(max_pixels=1280 * 28 * 28, max_length=256)
     with pytest.raises(DataError, match="raise max_length or lower max_pixels"):

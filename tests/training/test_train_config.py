@@ -37,7 +37,15 @@ def test_yaml_style_mapping_round_trips():
         ({"lora": {"r": 0}}, ["lora.r"]),
         ({"lora": {"rank": 8}}, ["lora.rank", "unknown setting"]),
         ({"lora": {"target_modules": []}}, ["lora.target_modules"]),
-        ({"caption_field": "file_name"}, ["caption_field"]),
+        ({"caption_field": "file_name"}, ["caption_field is now fields.caption"]),
+        ({"fields": {"image": "a", "caption": "a"}}, ["fields", "image and caption are both 'a'"]),
+        ({"fields": {"imag": "a"}}, ["fields.imag", "unknown setting"]),
+        ({"format": "csv"}, ["format", "parquet"]),
+        ({"split": "a/b"}, ["split"]),
+        ({"datasets": {"ads": {"weight": -1}}}, ["datasets.0.weight"]),
+        ({"datasets": {"ads": 2}}, ["datasets", "ads: expected a mapping"]),
+        ({"eval": {"fraction": 1.5}}, ["eval.fraction"]),
+        ({"eval": {"dataset": "a", "fraction": 0.1}}, ["eval", "exactly one"]),
     ],
 )
 def test_bad_settings_give_one_line_naming_them(data, names):

@@ -23,7 +23,7 @@ import pytest
 from safetensors.torch import load_file
 
 from train_pipeline.training.checkpoints import checkpoint_dirs, is_complete_checkpoint
-from train_pipeline.training.metrics import read_metrics
+from train_pipeline.training.metrics import eval_rows, read_metrics, train_rows
 
 pytestmark = pytest.mark.slow
 
@@ -42,6 +42,9 @@ BASE = {
     "seed": 7,
 }
 LORA = {**BASE, "learning_rate": 1e-2, "lora": {"r": 4, "alpha": 8, "dropout": 0.1}}  # dropout draws from the RNG
+# An eval split (4 of the 16 rows held out) evaluated every 3 steps: evaluation between and at
+# checkpoints must leave the resumed run's steps (and eval losses) exactly as they were.
+EVAL = {**LORA, "eval": {"fraction": 0.25, "steps": 3}}
 # 11 steps: the last one is mid-epoch (2 optimizer steps per epoch) and not a multiple of
 # save_steps, so the final checkpoint is the end-of-training save, checkpoint-11.
 END_FULL = {**BASE, "max_steps": 11}
@@ -72,10 +75,13 @@ def _finish(args: list[str]) -> dict:
 
 def _assert_same_training(resumed: Path, reference: Path, max_steps: int = 12) -> None:
     keys = ("step", "epoch", "loss", "grad_norm", "learning_rate", "num_input_tokens_seen")
-    got = [{k: r[k] for k in keys} for r in read_metrics(resumed / "metrics.jsonl")]
-    want = [{k: r[k] for k in keys} for r in read_metrics(reference / "metrics.jsonl")]
+    got = [{k: r[k] for k in keys} for r in train_rows(read_metrics(resumed / "metrics.jsonl"))]
+    want = [{k: r[k] for k in keys} for r in train_rows(read_metrics(reference / "metrics.jsonl"))]
     assert [r["step"] for r in want] == list(range(1, max_steps + 1))
     assert got == want
+    keys = ("step", "epoch", "eval_loss")
+    assert ([{k: r[k] for k in keys} for r in eval_rows(read_metrics(resumed / "metrics.jsonl"))]
+            == [{k: r[k] for k in keys} for r in eval_rows(read_metrics(reference / "metrics.jsonl"))])
     name = "adapter_model.safetensors" if (reference / "final" / "adapter_model.safetensors").exists() else "model.safetensors"
     a, b = load_file(resumed / "final" / name), load_file(reference / "final" / name)
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
@@ -96,9 +102,11 @@ def reference(tiny_model_dir, sample_data_dir, tmp_path_factory):
     return get
 
 
-@pytest.mark.parametrize(("name", "config"), [("full", BASE), ("lora", LORA)])
+@pytest.mark.parametrize(("name", "config"), [("full", BASE), ("lora", LORA), ("eval", EVAL)])
 def test_sigkill_between_checkpoints_then_resume_matches(name, config, reference, tiny_model_dir, sample_data_dir, tmp_path):
     ref = reference(name, config)
+    if name == "eval":
+        assert [r["step"] for r in eval_rows(read_metrics(ref / "metrics.jsonl"))] == [3, 6, 9, 12]
     killed = _run(_child(tiny_model_dir, sample_data_dir, tmp_path, config, kill_at=10))
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     assert [step for step, _ in checkpoint_dirs(tmp_path)] == [4, 8]

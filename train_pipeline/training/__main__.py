@@ -1,6 +1,9 @@
 """Command line for the training step (the Prefect task calls ``finetune.train`` directly).
 
-    python -m train_pipeline.training train MODEL_DIR DATA_DIR OUTPUT_DIR [--config FILE] [--set KEY=VALUE ...]
+    python -m train_pipeline.training train MODEL_DIR DATA_DIR [DATA_DIR ...] OUTPUT_DIR [--config FILE] [--set KEY=VALUE ...]
+
+Each DATA_DIR is a dataset folder (any format training reads), named after the folder, or
+``NAME=PATH`` to give it the name the config's ``datasets:`` (weights, fields) refers to.
 
 ``--config`` reads a YAML/JSON mapping (a ``train:`` section is used if present); ``--set``
 overrides one setting, its value parsed as YAML (``--set max_steps=20 --set lora.r=8``).
@@ -53,12 +56,15 @@ def _train(args: argparse.Namespace) -> int:
     for item in args.set:
         _apply_override(data, item)
     config = parse_train_config(data, source=args.config or "--set")
-    result = train(args.model_dir, args.data_dir, args.output_dir, config, progress=_print_progress)
+    result = train(args.model_dir, args.data_dirs, args.output_dir, config, progress=_print_progress)
     print(json.dumps(result.to_json(), indent=2))
     return 0
 
 
 def _print_progress(p: Any) -> None:
+    if p.eval_loss is not None:
+        print(f"step {p.step}/{p.total_steps} eval_loss {p.eval_loss:.4f}", file=sys.stderr, flush=True)
+        return
     print(f"step {p.step}/{p.total_steps} loss {p.loss:.4f} lr {p.learning_rate:.3g}", file=sys.stderr, flush=True)
 
 
@@ -67,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("train", help="fine-tune (resumes from OUTPUT_DIR's checkpoints)")
     p.add_argument("model_dir")
-    p.add_argument("data_dir")
+    p.add_argument("data_dirs", nargs="+", metavar="DATA_DIR", help="a dataset folder, or NAME=PATH")
     p.add_argument("output_dir")
     p.add_argument("--config", help="YAML/JSON file with the training settings")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override one setting")
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     from resumable.errors import ResumableError
-    from train_pipeline.training.dataset import DataError
+    from train_pipeline.training.formats import DataError
     from train_pipeline.training.final import FinalFolderError
     from train_pipeline.training.finetune import TrainSetupError
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from PIL import Image
 
-from train_pipeline.training.dataset import DataError, Example
+from train_pipeline.training.formats import DataError, Example
+from train_pipeline.training.formats.common import BadRow
 
 IGNORE_INDEX = -100  # label value the loss skips
 
@@ -50,9 +50,12 @@ class ChatCollator:
 
     def encode(self, example: Example) -> dict[str, torch.Tensor]:
         text = self.processor.apply_chat_template(example.messages, tokenize=False)
-        with Image.open(example.image_path) as img:
-            image = img.convert("RGB")
-        enc = self.processor(text=[text], images=[image], return_tensors="pt")
+        try:
+            images = [image.load() for image in example.images]  # read again, confined to the dataset folder
+        except BadRow as bad:
+            raise DataError(f"{example.origin}: {bad} ({bad.file_name}), though it was readable when training "
+                            "started: put the dataset back as it was and run again (training resumes)") from None
+        enc = self.processor(text=[text], images=images, return_tensors="pt")
         ids = enc["input_ids"][0]
         labels = torch.tensor(answer_labels(ids.tolist(), self.header_ids, self.end_id))
         if len(ids) > self.max_length:
@@ -61,7 +64,7 @@ class ChatCollator:
             last_image = int(image_positions.max()) if len(image_positions) else -1
             if last_image >= self.max_length:
                 raise DataError(
-                    f"{example.image_path.name}: prompt with image is {last_image + 1} tokens, over max_length "
+                    f"{example.origin or example.images[0].name}: prompt with image is {last_image + 1} tokens, over max_length "
                     f"{self.max_length}: raise max_length or lower max_pixels"
                 )
             ids, labels = ids[: self.max_length], labels[: self.max_length]

@@ -1,11 +1,11 @@
-"""Fine-tune Qwen2-VL on an imagefolder dataset with transformers Trainer, resumably.
+"""Fine-tune Qwen2-VL on the run's datasets with transformers Trainer, resumably.
 
 Layout of ``output_dir``::
 
     run.json            config + input fingerprints; a resume must match it
     checkpoint-N/       Trainer checkpoints (weights, optimizer, scheduler, RNG, trainer state)
-    metrics.jsonl       one line per logged step
-    data_report.json    rows read, rows skipped and why
+    metrics.jsonl       one line per logged step (and per evaluation: eval_loss)
+    data_report.json    per dataset: format, files, rows read, rows skipped and why, examples used
     final/              model (or LoRA adapter) + processor, loadable with from_pretrained
     loss_curve.png
     train_result.json   written last: its presence means the training is complete
@@ -35,7 +35,7 @@ from train_pipeline.training.checkpoints import (
 )
 from train_pipeline.config.locations import check_training_folders
 from train_pipeline.training.settings import TrainConfig
-from train_pipeline.training.dataset import DataError, DataReport, Example, load_examples
+from train_pipeline.training.dataset import DataError, as_sources, load_run_data
 from train_pipeline.training.final import FINAL_NAME, FINAL_UNKNOWN, final_owned, save_final
 from train_pipeline.training.final import recover as recover_final
 
@@ -66,14 +66,19 @@ class TrainResult:
     train_runtime_s: float | None = None  # this session only (a resumed run counts its own part)
     tokens_per_second: float | None = None  # mean over the logged steps of the whole training
     data_report_path: Path | None = None  # rows read, rows skipped and why (JSON)
+    datasets: tuple[str, ...] = ()  # the run's datasets, in order
+    eval_examples: int = 0
+    eval_loss: float | None = None  # loss of the last evaluation
 
     def to_json(self) -> dict[str, Any]:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+                for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrainResult:
         paths = {"output_dir", "final_model_dir", "metrics_path", "curve_path", "data_report_path"}
-        return cls(**{k: Path(v) if k in paths and v is not None else v for k, v in data.items()})
+        return cls(**{k: Path(v) if k in paths and v is not None else tuple(v) if isinstance(v, list) else v
+                      for k, v in data.items()})
 
 
 def training_is_complete(output_dir: str | os.PathLike, config: TrainConfig | None = None) -> bool:
@@ -94,7 +99,7 @@ def training_is_complete(output_dir: str | os.PathLike, config: TrainConfig | No
 
 def train(
     model_dir: str | os.PathLike,
-    data_dir: str | os.PathLike,
+    data_dir: Any,
     output_dir: str | os.PathLike,
     config: TrainConfig,
     *,
@@ -104,26 +109,25 @@ def train(
     """Fine-tune the model in ``model_dir`` on ``data_dir``; resume from ``output_dir``'s latest
     complete checkpoint when there is one. Returns at once if the same training already finished.
 
+    ``data_dir``: one dataset folder, or the run's datasets (``dataset.as_sources``: DatasetSources,
+    ``NAME=PATH`` strings, a {name: folder(s)} mapping); all are read and mixed as ``config`` says.
+
     ``progress`` receives a ``metrics.TrainProgress`` after every logged step; ``callbacks`` are
     extra transformers ``TrainerCallback``s.
     """
-    model_dir, data_dir, out = Path(model_dir), Path(data_dir), Path(output_dir)
+    model_dir, out = Path(model_dir), Path(output_dir)
+    sources = as_sources(data_dir)
     if not (model_dir / "config.json").is_file():
         raise TrainSetupError(f"model_dir {model_dir} has no config.json: point it at the downloaded model snapshot")
-    overlap = check_training_folders(model_dir, data_dir, out)
-    if overlap:  # training rewrites its output folder: never the folders it reads
-        raise TrainSetupError(f"{overlap}: training writes checkpoints and final/ there; use an output_dir beside them")
-    examples, report = load_examples(
-        data_dir,
-        instruction=config.instruction,
-        caption_field=config.caption_field,
-        messages_field=config.messages_field,
-        image_field=config.image_field,
-    )
+    for folder in (f for s in sources for f in s.folders):
+        overlap = check_training_folders(model_dir, folder, out)
+        if overlap:  # training rewrites its output folder: never the folders it reads
+            raise TrainSetupError(f"{overlap}: training writes checkpoints and final/ there; use an output_dir beside them")
+    data = load_run_data(sources, config)
     run = {
         "config": config.model_dump(mode="json"),
         "model": _fingerprint_model(model_dir),
-        "data": _sha256(report.metadata_path),
+        "data": data.fingerprint,
     }
     out.mkdir(parents=True, exist_ok=True)
     # One training per output_dir at a time; the OS drops the lock when a killed process dies.
@@ -139,8 +143,7 @@ def train(
             logger.info("%s already holds this finished training; nothing to do", out)
             return _read_result(out)  # type: ignore[return-value]
         resume_from = _prepare_output_dir(out, run, config.resume)
-        write_json(out / DATA_REPORT_NAME, report.to_dict(), readable=True)
-        return _run_trainer(model_dir, out, config, examples, report, resume_from, progress, callbacks)
+        return _run_trainer(model_dir, out, config, data, resume_from, progress, callbacks)
     finally:
         lock.release()
 
@@ -181,8 +184,7 @@ def _run_trainer(
     model_dir: Path,
     out: Path,
     config: TrainConfig,
-    examples: list[Example],
-    report: DataReport,
+    data: Any,
     resume_from: Path | None,
     progress: Callable[[Any], None] | None,
     callbacks: Sequence[Any],
@@ -191,7 +193,8 @@ def _run_trainer(
     from transformers import PrinterCallback, set_seed
 
     from train_pipeline.training.collate import ChatCollator
-    from train_pipeline.training.metrics import CURVE_NAME, METRICS_NAME, MetricsCallback, plot_loss_curve, read_metrics
+    from train_pipeline.training.metrics import (CURVE_NAME, METRICS_NAME, MetricsCallback, eval_rows, plot_loss_curve,
+                                                 read_metrics, train_rows)
     from train_pipeline.training.model import load_model_for_training
     from train_pipeline.training.processor import load_processor
 
@@ -199,15 +202,17 @@ def _run_trainer(
     bf16 = cuda if config.bf16 == "auto" else bool(config.bf16)
     set_seed(config.seed)  # before the model: LoRA's initial weights are random
     processor = load_processor(model_dir, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
-    _check_length_budget(processor, config)
+    _check_length_budget(processor, config, data)
+    write_json(out / DATA_REPORT_NAME, data.report_dict(), readable=True)
     model = load_model_for_training(model_dir, config, resume_from)
 
-    args = _training_arguments(out, config, cuda, bf16)
+    args = _training_arguments(out, config, cuda, bf16, evaluate=bool(data.eval))
     metrics_path, curve_path = out / METRICS_NAME, out / CURVE_NAME
     trainer = _resumable_trainer_class()(
         model=model,
         args=args,
-        train_dataset=_ExampleDataset(examples),
+        train_dataset=_ExampleDataset(data.train),
+        eval_dataset=_ExampleDataset(data.eval) if data.eval else None,
         data_collator=ChatCollator(processor, config.max_length),
         processing_class=processor,
         callbacks=[MetricsCallback(metrics_path, progress), *callbacks],
@@ -216,10 +221,12 @@ def _run_trainer(
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
 
     final = save_final(trainer, processor, out)
-    rows = read_metrics(metrics_path)
+    all_rows = read_metrics(metrics_path)
+    rows, evals = train_rows(all_rows), eval_rows(all_rows)
     if rows:
-        plot_loss_curve(rows, curve_path)
+        plot_loss_curve(all_rows, curve_path)
     tps = [r["tokens_per_second"] for r in rows if r.get("tokens_per_second")]
+    reports = [u.report for u in data.uses if u.report is not None]
     result = TrainResult(
         output_dir=out,
         final_model_dir=final,
@@ -229,20 +236,28 @@ def _run_trainer(
         curve_path=curve_path,
         resumed_from_step=int(resume_from.name.split("-")[1]) if resume_from else None,
         is_adapter=config.lora is not None,
-        examples=len(examples),
-        skipped_rows=len(report.skipped),
+        examples=len(data.train),
+        skipped_rows=sum(len(r.skipped) for r in reports) + len(data.dropped),
         train_runtime_s=output.metrics.get("train_runtime"),
         tokens_per_second=sum(tps) / len(tps) if tps else None,
         data_report_path=out / DATA_REPORT_NAME,
+        datasets=tuple(u.name for u in data.uses),
+        eval_examples=len(data.eval),
+        eval_loss=evals[-1]["eval_loss"] if evals else None,
     )
     write_json(out / RESULT_NAME, result.to_json(), readable=True)  # last: marks the training complete
     return result
 
 
-def _training_arguments(out: Path, config: TrainConfig, cuda: bool, bf16: bool) -> Any:
+def _training_arguments(out: Path, config: TrainConfig, cuda: bool, bf16: bool, evaluate: bool = False) -> Any:
     from transformers import TrainingArguments
 
+    evaluation = {}
+    if evaluate:  # the eval loss every eval.steps optimizer steps (logged before that step's checkpoint)
+        evaluation = dict(eval_strategy="steps", eval_steps=config.eval.steps or config.save_steps,
+                          per_device_eval_batch_size=config.per_device_train_batch_size, prediction_loss_only=True)
     return TrainingArguments(
+        **evaluation,
         output_dir=str(out),
         num_train_epochs=config.num_train_epochs,
         max_steps=config.max_steps,
@@ -316,18 +331,19 @@ def _resumable_trainer_class() -> type:
 class _ExampleDataset:
     """Map-style dataset over parsed examples; the collator does the heavy lifting."""
 
-    def __init__(self, examples: list[Example]):
+    def __init__(self, examples: list[Any]):
         self.examples = examples
 
     def __len__(self) -> int:
         return len(self.examples)
 
-    def __getitem__(self, index: int) -> Example:
+    def __getitem__(self, index: int) -> Any:
         return self.examples[index]
 
 
-def _check_length_budget(processor: Any, config: TrainConfig) -> None:
-    """Fail before training if max_pixels allows more image tokens than max_length can hold."""
+def _check_length_budget(processor: Any, config: TrainConfig, data: Any) -> None:
+    """Fail before training if max_pixels allows more image tokens than max_length can hold; drop
+    (and report) the rows with several images whose image tokens together could exceed it."""
     ip = processor.image_processor
     max_image_tokens = config.max_pixels // (ip.patch_size * ip.merge_size) ** 2
     if max_image_tokens + 32 > config.max_length:
@@ -336,6 +352,22 @@ def _check_length_budget(processor: Any, config: TrainConfig) -> None:
             f"{config.max_length}: raise max_length or lower max_pixels"
         )
 
+    def fits(e) -> bool:
+        return len(e.images) * max_image_tokens + 32 <= config.max_length
+
+    for rows in (data.train, data.eval):
+        dropped = [e for e in rows if not fits(e)]
+        if dropped:
+            data.dropped += sorted({f"{e.origin}: {len(e.images)} images, up to {len(e.images) * max_image_tokens} "
+                                    f"image tokens, over max_length {config.max_length}" for e in dropped})
+            rows[:] = [e for e in rows if fits(e)]
+    if data.dropped:
+        logger.warning("dropped %d rows with too many images for max_length %d (raise max_length or lower max_pixels): %s",
+                       len(data.dropped), config.max_length, "; ".join(data.dropped[:3]))
+    if not data.train:
+        raise DataError(f"no training row fits max_length {config.max_length} with its images: raise max_length or "
+                        "lower max_pixels")
+
 
 def _fingerprint_model(model_dir: Path) -> str:
     """Config bytes plus file names and sizes: cheap, and changes when the snapshot does."""
@@ -343,10 +375,6 @@ def _fingerprint_model(model_dir: Path) -> str:
     for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
         h.update(f"{path.relative_to(model_dir)}:{path.stat().st_size}\n".encode())
     return h.hexdigest()
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

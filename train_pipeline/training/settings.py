@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from train_pipeline.training.data_settings import DataConfig
+
 # Settings go to transformers' Trainer, numpy and torch: infinities and NaN only make them fail late
 # (an infinite epoch count overflows the step count, an infinite weight decay gives NaN weights).
 _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -37,8 +39,15 @@ class LoraConfig(BaseModel):
         return v
 
 
-class TrainConfig(BaseModel):
-    """Everything that shapes a fine-tuning run. Same config + same inputs = same result."""
+# Settings that were renamed: an old config says which new one to use (not "unknown setting").
+RENAMED = {"caption_field": "fields.caption", "messages_field": "fields.messages", "image_field": "fields.image"}
+
+
+class TrainConfig(DataConfig):
+    """Everything that shapes a fine-tuning run. Same config + same inputs = same result.
+
+    The data settings (format, fields, image_dir, split, per-dataset weights, eval) come from
+    DataConfig (data_settings.py)."""
 
     model_config = _MODEL_CONFIG
 
@@ -65,12 +74,18 @@ class TrainConfig(BaseModel):
     save_steps: int = Field(50, ge=1)
     save_total_limit: int | None = Field(2, ge=1)
     logging_steps: int = Field(1, ge=1)
-    # Dataset fields: a caption column, or a chat in `messages_field` (which wins when present).
-    caption_field: str = Field("text", min_length=1)
-    messages_field: str = Field("messages", min_length=1)
-    image_field: str = Field("file_name", min_length=1)
+    # The user turn of a caption row (a row with a caption column, no question and no chat).
     instruction: str = Field("Describe this advertisement.", min_length=1)
     resume: bool = Field(True, description="continue from the latest complete checkpoint")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for old, new in RENAMED.items():
+                if old in data:
+                    raise ValueError(f"{old} is now {new}: write `fields: {{{new.split('.')[1]}: {data[old]!r}}}`")
+        return data
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TrainConfig:
@@ -80,8 +95,6 @@ class TrainConfig(BaseModel):
             raise ValueError(
                 f"min_pixels ({self.min_pixels}) > max_pixels ({self.max_pixels}): lower min_pixels or raise max_pixels"
             )
-        if self.caption_field == self.image_field:
-            raise ValueError(f"caption_field and image_field are both {self.caption_field!r}: name two different columns")
         return self
 
 
