@@ -94,8 +94,8 @@ def train_pipeline(config: PipelineConfig | None = None, config_file: str | None
     with sources(cfg, planned) as (model_spec, dataset_specs), download_runner(cfg) as runner:
         model = snapshot_step(runner, model_spec, cfg, storage) if model_spec else None
         datasets = [dataset_steps(runner, ds, cfg, storage) for ds in dataset_specs]
-        # Training uses the first dataset (validated by check_config: it has an archive to extract).
-        trained = train_step(model, datasets[0], model_spec, cfg, storage) if cfg.train and model and datasets else None
+        # Training reads every dataset (check_config made sure each has something it can read).
+        trained = train_step(model, datasets, model_spec, cfg, storage) if cfg.train and model and datasets else None
         wait(all_futures(model, datasets, trained))
         publish_summary(model, model_spec, datasets)
         raise_first_failure(model, datasets, trained)

@@ -112,13 +112,37 @@ def file_steps(runner: TaskRunner, ds: DatasetSpec, f: FileSpec, cfg: PipelineCo
     return FileSteps(f, fetched, verified, extracted)
 
 
-def train_step(model: PrefectFuture, data: DatasetSteps, spec: ModelSpec, cfg: PipelineConfig, storage) -> PrefectFuture:
-    """Fine-tune on ``data``'s first extracted archive (the config check made sure there is one),
-    in the flow-run process (the flow's own task runner)."""
-    extracted = next(f.extracted for f in data.files if f.extracted is not None)
-    output_dir = training_output(cfg.path(cfg.results_dir), spec.repo_id, data.spec.name)
+def train_step(model: PrefectFuture, datasets: list[DatasetSteps], spec: ModelSpec, cfg: PipelineConfig,
+               storage) -> PrefectFuture:
+    """Fine-tune on every dataset of the run (mixed as ``train:`` says), in the flow-run process
+    (the flow's own task runner), once all their files are fetched, verified and extracted."""
+    data = {d.spec.name: training_inputs(d, cfg.path(cfg.data_dir)) for d in datasets}
+    output_dir = training_output(cfg.path(cfg.results_dir), spec.repo_id, list(data))
     return cached(train, storage, valid=training_is_current(output_dir, cfg.train)).submit(
-        model=model, data=extracted, output_dir=str(output_dir), config=cfg.train)
+        model=model, data=data, output_dir=str(output_dir), config=cfg.train)
+
+
+def training_inputs(d: DatasetSteps, data_dir) -> dict[str, list]:
+    """What training reads of dataset ``d``: each archive's extraction target, and the downloads
+    folder when the dataset has files that are not extracted (parquet shards, JSON, images); and
+    what identifies that content for the cache key (archives by their extraction, other files by
+    name and verified digest, batch-fetched files by their results)."""
+    folders: list[str] = []
+    content: list = []
+    downloads = None
+    for f in d.files:
+        if f.extracted is not None:
+            folders.append(str(extract_target(data_dir, d.spec, f.spec)))
+            content.append(f.extracted)
+        else:
+            downloads = str(download_path(data_dir, d.spec, f.spec).parent)
+            content.append((f.spec.filename, f.verified))
+    if d.batch is not None:
+        downloads = str(download_path(data_dir, d.spec, d.batch_specs[0]).parent)
+        content.append(d.batch)
+    if downloads is not None:
+        folders.append(downloads)
+    return {"folders": folders, "content": content}
 
 
 def all_futures(model, datasets: list[DatasetSteps], trained) -> list[PrefectFuture]:

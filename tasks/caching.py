@@ -76,6 +76,8 @@ def cache_identity(value: Any) -> Any:
         return value.cache_identity()
     if isinstance(value, (list, tuple)):
         return [cache_identity(v) for v in value]
+    if isinstance(value, dict):
+        return {k: cache_identity(v) for k, v in value.items()}
     return value
 
 

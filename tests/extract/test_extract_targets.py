@@ -98,7 +98,8 @@ def test_names_no_folder_can_tell_apart_are_one_line_config_errors():
 def test_custom_archives_with_their_own_folder_nest_once(tmp_path):
     """`datasets download custom --urls .../a.tar.gz .../b.zip .../second.tar.gz`: each archive gets
     its own folder; one holding just a folder of that name (a/, b/) is not nested twice."""
-    from tasks.train import dataset_root
+    from train_pipeline.training.data_settings import DataConfig
+    from train_pipeline.training.formats.detect import detect
 
     meta = b'{"file_name": "x.png", "text": "t"}\n'
     contents = {"a.tar.gz": {"a/metadata.jsonl": meta, "a/x.png": b"png"},
@@ -110,6 +111,7 @@ def test_custom_archives_with_their_own_folder_nest_once(tmp_path):
     custom = data / "custom"
     assert tree(custom) == {"a/metadata.jsonl": meta, "a/x.png": b"png", "b/metadata.jsonl": meta,
                             "b/x.png": b"png", "second/billboards/metadata.jsonl": meta}
-    assert dataset_root(custom / "a") == custom / "a"
-    assert dataset_root(custom / "second") == custom / "second" / "billboards"
+    settings = DataConfig().dataset_settings("custom")  # training finds each archive's metadata, nested or not
+    assert detect(custom / "a", settings, "custom").files == [custom / "a" / "metadata.jsonl"]
+    assert detect(custom / "second", settings, "custom").files == [custom / "second" / "billboards" / "metadata.jsonl"]
     assert set(s for _, s in download_and_extract(data, ds, contents).values()) == {"cached"}

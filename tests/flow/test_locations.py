@@ -69,7 +69,7 @@ REFUSED = {
                                                 ("result_storage", "datasets.0 (ads) extract_to")),
     "results_dir is an extraction target": (dict(results_dir="data/signs"),
                                             ("results_dir", "datasets.1 (signs) extract_to")),
-    "data_dir inside the training output": (dict(data_dir="results/Model-2B-ads/data"),
+    "data_dir inside the training output": (dict(data_dir="results/Model-2B-ads+signs/data"),  # trained on both
                                             ("data_dir", "training output")),
     "results_dir inside the model snapshot": (dict(results_dir="models_cache/Org--Model-2B/out"),
                                               ("results_dir", "snapshot of Org/Model-2B")),

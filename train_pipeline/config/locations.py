@@ -12,8 +12,9 @@ overlap.
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -35,9 +36,16 @@ def real_path(value: str | os.PathLike, base: Path | None = None) -> Path:
     return Path(os.path.realpath(p if p.is_absolute() else (base or Path.cwd()) / p))
 
 
-def training_output(results_dir: Path, repo_id: str, dataset: str) -> Path:
-    """The training output folder of a model fine-tuned on a dataset: ``<results_dir>/<model>-<dataset>``."""
-    return results_dir / f"{repo_id.split('/')[-1]}-{dataset}"
+def training_output(results_dir: Path, repo_id: str, datasets: str | Sequence[str]) -> Path:
+    """The training output folder of a model fine-tuned on the run's datasets:
+    ``<results_dir>/<model>-<dataset>``, ``<model>-<a>+<b>`` for several, and for many whose joined
+    names grow long ``<model>-<a>+<n>-more-<digest of all names>``."""
+    names = [datasets] if isinstance(datasets, str) else list(datasets)
+    joined = "+".join(names)
+    if len(names) > 1 and len(joined) > 100:
+        digest = hashlib.sha256("\0".join(names).encode()).hexdigest()[:10]
+        joined = f"{names[0]}+{len(names) - 1}-more-{digest}"
+    return results_dir / f"{repo_id.split('/')[-1]}-{joined}"
 
 
 def check_overlaps(locations: Iterable[Location], source: str, mine: Iterable[Location] | None = None) -> None:
@@ -107,8 +115,9 @@ def pipeline_locations(cfg: PipelineConfig, datasets: list[DatasetSpec], source:
         out.append(Location(f"the snapshot of {repo_id} (models_cache)", real_path(repo_folder(models_cache, repo_id)),
                             "the model snapshot writes the repository's files"))
         if cfg.train is not None and datasets:
-            out.append(Location(f"the training output (results_dir) of {datasets[0].name}",
-                                real_path(training_output(results_dir, repo_id, datasets[0].name)),
+            names = [d.name for d in datasets]
+            out.append(Location(f"the training output (results_dir) of {'+'.join(names)}",
+                                real_path(training_output(results_dir, repo_id, names)),
                                 "training writes checkpoints and final/"))
     if any(isinstance(d, str) for d in cfg.datasets):
         from train_pipeline.config.registry import registry_path
@@ -134,7 +143,8 @@ def _model_repo(cfg: PipelineConfig) -> str | None:
 
 def check_layout(cfg: PipelineConfig | None, datasets: list[DatasetSpec], source: str = "config") -> None:
     """What only the resolved datasets tell (registry entries included): every archive extracts to
-    its own folder, and training finds the archive and an output folder name it can create.
+    its own folder, training finds something to read in every dataset it uses (and the datasets its
+    settings name), and an output folder name it can create.
     ``cfg`` None: datasets from the command line (no training, no 'datasets.N' in messages)."""
     root = Path("/data")
     targets: list[tuple[PurePosixPath, DatasetSpec, str]] = []
@@ -156,17 +166,43 @@ def check_layout(cfg: PipelineConfig | None, datasets: list[DatasetSpec], source
                                       f"{'the same folder as' if t == other else 'overlapping the folder of'} "
                                       f"{other_ds.name}/{other_file}; {fix}")
             targets.append((t, ds, f.filename))
-    if cfg is None or cfg.train is None or cfg.sample is not None or cfg.model is None or not datasets:
+    if cfg is None or cfg.train is None or (cfg.sample is None and cfg.model is None) or not datasets:
         return
-    first = datasets[0]
-    if not first.extract_to or not any(is_archive(f.filename) for f in first.files):
-        raise ConfigError(f"{source}: datasets.0: training reads the first dataset's extracted archive, but "
-                          f"{first.name!r} has {'no extract_to' if not first.extract_to else 'no archive (.zip, .tar.gz, ...)'}; "
-                          "set extract_to and list an imagefolder archive first, or set 'train: null' to only download")
-    output = training_output(Path("/"), cfg.model.repo_id, first.name).name
+    problem = cfg.train.check_dataset_names([d.name for d in datasets])
+    if problem:
+        raise ConfigError(f"{source}: {problem}")
+    if cfg.sample is not None:
+        return
+    for i, ds in enumerate(datasets):
+        used = cfg.train.dataset_settings(ds.name).weight > 0 or (cfg.train.eval and cfg.train.eval.dataset == ds.name)
+        why = untrainable(ds) if used else None
+        if why:
+            raise ConfigError(f"{source}: datasets.{i}: training reads every dataset of the run, but {ds.name!r} {why}; "
+                              f"or give it weight 0 (train.datasets: {{{ds.name}: {{weight: 0}}}}), or set 'train: null' "
+                              "to only download")
+    output = training_output(Path("/"), cfg.model.repo_id, [d.name for d in datasets]).name
     if len(output.encode()) > NAME_MAX:
         raise ConfigError(f"{source}: datasets.0: the training output folder {output[:40]!r}... is longer than "
                           f"{NAME_MAX} bytes; give the dataset a shorter name")
+
+
+DATA_SUFFIXES = (".parquet", ".arrow", ".json", ".jsonl")
+
+
+def untrainable(ds: DatasetSpec) -> str | None:
+    """Why training could never find data in ``ds`` (one phrase), else None: it has an archive it
+    extracts, or a file that may be data (a .parquet/.arrow/.json/.jsonl; a Hub source or a name
+    without a suffix, which this check cannot judge)."""
+    archives = [f for f in ds.files if is_archive(f.filename)]
+    if archives and ds.extract_to:
+        return None
+    if any(not is_archive(f.filename) and (f.filename.lower().endswith(DATA_SUFFIXES) or "." not in f.filename
+                                           or f.url.startswith("hf://")) for f in ds.files):
+        return None
+    if archives:
+        return "has archives and no extract_to: set extract_to so they are extracted"
+    return ("has no archive to extract and no data file (.parquet, .arrow, .json, .jsonl): list its archive "
+            "(and set extract_to) or its data files")
 
 
 def check_training_folders(model_dir: Path, data_dir: Path, output_dir: Path) -> str | None:
