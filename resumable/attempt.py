@@ -21,6 +21,7 @@ from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, RestartFr
 from .hashes import BackgroundHasher, ExpectedHash, InlineHasher
 from .part import PartFile
 from .progress import Reporter, human_size
+from .ramp import AUTO, AUTO_CAP
 from .retry import WATCHDOG, FreshStarts, RetryPolicy, SpeedGuard
 from .state import PartState, VerifiedRecord, corrupt_path, local_error, open_regular
 from .verify import check
@@ -35,7 +36,7 @@ class Download:
     """The download of ``url`` into ``dest``'s part file; ``attempt`` is one try at completing it
     (the retry policy ``policy`` decides on the next)."""
 
-    def __init__(self, url: str, dest: Path, size: int | None, expected: ExpectedHash | None, *, connections: int,
+    def __init__(self, url: str, dest: Path, size: int | None, expected: ExpectedHash | None, *, connections: int | str,
                  retries: int, retry_delay: float, headers: dict, timeout, progress, max_time: float | None,
                  speed_limit: float, speed_time: float, session: requests.Session | None, private: bool,
                  revalidate: VerifiedRecord | None, fresh_starts: FreshStarts):
@@ -43,7 +44,10 @@ class Download:
         self.part = PartFile(dest, url, expected, private)
         self.size, self.expected = size, expected
         self.algorithm = expected.algorithm if expected else "sha256"
-        self.connections, self.retries, self.retry_delay = connections, retries, retry_delay
+        # "auto": one connection, more while they raise the throughput (segments.split_from)
+        self.auto = connections == AUTO
+        self.connections = AUTO_CAP if self.auto else connections
+        self.retries, self.retry_delay = retries, retry_delay
         self.headers = {**headers, "Accept-Encoding": "identity"}
         self.timeout = timeout
         self.speed_limit, self.speed_time = speed_limit, speed_time
@@ -55,7 +59,7 @@ class Download:
         self.validator: str | None = None  # ETag or Last-Modified of what we publish, for the next re-check
         self.transferred = 0
         self.resumed = False
-        self.segmented = connections > 1
+        self.segmented = not self.auto and connections > 1
 
     def attempt(self) -> dict[str, str]:
         """The digests of the complete part file (NOT_MODIFIED: the file in place is current)."""
@@ -134,7 +138,10 @@ class Download:
             if resp.status_code == 206:
                 total = self._continued(resp, offset)
             else:
-                offset, total = 0, self._from_zero(resp, offset)
+                total = self._from_zero(resp, offset)
+                if self.auto and segments.worth_splitting(resp, total):
+                    return segments.split_from(self, resp, total)
+                offset = 0
             self.check_total(total, offset)
             self.reporter.set_total(total, offset)
             return self._stream(resp, offset, total)
@@ -204,7 +211,8 @@ class Download:
                      self.dest.name)
             self.policy.fresh_start()
         total = http.body_length(resp)
-        self.new_state(resp, total)
+        if not (self.auto and segments.worth_splitting(resp, total)):
+            self.new_state(resp, total)  # (a split records its segments instead)
         return total
 
     def _stream(self, resp: requests.Response, offset: int, total: int | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ log = logging.getLogger("resumable")
 
 class ResumableDownloader:
     def __init__(self, chunk_size: int = 8192, max_retries: int = 3, retry_delay: float = 1.0, *,
-                 connections: int = 1, timeout=(10, 60), headers: dict | None = None):
+                 connections: int | str = "auto", timeout=(10, 60), headers: dict | None = None):
         if chunk_size <= 0 or max_retries < 0 or retry_delay < 0:
             raise ValueError("chunk_size must be > 0, max_retries and retry_delay >= 0")
         self.chunk_size = chunk_size  # kept for compatibility; reads are always ~1 MiB

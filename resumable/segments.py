@@ -5,6 +5,7 @@ connection, and the hash of the contiguous prefix, computed as it grows."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -18,15 +19,23 @@ from .body import READ_SIZE, BufferPool, body_into
 from .disk import Writeback, pwrite_all
 from .errors import ProtocolViolation, RestartFromZero, TransferError
 from .hashes import update_from_fd
+from .ramp import Ramp
 from .retry import WATCHDOG, RetryPolicy
 from .state import PartState, open_regular
+
+log = logging.getLogger("resumable")
 
 if TYPE_CHECKING:
     from .attempt import Download
 
 MIN_SEGMENT = 32 << 20  # smaller segments gain nothing and lose to per-request overhead
 STATE_SAVE_INTERVAL = 0.1  # seconds of segment progress a SIGKILL may cost
-STEAL_MIN = 16 << 20  # a helper takes half of a segment's rest only if both halves are at least this big
+# A helper takes half of a segment's rest only if both halves are at least ``steal_min``: what one
+# connection moves in STEAL_SECONDS at the current speed, between these bounds. On a server that
+# caps each connection, a fixed 16 MiB left the last connection alone for a second (20 MB/s).
+STEAL_MIN = 16 << 20
+STEAL_FLOOR = 1 << 20
+STEAL_SECONDS = 0.25
 
 
 def plan_bounds(total: int, n: int) -> list[int]:
@@ -48,6 +57,7 @@ class SegmentPlan:
     def __init__(self, segments: list[list[int]], guard: threading.Lock):
         self.segments, self.guard = segments, guard
         self.busy: set[int] = set()
+        self.steal_min = STEAL_MIN
 
     def claim(self) -> list[int] | None:
         with self.guard:
@@ -57,7 +67,7 @@ class SegmentPlan:
                     return seg
             for i, seg in enumerate(self.segments):
                 rest = seg[1] - seg[2]
-                if id(seg) in self.busy and rest >= 2 * STEAL_MIN:
+                if id(seg) in self.busy and rest >= 2 * self.steal_min:
                     mid = seg[2] + rest // 2
                     mid -= mid % READ_SIZE if mid - mid % READ_SIZE > seg[2] + READ_SIZE else 0
                     new = [mid, seg[1], mid]
@@ -130,24 +140,65 @@ def _plan(d: Download) -> PartState | None:
         return d.new_state(resp, total, [(a, b, a) for a, b in zip(bounds, bounds[1:])])
 
 
+def worth_splitting(resp: requests.Response, total: int | None) -> bool:
+    """A 200 that auto mode may split while it streams: a large file, ranges served, a strong
+    validator to tie the ranges to this version."""
+    return (total is not None and total >= 2 * MIN_SEGMENT
+            and resp.headers.get("Accept-Ranges", "").lower() == "bytes" and bool(http.strong_validator(resp)))
+
+
+def split_from(d: Download, resp: requests.Response, total: int) -> dict[str, str]:
+    """Auto mode: the whole file's response streams on as the first connection's segment, and
+    more connections join while they raise the throughput (see ramp.py). No request is spent
+    finding out that the file is large."""
+    d.check_total(total, 0)
+    d.part.discard()
+    fd = open_regular(d.part.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    try:
+        os.ftruncate(fd, total)  # sparse: each segment writes its own region
+    finally:
+        os.close(fd)
+    state = d.new_state(resp, total, [(0, total, 0)])
+    d.segmented = True
+    d.reporter.set_total(total, 0)
+    return _SegmentedRun(d, state, first=resp).run()
+
+
+class _Speed:
+    """Bytes per second over roughly the last second."""
+
+    def __init__(self, now: float, transferred: int):
+        self.mark, self.rate = (now, transferred), 0.0
+
+    def update(self, now: float, transferred: int) -> float:
+        t0, b0 = self.mark
+        if now - t0 >= 1.0:
+            self.rate, self.mark = (transferred - b0) / (now - t0), (now, transferred)
+        return self.rate
+
+
 class _SegmentedRun:
     """The workers of one segmented attempt, and the thread that follows them (hash, record)."""
 
-    def __init__(self, d: Download, state: PartState):
+    def __init__(self, d: Download, state: PartState, first: requests.Response | None = None):
         self.d, self.state = d, state
         self.stop = threading.Event()
         self.guard = threading.Lock()
         self.plan = SegmentPlan(state.segments, self.guard)
         self.hasher, self.hashed = hashlib.new(d.algorithm), 0
+        self.first = first  # a response already streaming the first segment (split_from)
+        self.ramp = Ramp(time.monotonic(), d.connections) if d.auto else None
 
     def run(self) -> dict[str, str]:
         d = self.d
         fd = open_regular(d.part.path, os.O_RDWR)
-        workers = max(1, min(d.connections, len([s for s in self.state.segments if s[2] < s[1]])))
+        unfinished = len([s for s in self.state.segments if s[2] < s[1]])
+        workers = 1 if self.ramp else max(1, min(d.connections, unfinished))
         try:
-            with ThreadPoolExecutor(workers, thread_name_prefix="segment") as pool:
-                futures = [pool.submit(self._worker, fd) for _ in range(workers)]
-                self._follow(futures, fd)
+            with ThreadPoolExecutor(d.connections if self.ramp else workers, thread_name_prefix="segment") as pool:
+                futures = [pool.submit(self._worker, fd, self.first)]
+                futures += [pool.submit(self._worker, fd) for _ in range(workers - 1)]
+                self._follow(futures, fd, pool)
                 self._raise_failure(futures)
             os.fsync(fd)
             update_from_fd(self.hasher, fd, self.hashed, self.state.total)
@@ -157,16 +208,27 @@ class _SegmentedRun:
                 self._save()
         return {d.algorithm: self.hasher.hexdigest()}
 
-    def _follow(self, futures: list, fd: int) -> None:
+    def _follow(self, futures: list, fd: int, pool: ThreadPoolExecutor) -> None:
         """Until the workers end or one fails: hash the contiguous prefix as it grows (from the page
-        cache, overlapping the transfer), and record the progress every STATE_SAVE_INTERVAL."""
+        cache, overlapping the transfer), record the progress every STATE_SAVE_INTERVAL, and in
+        auto mode add the connections the ramp asks for."""
         last_save = time.monotonic()
+        speed = _Speed(last_save, self.d.transferred)
         pending = set(futures)
         while pending:
             finished, pending = wait(pending, timeout=0.05, return_when=FIRST_EXCEPTION)
             if any(f.exception() for f in finished):
                 self.stop.set()
                 return
+            per_connection = speed.update(time.monotonic(), self.d.transferred) / max(1, len(pending))
+            self.plan.steal_min = int(min(STEAL_MIN, max(STEAL_FLOOR, per_connection * STEAL_SECONDS)))
+            if self.ramp is not None and pending:
+                wanted = self.ramp.update(time.monotonic(), self.d.transferred)
+                if wanted > len(futures):
+                    log.debug("%s: %d connections", self.d.dest.name, wanted)
+                for _ in range(wanted - len(futures)):
+                    futures.append(pool.submit(self._worker, fd))
+                    pending.add(futures[-1])
             frontier = self.plan.frontier()
             if frontier > self.hashed:
                 update_from_fd(self.hasher, fd, self.hashed, frontier)
@@ -188,8 +250,9 @@ class _SegmentedRun:
         with self.guard:
             self.d.part.save()
 
-    def _worker(self, fd: int) -> None:
-        """Fetch unfinished segments one after another (one connection), then help the others."""
+    def _worker(self, fd: int, first: requests.Response | None = None) -> None:
+        """Fetch unfinished segments one after another (one connection), then help the others;
+        ``first``: the response that already streams the first segment."""
         session = http.new_session(1)
         try:
             while not self.stop.is_set():
@@ -197,14 +260,18 @@ class _SegmentedRun:
                 if seg is None:
                     return
                 try:
-                    self._fetch(seg, fd, session)
+                    self._fetch(seg, fd, session, first)
                 finally:
+                    first = None
                     self.plan.release(seg)
         finally:
+            if first is not None:
+                first.close()
             session.close()
 
-    def _fetch(self, seg: list[int], fd: int, session: requests.Session) -> None:
+    def _fetch(self, seg: list[int], fd: int, session: requests.Session, first: requests.Response | None) -> None:
         d, guard = self.d, self.guard
+        streaming = [first]  # taken by the first try
         pool = BufferPool(1)
         policy = RetryPolicy(retries=d.retries, delay=d.retry_delay, min_progress=d.policy.min_progress,
                              fresh_starts=d.policy.budget)
@@ -217,6 +284,11 @@ class _SegmentedRun:
                 return
             # The request asks for the segment as planned now; a helper may later take its tail
             # (seg[1] shrinks), and then this connection stops there and is closed.
+            resp, streaming[0] = streaming[0], None
+            if resp is not None:
+                with resp:
+                    self._write_body(resp, seg, done, end, fd, pool)
+                return
             headers = {"Range": f"bytes={done}-{end - 1}"}
             if d.part.state.validator:
                 headers["If-Range"] = d.part.state.validator
@@ -230,11 +302,15 @@ class _SegmentedRun:
                 if cr is None or (cr.start, cr.end, cr.total) != (done, end - 1, d.part.state.total):
                     raise RestartFromZero(f"{d.dest.name}: server answered range {done}-{end - 1} with "
                                           f"{resp.headers.get('Content-Range')!r}")
-                pos = self._receive(resp, seg, done, fd, pool)
-                if pos is not None and pos != end:
-                    raise ProtocolViolation(f"{http.redact(d.url)}: segment ended at byte {pos} of {end}")
+                self._write_body(resp, seg, done, end, fd, pool)
 
         policy.call(one_try)
+
+    def _write_body(self, resp: requests.Response, seg: list[int], done: int, end: int, fd: int,
+                    pool: BufferPool) -> None:
+        pos = self._receive(resp, seg, done, fd, pool)
+        if pos is not None and pos != end:
+            raise ProtocolViolation(f"{http.redact(self.d.url)}: segment ended at byte {pos} of {end}")
 
     def _receive(self, resp: requests.Response, seg: list[int], pos: int, fd: int, pool: BufferPool) -> int | None:
         """The segment's body, watched by the speed rule (see ``_write``)."""

@@ -37,6 +37,7 @@ from .errors import (
 )
 from .hashes import ExpectedHash, file_digest, parse_hash
 from .progress import human_size
+from .ramp import AUTO
 from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, MAX_FRESH_STARTS, FreshStarts
 from .state import (
     PartState,
@@ -68,7 +69,7 @@ class FetchResult:
 
 
 def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | ExpectedHash | None = None,
-          mirrors: tuple[str, ...] | list[str] = (), connections: int = 1, retries: int = 5,
+          mirrors: tuple[str, ...] | list[str] = (), connections: int | str = AUTO, retries: int = 5,
           retry_delay: float = 1.0, headers: dict | None = None, timeout=(10, 60), progress=None,
           lock: bool = True, max_time: float | None = None, speed_limit: float = DEFAULT_SPEED_LIMIT,
           speed_time: float = DEFAULT_SPEED_TIME, session: requests.Session | None = None) -> FetchResult:
@@ -85,8 +86,8 @@ def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | Ex
     expected = parse_hash(hash)
     if size is not None and (type(size) is not int or size < 0):
         raise UsageError(f"size {size!r}: expected a number of bytes >= 0")
-    if type(connections) is not int or connections < 1:
-        raise UsageError(f"connections {connections!r}: use 1 or more")
+    if connections != AUTO and (type(connections) is not int or connections < 1):
+        raise UsageError(f"connections {connections!r}: use 1 or more, or 'auto'")
     if type(retries) is not int or retries < 0:
         raise UsageError(f"retries {retries!r}: use 0 or more")
     if not speed_limit >= 0 or not speed_time > 0:

@@ -40,7 +40,7 @@ DOWNLOAD_CACHE = StableInputs(exclude=("url", "mirrors", "connections", "retries
       retry_delay_seconds=[2, 10], retry_condition_fn=transient_only,
       task_run_name=run_name("fetch", "dest"))
 def fetch_with_resume(url: str, dest: str, size: int | None = None, hash: str | None = None,
-                      mirrors: tuple[str, ...] = (), connections: int = 1, retries: int = 5) -> resumable.FetchResult:
+                      mirrors: tuple[str, ...] = (), connections: int | str = "auto", retries: int = 5) -> resumable.FetchResult:
     """Download ``url`` to ``dest``; resumes a ``.part`` left by an earlier run, tries mirrors in order."""
     logger = get_run_logger()
     name = Path(dest).name
@@ -63,7 +63,7 @@ BATCH_CACHE = StableInputs(exclude=("jobs", "connections", "retries"))  # files 
 @task(cache_policy=BATCH_CACHE, persist_result=True, result_serializer=DataOnlyJSON(), retries=2,
       retry_delay_seconds=[2, 10], retry_condition_fn=transient_only,
       task_run_name=run_name("fetch-batch", "dest_dir"))
-def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, connections: int = 1,
+def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, connections: int | str = "auto",
                 retries: int = 5) -> list[resumable.FetchResult]:
     """Many small files in one task: bounded concurrency over one connection pool, each verified
     (size, hash) as it streams. A failure fails the task after the others finished; a re-run

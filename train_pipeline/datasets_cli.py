@@ -74,7 +74,9 @@ def _add_download_options(p: argparse.ArgumentParser, default=None) -> None:
     p.add_argument("--urls", metavar="URL", nargs="+", default=d(None),
                    help="the files of a 'custom' dataset (or replace a dataset's files); several download as a batch")
     p.add_argument("--no-extract", action="store_true", default=d(False), help="keep archives as downloaded")
-    p.add_argument("--connections", type=int, default=d(1), metavar="N", help="HTTP connections per large file")
+    p.add_argument("--connections", type=_connections, default=d("auto"), metavar="N|auto",
+                   help="HTTP connections per large file: auto (default) adds connections while they raise the "
+                        "speed; N forces N")
     p.add_argument("--retries", type=int, default=d(5), metavar="N",
                    help="retries per source after a transient failure, with exponential backoff (default 5)")
     p.add_argument("--quiet", action="store_true", default=d(False), help="no progress bars")
@@ -130,12 +132,12 @@ def resolve(name: str, registry: str | None, urls: list[str] | None) -> DatasetS
 
 
 def download(name: str, *, registry: str | None = None, data_dir: str = "./data", urls: list[str] | None = None,
-             extract: bool = True, connections: int = 1, retries: int = 5, quiet: bool = False) -> int:
+             extract: bool = True, connections: int | str = "auto", retries: int = 5, quiet: bool = False) -> int:
     import resumable
     from resumable.errors import ResumableError
 
-    if not 1 <= connections <= MAX_CONNECTIONS:
-        raise ConfigError(f"--connections {connections}: use 1 to {MAX_CONNECTIONS}")
+    if connections != "auto" and not (type(connections) is int and 1 <= connections <= MAX_CONNECTIONS):
+        raise ConfigError(f"--connections {connections}: use 1 to {MAX_CONNECTIONS}, or auto")
     if not 0 <= retries <= MAX_RETRIES:
         raise ConfigError(f"--retries {retries}: use 0 to {MAX_RETRIES}")
     _check_option("--data-dir", data_dir)
@@ -240,3 +242,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _connections(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of connections, or auto") from None

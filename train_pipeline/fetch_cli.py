@@ -23,8 +23,9 @@ def register(sub) -> None:
     p.add_argument("--size", type=_size, metavar="N", help="expected size in bytes")
     p.add_argument("--mirror", action="append", default=[], metavar="URL",
                    help="another source of the same file, tried in order if the first fails (-o only)")
-    p.add_argument("--connections", type=_positive, default=1, metavar="N",
-                   help="parallel connections per file for servers that cap each connection (default 1)")
+    p.add_argument("--connections", type=_connections, default="auto", metavar="N|auto",
+                   help="connections per file: auto (default) starts with one and adds more, up to 8, while they "
+                        "raise the speed (servers that cap each connection); N forces N")
     p.add_argument("--retries", type=_non_negative, default=5, metavar="N",
                    help="retries in a row without progress before giving up (default 5)")
     p.add_argument("--jobs", type=_positive, default=4, metavar="N", help="files fetched at once with -d (default 4)")
@@ -162,6 +163,10 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("use 1 or more")
     return value
+
+
+def _connections(text: str) -> int | str:
+    return "auto" if text.strip().lower() == "auto" else _positive(text)
 
 
 def _non_negative(text: str) -> int:

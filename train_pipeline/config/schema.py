@@ -273,7 +273,9 @@ class PipelineConfig(_Strict):
     )
     registry: str | None = Field(None, description="dataset registry file (default configs/datasets.yaml)")
     max_workers: int = Field(4, ge=1, le=64, description="downloads running at the same time")
-    connections: int = Field(1, ge=1, le=MAX_CONNECTIONS, description="HTTP connections per large file")
+    connections: int | str = Field(
+        "auto", description="HTTP connections per large file: 'auto' adds connections while they raise the speed "
+                            "(up to 8), a number forces it")
     retries: int = Field(5, ge=0, le=MAX_RETRIES, description="engine retries per transfer (exponential backoff)")
     task_retries: int = Field(2, ge=0, le=10, description="Prefect retries of a download task after transient errors")
     task_retry_delay: float = Field(
@@ -293,6 +295,13 @@ class PipelineConfig(_Strict):
         if v is False:
             return None
         return v
+
+    @field_validator("connections", mode="before")
+    @classmethod
+    def _connections(cls, v: Any) -> int | str:
+        if v == "auto" or (type(v) is int and 1 <= v <= MAX_CONNECTIONS):
+            return v
+        raise ValueError(f"{v!r}: use 'auto' (add connections while they raise the speed) or 1 to {MAX_CONNECTIONS}")
 
     @field_validator("task_runner", mode="before")
     @classmethod
