@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -21,7 +22,7 @@ from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, RestartFr
 from .hashes import BackgroundHasher, ExpectedHash, InlineHasher
 from .part import PartFile
 from .progress import Reporter, human_size
-from .ramp import AUTO, AUTO_CAP
+from .ramp import AUTO, AUTO_CAP, LinkProbe
 from .retry import WATCHDOG, FreshStarts, RetryPolicy, SpeedGuard
 from .state import PartState, VerifiedRecord, corrupt_path, local_error, open_regular
 from .verify import check
@@ -44,7 +45,7 @@ class Download:
         self.part = PartFile(dest, url, expected, private)
         self.size, self.expected = size, expected
         self.algorithm = expected.algorithm if expected else "sha256"
-        # "auto": one connection, more while they raise the throughput (segments.split_from)
+        # "auto": one connection, more while they raise the throughput (segments.join_in)
         self.auto = connections == AUTO
         self.connections = AUTO_CAP if self.auto else connections
         self.retries, self.retry_delay = retries, retry_delay
@@ -138,13 +139,13 @@ class Download:
             if resp.status_code == 206:
                 total = self._continued(resp, offset)
             else:
-                total = self._from_zero(resp, offset)
-                if self.auto and segments.worth_splitting(resp, total):
-                    return segments.split_from(self, resp, total)
-                offset = 0
+                offset, total = 0, self._from_zero(resp, offset)
             self.check_total(total, offset)
             self.reporter.set_total(total, offset)
-            return self._stream(resp, offset, total)
+            probe = None
+            if self.auto and segments.worth_splitting(resp, total):
+                probe = LinkProbe(time.monotonic(), time.monotonic)
+            return self._stream(resp, offset, total, probe)
 
     def _resume_offset(self) -> int:
         offset = self.part.size() if self.part.state and self.part.is_regular() else 0
@@ -211,11 +212,11 @@ class Download:
                      self.dest.name)
             self.policy.fresh_start()
         total = http.body_length(resp)
-        if not (self.auto and segments.worth_splitting(resp, total)):
-            self.new_state(resp, total)  # (a split records its segments instead)
+        self.new_state(resp, total)
         return total
 
-    def _stream(self, resp: requests.Response, offset: int, total: int | None) -> dict[str, str]:
+    def _stream(self, resp: requests.Response, offset: int, total: int | None, probe: LinkProbe | None = None
+                ) -> dict[str, str]:
         # Read and written through one descriptor: the hashing thread reads back the regions the
         # kernel spliced in (see zerocopy), and must be done before the descriptor closes.
         fd = open_regular(self.part.path, os.O_RDWR | os.O_CREAT)
@@ -228,9 +229,12 @@ class Download:
             else:
                 os.ftruncate(fd, 0)
             try:
-                for n in self._receive(resp, fd, pos, total, hasher):
+                for n in self._receive(resp, fd, pos, total, hasher, probe):
                     pos += n
                     self.count(n)
+                handed_over = probe is not None and probe.split and pos < total
+                if handed_over:
+                    prefix_hash = hasher.detach()  # of bytes [0, pos)
             except BaseException as exc:
                 if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                     os.ftruncate(fd, pos)  # a piece half written: keep exactly the bytes we count
@@ -238,11 +242,14 @@ class Download:
                     raise local_error(exc, self.dest) from None
                 self.part.record_partial(pos)
                 raise
-            os.fsync(fd)
-            digest = hasher.hexdigest()
+            if not handed_over:
+                os.fsync(fd)
+                digest = hasher.hexdigest()
         finally:
             hasher.close()
             os.close(fd)
+        if handed_over:  # this connection waits on the link: others join it (segments.join_in)
+            return segments.join_in(self, resp, prefix_hash, pos, probe.rate)
         if total is not None and pos != total:
             self.part.record_partial(pos)
             raise ProtocolViolation(f"{http.redact(self.url)}: body ended at byte {pos} of {total}")
@@ -252,7 +259,7 @@ class Download:
         return {self.algorithm: digest}
 
     def _receive(self, resp: requests.Response, fd: int, pos: int, total: int | None,
-                 hasher: BackgroundHasher) -> Iterator[int]:
+                 hasher: BackgroundHasher, probe: LinkProbe | None = None) -> Iterator[int]:
         """Write the body into ``fd`` from ``pos`` on, feeding ``hasher``; yields each piece's size.
 
         A body longer than the expected size stops at once; a trickle ends by the speed rule.
@@ -261,7 +268,7 @@ class Download:
         cap = total if total is not None else self.size
         with WATCHDOG.watching(guard):
             try:
-                for n in receive_into(resp, self.url, fd, pos, total, hasher):
+                for n in receive_into(resp, self.url, fd, pos, total, hasher, probe):
                     pos += n
                     if cap is not None and pos > cap:
                         self.part.discard()

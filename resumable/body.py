@@ -84,19 +84,25 @@ class _Unpooled:
 _UNPOOLED = _Unpooled()
 
 
-def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None):
+def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None, probe=None):
     """The body as (memoryview, buffer) pairs, each view into a pooled buffer that the consumer
     releases when done with it. One ``readinto1`` per read: what has arrived, up to READ_SIZE, so
     a cut connection loses no received bytes (as ``read_raw``). ``direct``: the (socket file, bytes
-    left) of ``wire.plain_body``, when the caller already read part of it."""
+    left) of ``wire.plain_body``, when the caller already read part of it. ``probe``: see
+    ``zerocopy.splice_into``."""
     direct = direct or wire.plain_body(resp)
     if direct is None:
         for chunk in read_raw(resp, url):
             yield memoryview(chunk), _UNPOOLED
         return
     fp, left = direct
-    at_hand = _at_hand(wire.socket_of(fp))
+    sock = wire.socket_of(fp)
+    at_hand = _at_hand(sock)
+    ready = (at_hand or _poller(sock)) if probe is not None else None
     while left is None or left > 0:
+        if probe is not None and probe.stop_here():
+            return
+        waited = probe is not None and not ready()
         buf = pool.get()
         view = memoryview(buf.data)
         if left is not None and left < len(view):
@@ -111,6 +117,8 @@ def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None):
         if not n:
             buf.release()
             return
+        if probe is not None:
+            probe.note(waited, n)
         if left is not None:
             left -= n
         yield view[:n], buf
@@ -131,6 +139,13 @@ def _at_hand(sock):
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     return lambda: sock.pending() > 0 or bool(poller.poll(0))
+
+
+def _poller(sock):
+    """A callable telling whether the kernel holds data for ``sock`` (no wait)."""
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return lambda: bool(poller.poll(0))
 
 
 def _fill(fp, view: memoryview, n: int, at_hand) -> int:
@@ -157,23 +172,25 @@ def finish(resp: requests.Response) -> None:
 
 
 def receive_into(resp: requests.Response, url: str, fd: int, pos: int, total: int | None,
-                 hasher: BackgroundHasher) -> Iterator[int]:
+                 hasher: BackgroundHasher, probe=None) -> Iterator[int]:
     """Write the body into ``fd`` from ``pos`` on, feeding ``hasher``; yields each piece's size.
 
     Spliced by the kernel where it pays (plain HTTP on Linux, bodies larger than one read: no
     copy through Python), else read into pooled buffers that the hasher hands back once hashed.
+    ``probe`` (ramp.LinkProbe) may end the reading early, between pieces, with every piece
+    written and handed to the hasher; the rest of the body is then still to be read.
     """
     flusher = Writeback(fd, pos)
     direct = wire.plain_body(resp)
     sock = zerocopy.body_socket(direct[0]) if direct and (direct[1] is None or direct[1] > READ_SIZE) else None
     if sock is not None:
-        rest = yield from _splice(resp, url, fd, pos, direct, sock, hasher, flusher)
+        rest = yield from _splice(resp, url, fd, pos, direct, sock, hasher, flusher, probe)
         if rest is None:
             return
         pos, direct = rest
     # reused: fresh memory per read costs page faults; small files get small buffers
     pool = BufferPool(HASH_BUFFERS + 1, READ_SIZE if total is None else min(READ_SIZE, max(1, total - pos)))
-    for chunk, buf in body_into(resp, url, pool, direct):
+    for chunk, buf in body_into(resp, url, pool, direct, probe):
         pwrite_all(fd, chunk, pos)
         hasher.update(chunk, buf.release)
         pos += len(chunk)
@@ -182,7 +199,7 @@ def receive_into(resp: requests.Response, url: str, fd: int, pos: int, total: in
 
 
 def _splice(resp: requests.Response, url: str, fd: int, pos: int, direct, sock, hasher: BackgroundHasher,
-            flusher: Writeback):
+            flusher: Writeback, probe=None):
     """The body spliced from ``sock`` into ``fd`` (see ``receive_into``). Returns None once the body
     is in, or (position, what ``body_into`` reads on from) when the file system refused splice."""
     fp, left = direct
@@ -200,7 +217,7 @@ def _splice(resp: requests.Response, url: str, fd: int, pos: int, direct, sock, 
         yield len(head)
     hashed = pos
     try:
-        for n in zerocopy.splice_into(sock, fd, pos, left):
+        for n in zerocopy.splice_into(sock, fd, pos, left, probe):
             pos += n
             if pos - hashed >= HASH_STEP:
                 # The hashing thread also starts the region's writeback once it has read

@@ -129,6 +129,10 @@ class InlineHasher:
     def hexdigest(self) -> str:
         return self._hash.hexdigest()
 
+    def detach(self):
+        """The hash object, to go on with elsewhere."""
+        return self._hash
+
     def close(self) -> None:
         pass
 
@@ -188,10 +192,14 @@ class BackgroundHasher:
         self._queue.put(_Region(fd, start, end, then))
 
     def hexdigest(self) -> str:
+        return self.detach().hexdigest()
+
+    def detach(self):
+        """The hash object once everything queued is hashed, to go on with elsewhere."""
         self.close()
         if self._error:
             raise self._error
-        return self._hash.hexdigest()
+        return self._hash
 
     def close(self) -> None:
         if self._thread.is_alive():

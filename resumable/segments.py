@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import requests
 
-from . import http
+from . import http, wire
 from .body import READ_SIZE, BufferPool, body_into
 from .disk import Writeback, pwrite_all
 from .errors import ProtocolViolation, RestartFromZero, TransferError
@@ -147,21 +147,23 @@ def worth_splitting(resp: requests.Response, total: int | None) -> bool:
             and resp.headers.get("Accept-Ranges", "").lower() == "bytes" and bool(http.strong_validator(resp)))
 
 
-def split_from(d: Download, resp: requests.Response, total: int) -> dict[str, str]:
-    """Auto mode: the whole file's response streams on as the first connection's segment, and
-    more connections join while they raise the throughput (see ramp.py). No request is spent
-    finding out that the file is large."""
-    d.check_total(total, 0)
-    d.part.discard()
-    fd = open_regular(d.part.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+def join_in(d: Download, resp: requests.Response, prefix_hash, pos: int, one_rate: float) -> dict[str, str]:
+    """Auto mode, once the first connection has shown that it waits on the link (ramp.LinkProbe):
+    the part file becomes one segment, done up to ``pos``, that this response goes on streaming,
+    and more connections join while they raise the throughput. ``prefix_hash``: of bytes [0, pos)."""
+    total = d.part.state.total
+    fd = open_regular(d.part.path, os.O_WRONLY)
     try:
         os.ftruncate(fd, total)  # sparse: each segment writes its own region
     finally:
         os.close(fd)
-    state = d.new_state(resp, total, [(0, total, 0)])
+    d.part.state.segments = [[0, total, pos]]
+    d.part.save()
     d.segmented = True
-    d.reporter.set_total(total, 0)
-    return _SegmentedRun(d, state, first=resp).run()
+    log.debug("%s: waiting on the link at %.0f MB/s; adding connections", d.dest.name, one_rate / 1e6)
+    fp, _ = wire.plain_body(resp)
+    return _SegmentedRun(d, d.part.state, first=(resp, (fp, total - pos)), prefix=(prefix_hash, pos),
+                         one_rate=one_rate).run()
 
 
 class _Speed:
@@ -180,20 +182,20 @@ class _Speed:
 class _SegmentedRun:
     """The workers of one segmented attempt, and the thread that follows them (hash, record)."""
 
-    def __init__(self, d: Download, state: PartState, first: requests.Response | None = None):
+    def __init__(self, d: Download, state: PartState, first=None, prefix=None, one_rate: float | None = None):
         self.d, self.state = d, state
         self.stop = threading.Event()
         self.guard = threading.Lock()
         self.plan = SegmentPlan(state.segments, self.guard)
-        self.hasher, self.hashed = hashlib.new(d.algorithm), 0
-        self.first = first  # a response already streaming the first segment (split_from)
-        self.ramp = Ramp(time.monotonic(), d.connections) if d.auto else None
+        self.hasher, self.hashed = prefix or (hashlib.new(d.algorithm), 0)
+        self.first = first  # (response, its body's (socket file, bytes left)) streaming the first segment
+        self.ramp = Ramp(time.monotonic(), d.connections, d.transferred, one_rate) if d.auto else None
 
     def run(self) -> dict[str, str]:
         d = self.d
         fd = open_regular(d.part.path, os.O_RDWR)
         unfinished = len([s for s in self.state.segments if s[2] < s[1]])
-        workers = 1 if self.ramp else max(1, min(d.connections, unfinished))
+        workers = self.ramp.connections if self.ramp else max(1, min(d.connections, unfinished))
         try:
             with ThreadPoolExecutor(d.connections if self.ramp else workers, thread_name_prefix="segment") as pool:
                 futures = [pool.submit(self._worker, fd, self.first)]
@@ -250,9 +252,9 @@ class _SegmentedRun:
         with self.guard:
             self.d.part.save()
 
-    def _worker(self, fd: int, first: requests.Response | None = None) -> None:
+    def _worker(self, fd: int, first=None) -> None:
         """Fetch unfinished segments one after another (one connection), then help the others;
-        ``first``: the response that already streams the first segment."""
+        ``first``: (the response that already streams the first segment, its body's reader)."""
         session = http.new_session(1)
         try:
             while not self.stop.is_set():
@@ -266,10 +268,10 @@ class _SegmentedRun:
                     self.plan.release(seg)
         finally:
             if first is not None:
-                first.close()
+                first[0].close()
             session.close()
 
-    def _fetch(self, seg: list[int], fd: int, session: requests.Session, first: requests.Response | None) -> None:
+    def _fetch(self, seg: list[int], fd: int, session: requests.Session, first) -> None:
         d, guard = self.d, self.guard
         streaming = [first]  # taken by the first try
         pool = BufferPool(1)
@@ -284,10 +286,11 @@ class _SegmentedRun:
                 return
             # The request asks for the segment as planned now; a helper may later take its tail
             # (seg[1] shrinks), and then this connection stops there and is closed.
-            resp, streaming[0] = streaming[0], None
-            if resp is not None:
+            taken, streaming[0] = streaming[0], None
+            if taken is not None:
+                resp, direct = taken
                 with resp:
-                    self._write_body(resp, seg, done, end, fd, pool)
+                    self._write_body(resp, seg, done, end, fd, pool, direct)
                 return
             headers = {"Range": f"bytes={done}-{end - 1}"}
             if d.part.state.validator:
@@ -307,17 +310,18 @@ class _SegmentedRun:
         policy.call(one_try)
 
     def _write_body(self, resp: requests.Response, seg: list[int], done: int, end: int, fd: int,
-                    pool: BufferPool) -> None:
-        pos = self._receive(resp, seg, done, fd, pool)
+                    pool: BufferPool, direct=None) -> None:
+        pos = self._receive(resp, seg, done, fd, pool, direct)
         if pos is not None and pos != end:
             raise ProtocolViolation(f"{http.redact(self.d.url)}: segment ended at byte {pos} of {end}")
 
-    def _receive(self, resp: requests.Response, seg: list[int], pos: int, fd: int, pool: BufferPool) -> int | None:
+    def _receive(self, resp: requests.Response, seg: list[int], pos: int, fd: int, pool: BufferPool,
+                 direct=None) -> int | None:
         """The segment's body, watched by the speed rule (see ``_write``)."""
         flusher = Writeback(fd, pos)
         with WATCHDOG.watching(resp.guard):
             try:
-                pos = self._write(resp, seg, pos, fd, pool, flusher)
+                pos = self._write(resp, seg, pos, fd, pool, flusher, direct)
             except TransferError:
                 resp.guard.raise_if_tripped()
                 raise
@@ -325,10 +329,10 @@ class _SegmentedRun:
         return pos
 
     def _write(self, resp: requests.Response, seg: list[int], pos: int, fd: int, pool: BufferPool,
-               flusher: Writeback) -> int | None:
+               flusher: Writeback, direct=None) -> int | None:
         """Write a segment's body from ``pos`` on; returns the position reached, or None when it stopped
         early on purpose (stopping, or a helper took the rest of the segment)."""
-        for chunk, buf in body_into(resp, self.d.url, pool):
+        for chunk, buf in body_into(resp, self.d.url, pool, direct):
             try:
                 if self.stop.is_set():
                     return None

@@ -17,6 +17,7 @@ import sys
 from typing import Iterator
 
 from . import wire
+from .disk import WRITE_PIECE
 
 PIPE_SIZE = 1 << 20  # bytes per splice; the default pipe (64 KiB) would mean 16x the system calls
 _F_SETPIPE_SZ = 1031
@@ -46,9 +47,10 @@ class SocketError(Exception):
         self.error = error
 
 
-def splice_into(sock: socket.socket, fd: int, pos: int, left: int | None) -> Iterator[int]:
+def splice_into(sock: socket.socket, fd: int, pos: int, left: int | None, probe=None) -> Iterator[int]:
     """Move up to ``left`` bytes (None: until EOF) from ``sock`` into ``fd`` at ``pos``; yields the
-    byte count of each piece once it is in the file.
+    byte count of each piece once it is in the file. ``probe`` (ramp.LinkProbe) learns whether
+    each read waited for data, and may stop the transfer between pieces.
 
     Socket errors and read timeouts raise SocketError; file errors (ENOSPC, ...) raise from the
     write side as ``os.pwrite`` would. Raises SpliceRefused when the first splice is refused,
@@ -64,11 +66,15 @@ def splice_into(sock: socket.socket, fd: int, pos: int, left: int | None) -> Ite
             pass  # above /proc/sys/fs/pipe-max-size: the default pipe works, with smaller pieces
         sfd, timeout = sock.fileno(), sock.gettimeout()
         first, copy = True, False
+        waited = False
         while left is None or left > 0:
+            if probe is not None and not waited and probe.stop_here():
+                return
             want = PIPE_SIZE if left is None else min(PIPE_SIZE, left)
             try:
                 n = os.splice(sfd, w, want)
             except BlockingIOError:  # a socket with a timeout is non-blocking underneath
+                waited = True
                 _wait_readable(sfd, timeout)
                 continue
             except OSError as exc:
@@ -78,6 +84,9 @@ def splice_into(sock: socket.socket, fd: int, pos: int, left: int | None) -> Ite
             first = False
             if not n:
                 return
+            if probe is not None:
+                probe.note(waited, n)
+            waited = False
             copy = _drain(r, fd, n, pos, copy)
             pos += n
             if left is not None:
@@ -94,7 +103,7 @@ def _drain(r: int, fd: int, n: int, pos: int, copy: bool) -> bool:
     while done < n:
         if not copy:
             try:
-                done += os.splice(r, fd, n - done, offset_dst=pos + done)
+                done += os.splice(r, fd, min(n - done, WRITE_PIECE), offset_dst=pos + done)  # see disk.py
                 continue
             except OSError as exc:
                 if exc.errno not in _NO_SPLICE:

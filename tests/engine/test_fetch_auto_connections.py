@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from engine_helpers import make_file, sha256_of
 from resumable import fetch
-from resumable.ramp import AUTO_CAP, SETTLE, WINDOW, Ramp
+from resumable.ramp import AUTO_CAP, MIN_READS, SETTLE, WAITING, WINDOW, LinkProbe, Ramp
 
 BIG = 80 << 20  # above the 64 MiB auto mode splits from
 
@@ -85,6 +85,21 @@ def test_an_auto_split_download_killed_midway_resumes_its_segments(served, tmp_p
     assert all(x.range for x in gets(srv))
 
 
+@pytest.mark.slow
+def test_an_unthrottled_nginx_keeps_one_connection(nginx, tmp_path):
+    """Reads that find their data waiting (this machine, not the link, is the limit) get no company:
+    on loopback a second connection only costs."""
+    base, root, access_log = nginx
+    digest = make_file(root / "fast.bin", BIG, seed=7)
+    mark = access_log.stat().st_size
+    r = fetch(f"{base}/fast.bin", tmp_path / "fast.bin", hash=f"sha256:{digest}", progress=False)
+    assert r.status == "downloaded" and sha256_of(tmp_path / "fast.bin") == digest
+    with open(access_log, "rb") as f:
+        f.seek(mark)
+        lines = [ln for ln in f.read().decode().splitlines() if "/fast.bin" in ln]
+    assert len(lines) == 1, lines
+
+
 # -- the ramp's rule ---------------------------------------------------------------------------------
 def drive(ramp: Ramp, rate_of, seconds: float = 10.0, step: float = 0.01) -> list[int]:
     """Feed ``ramp`` the bytes a link delivers at ``rate_of(connections, now)`` bytes/s; the counts seen."""
@@ -122,3 +137,39 @@ def test_any_rates_stay_within_one_and_the_cap_and_never_shrink(rates, cap):
 
 def test_nothing_arriving_decides_nothing():
     assert set(drive(Ramp(0.0, AUTO_CAP), lambda n, _t: 0.0)) == {1}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+@settings(max_examples=300, deadline=None)
+@given(waits=st.lists(st.booleans(), min_size=1, max_size=200), gap=st.floats(0.001, 0.2))
+def test_the_probe_splits_only_after_a_window_where_most_reads_waited(waits, gap):
+    clock = Clock()
+    probe = LinkProbe(0.0, clock)
+    start, reads, waited_reads = 0.0, 0, 0  # the documented rule, computed alongside
+    for waited in waits:
+        clock.now += gap
+        due = clock.now - start >= WINDOW
+        expected = due and reads >= MIN_READS and waited_reads >= WAITING * reads
+        assert probe.stop_here() == expected
+        if expected:
+            assert probe.split
+            return
+        if due:
+            start, reads, waited_reads = clock.now, 0, 0
+        probe.note(waited, 1000)
+        reads, waited_reads = reads + 1, waited_reads + waited
+    assert not probe.split
+
+
+def test_a_link_bound_connection_starts_the_ramp_at_two():
+    ramp = Ramp(0.0, AUTO_CAP, transferred=5 << 20, one_rate=20e6)
+    assert ramp.connections == 2
+    seen = drive(ramp, lambda n, _t: 20e6 * n)
+    assert seen[-1] == AUTO_CAP

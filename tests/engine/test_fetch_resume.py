@@ -30,9 +30,12 @@ def spawn(url: str, dest: Path, digest: str, connections: int = 1) -> subprocess
 
 
 def progress_of(dest: Path) -> int:
-    """Bytes a killed child had secured: .part size, or the segments' done counters."""
+    """Bytes a killed child had secured: .part size, or the segments' done counters; nothing while
+    the part has no state record yet (a segmented part is sparse, full size, from the start)."""
     state = PartState.load(dest)
-    if state and state.segments:
+    if state is None:
+        return 0
+    if state.segments:
         return sum(done - start for start, _, done in state.segments)
     return part_path(dest).stat().st_size if part_path(dest).exists() else 0
 

@@ -24,9 +24,9 @@ def spliced(monkeypatch):
     moved: list[int] = []
     real = zerocopy.splice_into
 
-    def spy(sock, fd, pos, left):
+    def spy(sock, fd, pos, left, probe=None):
         moved.append(0)
-        for n in real(sock, fd, pos, left):
+        for n in real(sock, fd, pos, left, probe):
             moved[-1] += n
             yield n
 
