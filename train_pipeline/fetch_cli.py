@@ -166,7 +166,15 @@ def _positive(text: str) -> int:
 
 
 def _connections(text: str) -> int | str:
-    return "auto" if text.strip().lower() == "auto" else _positive(text)
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of connections (1 or more), or auto")
+    return value
 
 
 def _non_negative(text: str) -> int:
