@@ -66,6 +66,10 @@ class Download:
         """The digests of the complete part file (NOT_MODIFIED: the file in place is current)."""
         try:
             return self._attempt_and_check()
+        except TransferError as exc:
+            if getattr(exc, "refused", False) and not self.transferred:
+                exc.transient = False  # refused before any byte came: a wrong address or a server that is down
+            raise
         except FileNotFoundError:
             # Only another writer that ignored (or never saw) our lock removes the .part.
             self.part.state = None

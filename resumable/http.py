@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import email.utils
+import errno
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -159,7 +161,7 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
             raise UsageError(f"URL {redact(current)!r}: {describe_network_error(exc)}") from None
         except requests.exceptions.RequestException as exc:
             guard.raise_if_tripped()
-            raise TransferError(f"{redact(current)}: {describe_network_error(exc)}") from None
+            raise connect_error(current, exc) from None
         finally:
             _current.guard = None
         if resp.status_code in (301, 302, 303, 307, 308) and "Location" in resp.headers:
@@ -181,6 +183,38 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
     raise TransferError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects; check the URL")
 
 
+def connect_error(url: str, exc: BaseException) -> TransferError:
+    """The TransferError of a request that got no answer. A host name that does not exist is not
+    worth another try (curl and wget give up at once too); a refused connection is marked
+    ``refused``: the download decides (attempt.py: worth retrying only once bytes came)."""
+    cause = _root_cause(exc)
+    err = TransferError(f"{redact(url)}: {describe_network_error(exc)}")
+    if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_HOST:
+        err.transient = False
+    err.refused = isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED
+    return err
+
+
+# getaddrinfo's "no such name" answers; EAI_AGAIN (a resolver that did not answer) stays transient
+_NO_SUCH_HOST = {getattr(socket, name) for name in ("EAI_NONAME", "EAI_NODATA") if hasattr(socket, name)}
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost error under requests' and urllib3's wrappers (``reason``, then the chain)."""
+    seen = 0
+    while seen < 16:
+        seen += 1
+        inner = getattr(exc, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = exc.__cause__ or exc.__context__
+        if inner is None and exc.args and isinstance(exc.args[0], BaseException):
+            inner = exc.args[0]
+        if not isinstance(inner, BaseException) or inner is exc:
+            return exc
+        exc = inner
+    return exc
+
+
 def describe_network_error(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, requests.exceptions.ConnectTimeout):
@@ -188,7 +222,7 @@ def describe_network_error(exc: BaseException) -> str:
     if isinstance(exc, requests.exceptions.ReadTimeout) or "timed out" in text.lower():
         return "read timed out"
     if isinstance(exc, requests.exceptions.ConnectionError) and "refused" in text.lower():
-        return "connection refused"
+        return "connection refused (nothing listens at that host and port); check the URL, or start the server"
     if "NameResolution" in text or "Name or service not known" in text or "nodename nor servname" in text:
         return "the host name does not resolve (DNS); check the host in the URL and the network"
     name = type(exc).__name__

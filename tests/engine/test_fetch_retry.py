@@ -110,12 +110,50 @@ def test_stalled_connection_times_out_and_resumes(served, tmp_path):
     assert srv.log[-1].range == "bytes=200000-"
 
 
-def test_connection_refused_is_transient_then_fails_clearly(tmp_path):
+def test_a_refused_first_connection_fails_at_once_with_the_fix(tmp_path):
+    """Nothing listens there: a wrong address or a server that is down. Retrying with backoff only
+    delayed the one-line answer (35 s with the defaults); curl and wget give up at once too."""
+    import time
+
     from engine_helpers import free_port
 
     url = f"http://127.0.0.1:{free_port()}/f.bin"
-    with pytest.raises(TransferError, match="connection refused"):
-        fetch(url, tmp_path / "f.bin", retries=1, retry_delay=0.01, progress=False)
+    t0 = time.monotonic()
+    with pytest.raises(TransferError, match="connection refused.*check the URL") as info:
+        fetch(url, tmp_path / "f.bin", retry_delay=1.0, progress=False)  # default retries: 5
+    assert time.monotonic() - t0 < 1.0 and not info.value.transient
+    assert not (tmp_path / "f.bin").exists()
+
+
+def test_a_server_refusing_after_bytes_came_is_waited_for_and_resumed(tmp_path):
+    """Refused once the download had bytes: a server restarting. That is retried, and resumed."""
+    import threading
+
+    from engine_helpers import free_port
+    from offline.file_server import FileServer
+
+    root = tmp_path / "srv"
+    digest = make_file(root / "f.bin", 4 << 20)
+    port = free_port()
+    first = FileServer(root, port=port).start()
+    first.fault("f.bin", cut_after=1 << 20, stall=1.0)  # 1 MiB, a second of silence, then the cut
+    restarted = []
+
+    def restart():  # the listener goes during the silence; a new server comes 1.5 s later
+        first.stop()
+        time.sleep(1.5)
+        restarted.append(FileServer(root, port=port).start())
+
+    timer = threading.Timer(0.3, restart)
+    timer.start()
+    try:
+        result = fetch(first.url("f.bin"), tmp_path / "f.bin", hash=digest, retry_delay=0.2, progress=False)
+    finally:
+        timer.join()
+        for srv in restarted:
+            srv.stop()
+    assert sha256_of(result.path) == digest and result.status == "resumed"
+    assert [r.range for r in restarted[0].log if r.method == "GET"] == [f"bytes={1 << 20}-"]
 
 
 def test_lying_content_length_is_resumed_not_trusted(served, tmp_path):
