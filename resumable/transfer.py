@@ -38,7 +38,7 @@ from .errors import (
 from .hashes import ExpectedHash, file_digest, parse_hash
 from .progress import human_size
 from .ramp import AUTO
-from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, MAX_FRESH_STARTS, FreshStarts
+from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, MAX_FRESH_STARTS, FreshStarts, is_transient
 from .state import (
     PartState,
     VerifiedRecord,
@@ -155,7 +155,9 @@ def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedH
                     log.warning("%s; trying the next mirror", exc)
         if len(failures) == 1:
             raise failures[0]
-        raise TransferError("all sources failed: " + " | ".join(str(f) for f in failures))
+        err = TransferError("all sources failed: " + " | ".join(str(f) for f in failures))
+        err.transient = any(is_transient(f) for f in failures)  # worth a re-run only if one of them is
+        raise err
 
 
 def _exclusive(dest: Path, enabled: bool):

@@ -170,8 +170,10 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
     print(report.render(rows))
     if failures:
         again = any(getattr(r, "transient", False) for r in results if isinstance(r, Exception))
-        print(f"error: {len(failures)} of {len(items)} file(s) failed: " + " | ".join(failures)
-              + ("; run the same command again to resume" if again else ""), file=sys.stderr)
+        fix = ("run the same command again to resume" if again else "check the URLs given with --urls" if urls
+               else f"check the files' url and mirrors of dataset '{name}' in {registry_path(registry)}")
+        print(f"error: {len(failures)} of {len(items)} file(s) failed: " + " | ".join(failures) + f"; {fix}",
+              file=sys.stderr)
         return 1
     if extract and spec.extract_to:
         failed = _extract_all(spec, results, data, quiet)

@@ -92,3 +92,29 @@ def test_registry_mirrors_are_tried_in_order(tmp_path, served, dataset_archive):
     assert (tmp_path / "data" / "billboards" / "billboards" / "metadata.jsonl").is_file()
     assert served.bytes_sent_total("mirror/" + ARCHIVE) == dataset_archive.size
     assert served.requests_for("primary/" + ARCHIVE)  # the primary was tried first
+
+
+def test_a_registry_entry_whose_hosts_refuse_fails_at_once_naming_what_to_edit(tmp_path):
+    """Nothing listens at any of its sources: no retries (default settings), no "run again to
+    resume", and the line says which entry of which registry file to fix."""
+    import socket
+
+    def free_port() -> int:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    dead = [f"http://127.0.0.1:{free_port()}/{ARCHIVE}" for _ in range(2)]
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("datasets:\n  - name: billboards\n    description: test\n    files:\n"
+                        f"      - url: {dead[0]}\n        mirrors: [{dead[1]}]\n    extract_to: billboards\n")
+    r = subprocess.run([sys.executable, "-m", "train_pipeline.cli", "datasets", "download", "billboards",
+                        "--registry", str(registry), "--data-dir", "data", "--quiet"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
+    assert r.returncode == 1
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    line = errors[0]
+    assert line.count("connection refused") == 2 and "resume" not in line, line
+    assert f"dataset 'billboards' in {registry}" in line, line
