@@ -162,7 +162,7 @@ def join_in(d: Download, resp: requests.Response, prefix_hash, pos: int, one_rat
     d.segmented = True
     log.debug("%s: waiting on the link at %.0f MB/s; adding connections", d.dest.name, one_rate / 1e6)
     fp, _ = wire.plain_body(resp)
-    return _SegmentedRun(d, d.part.state, first=(resp, (fp, total - pos)), prefix=(prefix_hash, pos),
+    return _SegmentedRun(d, d.part.state, first=(resp, (fp, total - pos), pos), prefix=(prefix_hash, pos),
                          one_rate=one_rate).run()
 
 
@@ -188,7 +188,8 @@ class _SegmentedRun:
         self.guard = threading.Lock()
         self.plan = SegmentPlan(state.segments, self.guard)
         self.hasher, self.hashed = prefix or (hashlib.new(d.algorithm), 0)
-        self.first = first  # (response, its body's (socket file, bytes left)) streaming the first segment
+        self.hash_lock = threading.Lock()  # hashed prefix: grown from memory by a worker, or from the file
+        self.first = first  # (response, its body's (socket file, bytes left), its position): join_in
         self.ramp = Ramp(time.monotonic(), d.connections, d.transferred, one_rate) if d.auto else None
 
     def run(self) -> dict[str, str]:
@@ -198,7 +199,10 @@ class _SegmentedRun:
         workers = self.ramp.connections if self.ramp else max(1, min(d.connections, unfinished))
         try:
             with ThreadPoolExecutor(d.connections if self.ramp else workers, thread_name_prefix="segment") as pool:
-                futures = [pool.submit(self._worker, fd, self.first)]
+                # The streaming response belongs to the segment it continues: claimed here, before
+                # any other worker could take that segment and leave it another one's bytes.
+                mine = self.plan.claim() if self.first else None
+                futures = [pool.submit(self._worker, fd, self.first, mine)]
                 futures += [pool.submit(self._worker, fd) for _ in range(workers - 1)]
                 self._follow(futures, fd, pool)
                 self._raise_failure(futures)
@@ -233,11 +237,26 @@ class _SegmentedRun:
                     pending.add(futures[-1])
             frontier = self.plan.frontier()
             if frontier > self.hashed:
-                update_from_fd(self.hasher, fd, self.hashed, frontier)
-                self.hashed = frontier
+                with self.hash_lock:
+                    if frontier > self.hashed:
+                        update_from_fd(self.hasher, fd, self.hashed, frontier)
+                        self.hashed = frontier
             if time.monotonic() - last_save > STATE_SAVE_INTERVAL:
                 self._save()
                 last_save = time.monotonic()
+
+    def _hash_if_next(self, chunk: memoryview, pos: int) -> None:
+        """Bytes that continue the hashed prefix are hashed here, from memory; the rest are read
+        back from the page cache once the prefix reaches them (_follow). Most of a file is written
+        at the prefix (segments sized 1:2:...:n; after join_in, all of the first connection's)."""
+        if pos != self.hashed or not self.hash_lock.acquire(blocking=False):
+            return
+        try:
+            if pos == self.hashed:
+                self.hasher.update(chunk)
+                self.hashed = pos + len(chunk)
+        finally:
+            self.hash_lock.release()
 
     def _raise_failure(self, futures: list) -> None:
         for f in futures:
@@ -252,13 +271,13 @@ class _SegmentedRun:
         with self.guard:
             self.d.part.save()
 
-    def _worker(self, fd: int, first=None) -> None:
+    def _worker(self, fd: int, first=None, seg: list[int] | None = None) -> None:
         """Fetch unfinished segments one after another (one connection), then help the others;
-        ``first``: (the response that already streams the first segment, its body's reader)."""
+        ``first``: the response that already streams segment ``seg`` (claimed for this worker)."""
         session = http.new_session(1)
         try:
             while not self.stop.is_set():
-                seg = self.plan.claim()
+                seg = seg or self.plan.claim()
                 if seg is None:
                     return
                 try:
@@ -266,6 +285,7 @@ class _SegmentedRun:
                 finally:
                     first = None
                     self.plan.release(seg)
+                    seg = None
         finally:
             if first is not None:
                 first[0].close()
@@ -288,10 +308,11 @@ class _SegmentedRun:
             # (seg[1] shrinks), and then this connection stops there and is closed.
             taken, streaming[0] = streaming[0], None
             if taken is not None:
-                resp, direct = taken
+                resp, direct, at = taken
                 with resp:
-                    self._write_body(resp, seg, done, end, fd, pool, direct)
-                return
+                    if at == done:  # (always: its segment was claimed for it before any other worker ran)
+                        self._write_body(resp, seg, done, end, fd, pool, direct)
+                        return
             headers = {"Range": f"bytes={done}-{end - 1}"}
             if d.part.state.validator:
                 headers["If-Range"] = d.part.state.validator
@@ -341,6 +362,7 @@ class _SegmentedRun:
                 if pos + len(chunk) > limit:
                     chunk = chunk[:max(limit - pos, 0)]
                 pwrite_all(fd, chunk, pos)
+                self._hash_if_next(chunk, pos)
             finally:
                 buf.release()
             pos += len(chunk)
