@@ -1,6 +1,7 @@
-"""Several connections for one file: the plan (segments sized 1:2:...:n in a sparse part file),
-work stealing (an idle connection takes half of the earliest unfinished segment), one worker per
-connection, and the hash of the contiguous prefix, computed as it grows."""
+"""Several connections for one file: the plan (segments sized 1:2:...:n in a sparse part file, or,
+in auto mode, one segment that a streaming response joins: ``join_in``), work stealing (an idle
+connection takes half of the earliest unfinished segment), one worker per connection, and the hash
+of the contiguous prefix, computed as it grows. How many connections in auto mode: ramp.py."""
 
 from __future__ import annotations
 
