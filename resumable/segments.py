@@ -153,14 +153,17 @@ def join_in(d: Download, resp: requests.Response, prefix_hash, pos: int, one_rat
     the part file becomes one segment, done up to ``pos``, that this response goes on streaming,
     and more connections join while they raise the throughput. ``prefix_hash``: of bytes [0, pos)."""
     total = d.part.state.total
+    # The record first, then the size: killed in between, a sequential record beside a full-size
+    # sparse part would pass for a complete download (a 416 to "Range: bytes=total-"); a segmented
+    # record beside a short part is only restarted.
+    d.part.state.segments = [[0, total, pos]]
+    d.part.save()
+    d.segmented = True
     fd = open_regular(d.part.path, os.O_WRONLY)
     try:
         os.ftruncate(fd, total)  # sparse: each segment writes its own region
     finally:
         os.close(fd)
-    d.part.state.segments = [[0, total, pos]]
-    d.part.save()
-    d.segmented = True
     log.debug("%s: waiting on the link at %.0f MB/s; adding connections", d.dest.name, one_rate / 1e6)
     fp, _ = wire.plain_body(resp)
     return _SegmentedRun(d, d.part.state, first=(resp, (fp, total - pos), pos), prefix=(prefix_hash, pos),
