@@ -118,9 +118,6 @@ class InlineHasher:
         if release is not None:
             release()
 
-    def update_from_file(self, path: str | Path, start: int = 0, end: int | None = None) -> None:
-        update_from_file(self._hash, path, start, end)
-
     def update_from_fd(self, fd: int, start: int, end: int, then=None) -> None:
         update_from_fd(self._hash, fd, start, end)
         if then is not None:
