@@ -10,10 +10,14 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser(
         "fetch", help="download URLs with resume, retries and verification",
-        description="Download one or more HTTP(S) files. A killed or failed run resumes where it stopped; "
-                    "files appear only complete and verified. Exit 0 when every file is in place.",
+        description="Download one or more HTTP(S) files or hf:// sources. A killed or failed run resumes where it "
+                    "stopped; files appear only complete and verified. Exit 0 when every file is in place. "
+                    "hf://datasets/ORG/NAME[@REV][/PATH-OR-GLOB] (a model: hf://ORG/NAME...) goes through the Hub API "
+                    "(HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE), pinned to a commit, every file checked against the "
+                    "Hub's sha256 or git blob sha1; with -d its files keep their repository paths.",
     )
-    p.add_argument("urls", nargs="+", metavar="URL", help="http:// or https:// address (several allowed with -d)")
+    p.add_argument("urls", nargs="+", metavar="URL",
+                   help="http:// or https:// address, or an hf:// source (several allowed with -d)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("-o", "--output", metavar="FILE", help="destination file (one URL only)")
     where.add_argument("-d", "--dir", metavar="DIR",
@@ -51,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
                      "dataset registry entry")
     try:
         headers = _headers(args.header)
+        hub = _hub_sources(args)
     except UsageError as exc:
         return _fail(str(exc))
     progress = False if args.quiet else None
@@ -62,6 +67,8 @@ def run(args: argparse.Namespace) -> int:
 
     def one(target: tuple[str, Path | ResumableError]) -> str | None:
         url, dest = target
+        if url in hub:
+            return _one_hub(hub[url], dest, args, progress)
         try:
             if isinstance(dest, ResumableError):
                 raise dest
@@ -79,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         # Not a `with` block: on Ctrl-C it would wait for every running download to finish.
         pool = ThreadPoolExecutor(args.jobs)
         try:
-            targets = list(zip(args.urls, pool.map(lambda u: _name_in(Path(args.dir), u, headers), args.urls)))
+            targets = list(zip(args.urls, pool.map(
+                lambda u: Path(args.dir) if u in hub else _name_in(Path(args.dir), u, headers), args.urls)))
             clash = _same_destination(targets)
             if clash:
                 return _fail(clash)
@@ -94,13 +102,47 @@ def run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _hub_sources(args: argparse.Namespace) -> dict:
+    """{url: HfUri} for the hf:// sources among the URLs, parsed before any network (UsageError)."""
+    from resumable.errors import UsageError
+    from resumable.hub.uri import is_hf_uri, parse
+
+    hub = {u: parse(u) for u in args.urls if is_hf_uri(u)}
+    if hub and args.mirror:
+        raise UsageError("--mirror: an hf:// source is fetched through the Hub API; for a Hub mirror set HF_ENDPOINT, "
+                         "and remove --mirror")
+    if hub and args.header:
+        raise UsageError("--header: an hf:// source sends HF_TOKEN (or your saved login) to the Hub and nothing else; "
+                         "remove --header")
+    return hub
+
+
+def _one_hub(uri, dest: Path, args: argparse.Namespace, progress) -> str | None:
+    """One hf:// source to -o FILE or into -d DIR (its files under their repository paths)."""
+    from resumable import ResumableError
+    from resumable.hub.sources import fetch_hf
+
+    try:
+        where = dict(output=dest) if args.output is not None else dict(dest_dir=dest)
+        r = fetch_hf(uri, size=args.size, hash=args.hash, progress=progress, **where)
+    except ResumableError as exc:
+        return f"error: {exc}"
+    except OSError as exc:
+        return f"error: {exc.filename or dest}: {exc.strerror or exc}; choose a writable destination"
+    if not args.quiet:
+        for path in r.files:
+            print(f"{r.status:>10} {path} ({uri}, commit {r.commit[:12]})", file=sys.stderr)
+    return None
+
+
 def _same_destination(targets: list[tuple[str, object]]) -> str | None:
     """Two URLs that one batch would save under one name: one would be reported with the other's bytes."""
     from resumable.http import redact
+    from resumable.hub.uri import is_hf_uri
 
     first: dict[Path, str] = {}
     for url, dest in targets:
-        if not isinstance(dest, Path):
+        if not isinstance(dest, Path) or is_hf_uri(url):
             continue
         if dest in first:
             return (f"{redact(first[dest])} and {redact(url)} both name the file {dest.name} in {dest.parent}; "

@@ -62,19 +62,43 @@ def write_manifest(snap_dir: Path, hub: "HubAPI", revision: str, commit: str, tr
 
 def select_files(tree: list[RemoteFile], include: list[str] | None, exclude: list[str] | None, repo_id: str,
                  revision: str) -> list[RemoteFile]:
+    """The files of ``tree`` that ``include`` (huggingface_hub's allow_patterns) and ``exclude`` keep.
+    A plain name in ``include`` is a file, or a folder when the repository has files under it; one
+    that is neither, or patterns that keep nothing, is a one-line error listing what the repository has."""
     from huggingface_hub.utils import filter_repo_objects
 
-    wanted = list(filter_repo_objects(tree, allow_patterns=include, ignore_patterns=exclude, key=lambda f: f.path))
-    if include:  # a plain name that matches nothing is a missing file, not an empty snapshot
+    if include:
         names = {f.path for f in tree}
-        missing = [p for p in include if not any(c in p for c in "*?[") and p not in names]
-        if missing:
+        folders = {p for f in tree for p in _parents(f.path)}
+        include = [f"{p}/" if _plain(p) and p not in names and p in folders else p for p in include]
+        missing = [p for p in include if _plain(p) and not p.endswith("/") and p not in names]
+        if missing:  # a plain name that matches nothing is a missing file, not an empty snapshot
             raise SnapshotError(f"file {missing[0]!r} is not in '{repo_id}' at '{revision}'; "
-                                "check the name (list the repository's files on the Hub)", "file")
+                                f"check the name ({repository_has(tree)})", "file")
+    wanted = list(filter_repo_objects(tree, allow_patterns=include, ignore_patterns=exclude, key=lambda f: f.path))
     if not wanted:
         raise SnapshotError(f"no file of '{repo_id}' at '{revision}' matches include={include} exclude={exclude}; "
-                            "check the patterns", "filter")
+                            f"check the patterns ({repository_has(tree)})", "filter")
     return sorted(wanted, key=lambda f: f.path)
+
+
+def repository_has(tree: list[RemoteFile], shown: int = 5) -> str:
+    """'the repository has a, b, c and 12 more': a few of its paths, for an error message."""
+    paths = sorted(f.path for f in tree)
+    if not paths:
+        return "the repository has no files"
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return "the repository has " + ", ".join(repr(p)[1:-1] for p in paths[:shown]) + more
+
+
+def _plain(pattern: str) -> bool:
+    return not any(c in pattern for c in "*?[")
+
+
+def _parents(path: str):
+    parts = path.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        yield "/".join(parts[:i])
 
 
 def safe_dest(snap_dir: Path, name: str) -> Path:

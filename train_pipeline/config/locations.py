@@ -193,11 +193,11 @@ def untrainable(ds: DatasetSpec) -> str | None:
     """Why training could never find data in ``ds`` (one phrase), else None: it has an archive it
     extracts, or a file that may be data (a .parquet/.arrow/.json/.jsonl; a Hub source or a name
     without a suffix, which this check cannot judge)."""
-    archives = [f for f in ds.files if is_archive(f.filename)]
+    archives = [f for f in ds.files if is_archive(f.filename) and not f.is_hub]  # hf:// sources are not extracted
     if archives and ds.extract_to:
         return None
     if any(not is_archive(f.filename) and (f.filename.lower().endswith(DATA_SUFFIXES) or "." not in f.filename
-                                           or f.url.startswith("hf://")) for f in ds.files):
+                                           or f.is_hub) for f in ds.files):
         return None
     if archives:
         return "has archives and no extract_to: set extract_to so they are extracted"

@@ -24,7 +24,7 @@ def registry_path(path: str | os.PathLike | None = None) -> Path:
     return Path(path or os.environ.get(REGISTRY_ENV) or DEFAULT_REGISTRY)
 
 
-def load_registry(path: str | os.PathLike | None = None) -> dict[str, DatasetSpec]:
+def load_registry(path: str | os.PathLike | None = None) -> Registry:
     """``{name: DatasetSpec}`` from the registry YAML (a top-level ``datasets:`` list). Read once
     while the file is unchanged (the config check and the flow both ask for it)."""
     p = registry_path(path)
@@ -36,13 +36,21 @@ def load_registry(path: str | os.PathLike | None = None) -> dict[str, DatasetSpe
     with _READ_LOCK:
         hit = _READ.get(stamp) if stamp else None
     if hit is not None:
-        return dict(hit)
+        return Registry(hit, path=p)
     entries = _read_registry(p)
     if stamp is not None:
         with _READ_LOCK:
             _READ.clear()  # the last registry read is all a run needs
             _READ[stamp] = entries
-    return dict(entries)
+    return Registry(entries, path=p)
+
+
+class Registry(dict):
+    """``{name: DatasetSpec}`` that knows the file it was read from (for errors that say what to edit)."""
+
+    def __init__(self, entries=(), path: Path | None = None):
+        super().__init__(entries)
+        self.path = path
 
 
 _READ: dict[tuple, dict[str, DatasetSpec]] = {}
@@ -84,8 +92,33 @@ def get_dataset(name: str, registry: dict[str, DatasetSpec], source: str = "data
             f"{source}: unknown dataset {name!r}; use one of {known} (train-pipeline datasets list) or add it to the registry"
         ) from None
     if not spec.files:
-        raise ConfigError(f"{source}: dataset {name!r} has no files; pass its URLs (--urls U ...) or list them in the registry")
+        cli = source.startswith("datasets download")  # the command line can give the files instead
+        raise ConfigError(f"{source}: {missing_source(name, getattr(registry, 'path', None), cli=cli)}")
     return spec
+
+
+def missing_source(name: str, path: Path | None, cli: bool = False) -> str:
+    """What to do about a registry entry that lists no files (one line): set its files where it is
+    written; ``cli``: or give them on the command line."""
+    where = f"in {path}" if path is not None else "in the registry"
+    fix = f"set its files (- url: hf://datasets/ORG/NAME@REVISION/PATH or https://HOST/FILE) {where}"
+    if name == CUSTOM:
+        return f"dataset {name!r} takes its files from the command line: datasets download {name} --urls U [U ...]"
+    if cli:
+        fix += ", or give them with --urls U [U ...]"
+    return f"dataset {name!r} has no source yet: {fix}"
+
+
+def dataset_origins(cfg: PipelineConfig, source: str = "the config") -> dict[str, str]:
+    """{dataset name: where it is written}, for errors that say which file to edit: a registry
+    entry ("entry 'x' in configs/datasets.yaml") or an inline dataset ("datasets.0 ('x') in FILE")."""
+    out: dict[str, str] = {}
+    for i, ref in enumerate(cfg.datasets):
+        if isinstance(ref, str):
+            out[ref] = f"entry {ref!r} in {registry_path(cfg.registry)}"
+        else:
+            out[ref.name] = f"datasets.{i} ({ref.name!r}) in {source}"
+    return out
 
 
 def resolve_datasets(cfg: PipelineConfig, source: str = "config") -> list[DatasetSpec]:
@@ -121,7 +154,7 @@ def extract_target(data_dir: Path, ds: DatasetSpec, f: FileSpec) -> Path | None:
     folder being the file name minus its archive suffix (``a.v2.zip`` -> ``a.v2``), or the whole
     file name where two archives would share that (``a.tar.gz`` and ``a.zip``). The rule depends
     only on the dataset's file list: no two archives of a dataset ever extract into one folder."""
-    if not ds.extract_to or not is_archive(f.filename):
+    if not ds.extract_to or f.is_hub or not is_archive(f.filename):  # hf:// sources are never extracted
         return None
     target = data_dir / ds.extract_to
     folders = archive_folders(ds)
@@ -134,7 +167,7 @@ def extract_unwrap(ds: DatasetSpec, f: FileSpec) -> str | None:
     a folder of its own name (``a.tar.gz`` with ``a/``) fills that folder with its content instead of
     nesting it (``custom/a/``, not ``custom/a/a/``). None for a dataset's only archive: its target is
     ``extract_to`` itself and keeps the archive's layout."""
-    if not ds.extract_to or not is_archive(f.filename) or len(archive_folders(ds)) < 2:
+    if not ds.extract_to or f.is_hub or not is_archive(f.filename) or len(archive_folders(ds)) < 2:
         return None
     stem = archive_stem(f.filename)
     return stem if stem not in ("", ".", "..") else None
@@ -164,7 +197,7 @@ def archive_folders(ds: DatasetSpec) -> Mapping[str, str]:
     if hit is not None and hit[0] is ds.files:  # called once per archive: 10,000 shards stay linear
         return hit[1]
     try:
-        folders = MappingProxyType(_archive_folders([f.filename for f in ds.files if is_archive(f.filename)]))
+        folders = MappingProxyType(_archive_folders([f.filename for f in ds.files if is_archive(f.filename) and not f.is_hub]))
     except ValueError as exc:
         raise ConfigError(f"dataset {ds.name!r}: {exc}") from None
     with _FOLDERS_LOCK:
@@ -195,4 +228,5 @@ def _archive_folders(names: list[str]) -> dict[str, str]:
 
 
 __all__ = [
-    "archive_folders", "archive_stem", "download_path", "extract_target", "extract_unwrap", "is_archive","load_registry", "resolve_datasets", "custom_dataset", "get_dataset", "registry_path", "FileSpec"]
+    "archive_folders", "archive_stem", "download_path", "extract_target", "extract_unwrap", "is_archive","load_registry", "resolve_datasets", "custom_dataset", "get_dataset", "registry_path", "FileSpec",
+    "Registry", "missing_source", "dataset_origins"]

@@ -16,6 +16,7 @@ from resumable.errors import UsageError
 from resumable.hashes import parse_hash
 from resumable.http import check_url
 from resumable.hub.snapshots import check_endpoint, check_repo_id, check_revision
+from resumable.hub.uri import is_hf_uri, parse as parse_hf_uri
 from resumable.redaction import redact
 from resumable.state import RECORD_DIR
 from train_pipeline.config.values import (BLOCK_PREFIX, DOWNLOADS, MAX_CONNECTIONS, MAX_FILE_SIZE, MAX_RETRIES, NAME_MAX,
@@ -32,16 +33,29 @@ class _Strict(BaseModel):
 class FileSpec(_Strict):
     """One file of a dataset."""
 
-    url: str = Field(description="http(s) URL of the file")
+    url: str = Field(description="http(s) URL of the file, or an hf:// source (hf://datasets/ORG/NAME[@REV][/PATH-OR-GLOB])")
     mirrors: tuple[str, ...] = Field((), description="other URLs of the same bytes, tried in order when a source fails")
     size: int | None = Field(None, ge=0, le=MAX_FILE_SIZE, description="expected size in bytes (optional)")
     hash: str | None = Field(None, description="expected digest, 'sha256:HEX' (also md5/sha1/sha512) or bare hex")
     name: str | None = Field(None, description="file name on disk; default: the URL's last path segment")
+    endpoint: str | None = Field(None, description="hf:// sources: the Hub's address (default HF_ENDPOINT or huggingface.co)")
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, v: str) -> str:
+        if is_hf_uri(v):
+            parse_hf_uri(v)  # a one-line error naming it and the valid form
+            return v
         return check_url(v)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        return None if v is None else check_endpoint(v)  # the snapshot's own rule
+
+    @field_serializer("endpoint", when_used="json")
+    def _endpoint_redacted(self, v: str | None) -> str | None:
+        return None if v is None else redact(v)
 
     @field_validator("mirrors")
     @classmethod
@@ -77,6 +91,11 @@ class FileSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_file(self) -> FileSpec:
+        if self.is_hub:
+            return self._check_hub()
+        if self.endpoint is not None:
+            raise ValueError("endpoint: only for hf:// sources (the Hub's address); remove it, or write the url as "
+                             "hf://datasets/ORG/NAME...")
         if self.name is None:
             derived = self.filename
             if derived in ("..", RECORD_DIR) or len(_encoded(derived)) > NAME_MAX:
@@ -96,12 +115,34 @@ class FileSpec(_Strict):
                                  "fix the size or the hash")
         return self
 
+    def _check_hub(self) -> FileSpec:
+        """An hf:// source: the Hub lists each file's size and hash, and the files keep their paths."""
+        uri = parse_hf_uri(self.url)
+        if self.mirrors:
+            raise ValueError("mirrors: an hf:// source is fetched through the Hub API, which has no mirrors list; for "
+                             "a Hub mirror set 'endpoint' (or HF_ENDPOINT), else remove mirrors")
+        if self.name is not None:
+            raise ValueError("name: the files of an hf:// source keep their paths in the repository; remove 'name'")
+        if (self.size is not None or self.hash is not None) and not uri.single_file:
+            raise ValueError(f"size/hash: {self.url} selects {'a whole repository' if uri.path is None else 'several files'}, "
+                             "and size/hash describe one file; remove them (the Hub lists every file's size and hash, "
+                             "and each download is checked against them)")
+        return self
+
+    @property
+    def is_hub(self) -> bool:
+        """An hf:// source (fetched through the Hub API into the dataset's downloads folder)."""
+        return is_hf_uri(self.url)
+
     def cache_identity(self) -> tuple:
         """What a cache key sees: the bytes (name, size, hash); the URL only when no hash pins them."""
         return (self.filename, self.size, self.hash) if self.hash else (self.filename, self.size, self.url)
 
     @property
     def filename(self) -> str:
+        """The file's name on disk; an hf:// source's own spelling (its files keep their repository paths)."""
+        if self.is_hub:
+            return self.url
         if self.name:
             return self.name
         base = PurePosixPath(unquote(urlsplit(self.url).path)).name
