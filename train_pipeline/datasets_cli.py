@@ -3,6 +3,7 @@
     train-pipeline datasets list
     train-pipeline datasets download outdoor_advertising --data-dir ./data
     train-pipeline datasets download custom --urls https://host/a.zip https://host/b.tar.gz
+    train-pipeline datasets download signs --urls 'hf://datasets/ORG/NAME@REV/data/train-*.parquet'
     train-pipeline datasets download outdoor_advertising --no-extract
 
 The guide's ``download_datasets.py`` spellings work too: ``--list``, ``--dataset NAME``.
@@ -37,6 +38,7 @@ from train_pipeline.config.registry import (
     extract_unwrap,
     get_dataset,
     load_registry,
+    missing_source,
     registry_path,
 )
 
@@ -112,7 +114,9 @@ def list_datasets(registry: str | None = None) -> int:
     width = max((len(n) for n in entries), default=4)
     print(f"Datasets in {registry_path(registry)}:")
     for name, spec in entries.items():
-        files = f"{len(spec.files)} file(s)" if spec.files else "files from --urls"
+        # an entry without files is one the user fills in: say what to set, and where
+        files = (f"{len(spec.files)} file(s)" if spec.files else "files from --urls" if name == CUSTOM
+                 else missing_source(name, registry_path(registry)))
         print(f"  {name.ljust(width)}  {spec.description or '-'} [{files}]")
     return 0
 
@@ -148,9 +152,12 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
     _check_folders(data, data_dir, spec, registry)
     _prepare(data, data_dir, spec)
     progress = False if quiet else None
+    hub = [f for f in spec.files if f.is_hub]  # hf:// sources: through the Hub API, into the same folder
     items = [resumable.FetchItem(f.url, download_path(data, spec, f), f.size, f.hash, tuple(f.mirrors))
-             for f in spec.files]
-    if len(items) == 1:
+             for f in spec.files if not f.is_hub]
+    if not items:
+        results = []
+    elif len(items) == 1:
         try:
             results = [resumable.fetch(items[0].url, items[0].dest, size=items[0].size, hash=items[0].hash,
                                        mirrors=items[0].mirrors, connections=connections, retries=retries,
@@ -167,12 +174,19 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
             rows.append(report.file_row(str(item.dest), item.url, item.size or -1, "failed", 0, 0.0, None))
         else:
             rows.append(report.file_row(str(r.path), r.url, r.size, r.status, r.bytes_transferred, r.seconds, r.digest))
+    hub_results = _fetch_hub(hub, data / "downloads" / spec.name, progress)
+    for f, r in zip(hub, hub_results):
+        rows.append(report.hub_row(f.url, f.endpoint, None if isinstance(r, Exception) else r))
+        if isinstance(r, Exception):
+            failures.append(str(r))  # it names the source
     print(report.render(rows))
     if failures:
+        results = [*results, *hub_results]
+        n_files = len(items) + len(hub)
         again = any(getattr(r, "transient", False) for r in results if isinstance(r, Exception))
         fix = ("run the same command again to resume" if again else "check the URLs given with --urls" if urls
                else f"check the files' url and mirrors of dataset '{name}' in {registry_path(registry)}")
-        print(f"error: {len(failures)} of {len(items)} file(s) failed: " + " | ".join(failures) + f"; {fix}",
+        print(f"error: {len(failures)} of {n_files} file(s) failed: " + " | ".join(failures) + f"; {fix}",
               file=sys.stderr)
         return 1
     if extract and spec.extract_to:
@@ -180,6 +194,21 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
         if failed:
             return 1
     return 0
+
+
+def _fetch_hub(files, folder: Path, progress) -> list:
+    """Each hf:// source of the dataset into its downloads folder (files under their repository
+    paths): a HubFiles, or the error."""
+    from resumable.errors import ResumableError
+    from resumable.hub.sources import fetch_hf
+
+    out = []
+    for f in files:
+        try:
+            out.append(fetch_hf(f.url, folder, size=f.size, hash=f.hash, endpoint=f.endpoint, progress=progress))
+        except ResumableError as exc:
+            out.append(exc)
+    return out
 
 
 def _check_folders(data: Path, data_dir: str, spec: DatasetSpec, registry: str | None) -> None:
@@ -219,7 +248,7 @@ def _extract_all(spec: DatasetSpec, results, data: Path, quiet: bool) -> int:
     from resumable.extract import extract
 
     failed = 0
-    for f, r in zip(spec.files, results):
+    for f, r in zip([f for f in spec.files if not f.is_hub], results):  # hf:// sources are not extracted
         target = extract_target(data, spec, f)
         if target is None:
             continue

@@ -57,6 +57,18 @@ def file_row(path: str, url: str, size: int, status: str, transferred: int, seco
     return Row(Path(path).name, size, source_of(url), status, transferred, seconds, digest or "")
 
 
+def hub_row(source: str, endpoint: str | None, result=None) -> Row:
+    """One row for an hf:// source: its files together, the Hub's host, the commit they come from
+    (``result`` None: it failed)."""
+    import os
+
+    host = source_of(endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    if result is None:
+        return Row(source, -1, host, "failed", 0, 0.0, "")
+    return Row(f"{source} ({len(result.files)} file{'s' if len(result.files) != 1 else ''})", result.bytes_total, host,
+               result.status, result.bytes_transferred, result.seconds, f"commit:{result.commit}")
+
+
 def table(rows: list[Row]) -> list[dict[str, str]]:
     return [r.cells() for r in rows]
 

@@ -143,8 +143,9 @@ def _publish_all(snap_dir: Path, root: Path, key: str, folder: Path, targets: li
             _publish(src, dest)
             st = os.lstat(dest)
             now[dest.relative_to(folder).as_posix()] = [st.st_ino, st.st_size]
+        others = {rel for k, v in record.items() if k != key and isinstance(v, dict) for rel in v}
         for rel, (ino, size) in before.items():
-            if rel in now:
+            if rel in now or rel in others:  # still wanted, here or by another source of this folder
                 continue
             old = folder.joinpath(*rel.split("/"))
             try:
