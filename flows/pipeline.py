@@ -26,6 +26,7 @@ if __name__ == "__main__":
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 import argparse  # noqa: E402
+import logging  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -34,9 +35,72 @@ from prefect.context import FlowRunContext  # noqa: E402
 from prefect.futures import wait  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from flows.steps import all_futures, dataset_steps, raise_first_failure, snapshot_step, sources, train_step  # noqa: E402
+from flows.steps import (DatasetSteps, all_futures, dataset_steps, raise_first_failure, snapshot_step,  # noqa: E402
+                         sources, train_step)
 from flows.summary import publish_summary  # noqa: E402
 from train_pipeline.config import ConfigError, PipelineConfig, check_config, load_config  # noqa: E402
+from train_pipeline.config.registry import dataset_origins  # noqa: E402
+from train_pipeline.reachability import Unreachable  # noqa: E402
+
+
+class DatasetStepFailed(Exception):
+    """A dataset's step failed: its error, prefixed with the dataset and where it is written, and
+    (when no re-run can help) ending with what to edit. ``transient``: as the step's error."""
+
+    def __init__(self, message: str, transient: bool, fix: bool):
+        super().__init__(message)
+        self.transient, self.fix = transient, fix
+
+
+def raise_dataset_failure(datasets: list[DatasetSteps], origins: dict[str, str]) -> None:
+    """Raise the first failed dataset step's error as a DatasetStepFailed: one line naming the
+    dataset, the step and file, the cause (with the host, in the engine's message), and for a
+    download no re-run can fix, the registry entry or config key to edit."""
+    from resumable.retry import is_transient
+
+    for d in datasets:
+        steps = [("fetch", f"{len(d.batch_specs)} small files", d.batch)] if d.batch is not None else []
+        for f in d.files:
+            steps += [(step, f.spec.filename, future)
+                      for step, future in (("fetch", f.fetched), ("verify", f.verified), ("extract", f.extracted))]
+        for step, what, future in steps:
+            state = future.state if future is not None else None
+            if state is None or not (state.is_failed() or state.is_crashed()):
+                continue
+            try:
+                exc = state.result(raise_on_failure=False)
+            except Exception as error:  # a result that cannot be read back: report that
+                exc = error
+            if not isinstance(exc, Exception):
+                state.result()  # raises whatever it holds
+                continue
+            transient = is_transient(exc)
+            origin = origins.get(d.spec.name, f"dataset {d.spec.name!r}")
+            text = " ".join(str(exc).split())  # one line, whatever the error held
+            fix = step == "fetch" and not transient
+            tail = f"; fix the url (and mirrors) of {origin}" if fix else ""
+            raise DatasetStepFailed(f"dataset {d.spec.name!r}: {step} {what}: {text}{tail}", transient, fix) from exc
+
+
+class _KnownErrorsWithoutTraceback(logging.Filter):
+    """The flow run's log gets one line for an error the pipeline reports itself (a download, a
+    config, a dataset step): its traceback says nothing more. A bug keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and isinstance(exc, _KNOWN):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+def _known_errors() -> tuple[type[BaseException], ...]:
+    from resumable.errors import ResumableError
+
+    return DatasetStepFailed, ResumableError, ConfigError
+
+
+_KNOWN = _known_errors()
+logging.getLogger("prefect.flow_runs").addFilter(_KnownErrorsWithoutTraceback())
 
 
 
@@ -91,6 +155,7 @@ def train_pipeline(config: PipelineConfig | None = None, config_file: str | None
     cfg = config or load_config(config_file, check=False)
     planned = check_config(cfg, source=config_file or "config")  # before anything is built or submitted
     storage = cfg.result_storage_ref()
+    origins = dataset_origins(cfg, config_file or "the flow's config parameter")
     with sources(cfg, planned) as (model_spec, dataset_specs), download_runner(cfg) as runner:
         model = snapshot_step(runner, model_spec, cfg, storage) if model_spec else None
         datasets = [dataset_steps(runner, ds, cfg, storage) for ds in dataset_specs]
@@ -98,6 +163,7 @@ def train_pipeline(config: PipelineConfig | None = None, config_file: str | None
         trained = train_step(model, datasets, model_spec, cfg, storage) if cfg.train and model and datasets else None
         wait(all_futures(model, datasets, trained))
         publish_summary(model, model_spec, datasets)
+        raise_dataset_failure(datasets, origins)
         raise_first_failure(model, datasets, trained)
         return {
             "model": str(model.result().path) if model else None,
@@ -136,12 +202,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"{args.config or 'configs/sample.yaml'}: OK")
         return 0
+    try:  # before Prefect's temporary server starts (6-16 s): a host that does not exist fails now
+        preflight(cfg, args.config or "configs/sample.yaml")
+    except (Unreachable, ConfigError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     state = train_pipeline(config=cfg, return_state=True)
     if not state.is_completed():
-        print(f"error: train-pipeline {state.type.value.lower()}: {state.message}; fix the cause and run the same "
-              "command again: it continues from the failed step", file=sys.stderr)
+        print(f"error: train-pipeline {state.type.value.lower()}: {failure_reason(state)}", file=sys.stderr)
         return 1
     return 0
+
+
+def preflight(cfg: PipelineConfig, source: str) -> None:
+    """Every dataset file still to download has a source whose host exists and accepts connections
+    (train_pipeline.reachability; a host it cannot decide on is left to the run)."""
+    if cfg.sample is not None:
+        return  # served on 127.0.0.1 by the run itself
+    from train_pipeline.config.load import planned_datasets
+    from train_pipeline.reachability import check_reachable, pending_sources
+
+    datasets = planned_datasets(cfg, source)
+    check_reachable(pending_sources(datasets, cfg.path(cfg.data_dir), dataset_origins(cfg, source)))
+
+
+def failure_reason(state) -> str:
+    """The failed run's error as one line, ending with what to do next."""
+    try:
+        exc = state.result(raise_on_failure=False)
+    except Exception:
+        exc = None
+    again = "run the same command again: it continues from the failed step"
+    if isinstance(exc, DatasetStepFailed):
+        return f"{exc}; then {again}" if exc.fix else f"{exc}; fix the cause and {again}"
+    return f"{state.message}; fix the cause and {again}"
 
 
 if __name__ == "__main__":
