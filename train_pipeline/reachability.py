@@ -17,6 +17,7 @@ what may pass.
 from __future__ import annotations
 
 import errno
+import re
 import socket
 import threading
 import time
@@ -35,6 +36,7 @@ _UNUSABLE_FAMILY = frozenset({errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.ENE
 MAX_ADDRESSES = 8
 MAX_HOSTS = 64  # distinct host:port pairs probed; more are left to the run
 
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")  # whatever str.splitlines splits on
 DNS = "the host name does not resolve (DNS: no such name)"
 REFUSED = "connection refused (nothing listens at that host and port)"
 
@@ -142,8 +144,9 @@ def check_reachable(sources: Iterable[Source], timeout: float = 3.0,
     s, found = dead[0]
     detail = " | ".join(f"{redact(u)}: host {_host(u)}: {cause}" for u, cause in found)
     more = f" (and {len(dead) - 1} more file(s) with no reachable source)" if len(dead) > 1 else ""
-    raise Unreachable(f"dataset {s.dataset!r}: {s.filename}: no source can be reached: {detail}{more}; "
-                      f"fix the url (and mirrors) of {s.origin}")
+    line = (f"dataset {s.dataset!r}: {s.filename}: no source can be reached: {detail}{more}; "
+            f"fix the url (and mirrors) of {s.origin}")
+    raise Unreachable(_LINE_BREAKING.sub("?", line))  # a registry is anyone's file: one line, whatever it holds
 
 
 def _host(url: str) -> str:
