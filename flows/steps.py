@@ -18,12 +18,14 @@ from prefect.task_runners import TaskRunner
 from tasks.caching import cached, peek_cached
 from tasks.download import fetch_batch, fetch_is_current, fetch_with_resume
 from tasks.extract import extract, extraction_is_current
+from tasks.hub_source import hub_files, hub_files_current
 from tasks.snapshot import model_snapshot, snapshot_is_current
 from tasks.train import train, training_is_current
 from tasks.verify import verify
 from train_pipeline.config import DatasetSpec, FileSpec, ModelSpec, PipelineConfig
 from train_pipeline.config.locations import training_output
 from train_pipeline.config.registry import download_path, extract_target, extract_unwrap, is_archive
+from train_pipeline.config.values import DOWNLOADS
 
 BATCH_MIN_FILES = 5  # a dataset with more files than this fetches its small ones in one task
 BATCH_MAX_SIZE = 16 << 20
@@ -77,7 +79,8 @@ def small_files(ds: DatasetSpec) -> tuple[FileSpec, ...]:
     """Files fetched as one batch: known to be small, not archives, in a dataset of many files."""
     if len(ds.files) <= BATCH_MIN_FILES:
         return ()
-    return tuple(f for f in ds.files if f.size is not None and f.size < BATCH_MAX_SIZE and not is_archive(f.filename))
+    return tuple(f for f in ds.files if f.size is not None and f.size < BATCH_MAX_SIZE and not is_archive(f.filename)
+                 and not f.is_hub)
 
 
 def dataset_steps(runner: TaskRunner, ds: DatasetSpec, cfg: PipelineConfig, storage) -> DatasetSteps:
@@ -94,7 +97,9 @@ def dataset_steps(runner: TaskRunner, ds: DatasetSpec, cfg: PipelineConfig, stor
 
 
 def file_steps(runner: TaskRunner, ds: DatasetSpec, f: FileSpec, cfg: PipelineConfig, storage) -> FileSteps:
-    """fetch -> verify -> extract (an archive with a target) of one file."""
+    """fetch -> verify -> extract (an archive with a target) of one file; an hf:// source: hub_steps."""
+    if f.is_hub:
+        return hub_steps(runner, ds, f, cfg, storage)
     data_dir = cfg.path(cfg.data_dir)
     dest = download_path(data_dir, ds, f)
     on_disk = fetch_is_current(dest, f.size, f.hash)
@@ -110,6 +115,16 @@ def file_steps(runner: TaskRunner, ds: DatasetSpec, f: FileSpec, cfg: PipelineCo
         extracted = runner.submit(cached(extract, storage, valid=extraction_is_current(dest, target, unwrap)), dict(
             archive=fetched, digest=verified, target=str(target), unwrap=unwrap))
     return FileSteps(f, fetched, verified, extracted)
+
+
+def hub_steps(runner: TaskRunner, ds: DatasetSpec, f: FileSpec, cfg: PipelineConfig, storage) -> FileSteps:
+    """An hf:// source: one task, the snapshot machinery into the dataset's downloads folder (its
+    files under their repository paths, verified as they arrive: no separate verify or extract)."""
+    params = dict(source=f.url, dest_dir=str(cfg.path(cfg.data_dir) / DOWNLOADS / ds.name), size=f.size, hash=f.hash,
+                  endpoint=f.endpoint, max_workers=cfg.max_workers)
+    previous = peek_cached(hub_files, params, storage, step=f"hf {f.url}")
+    fetched = runner.submit(cached(hub_files, storage, valid=hub_files_current(previous), **task_retries(cfg)), params)
+    return FileSteps(f, fetched, fetched, None)
 
 
 def train_step(model: PrefectFuture, datasets: list[DatasetSteps], spec: ModelSpec, cfg: PipelineConfig,
@@ -135,7 +150,7 @@ def training_inputs(d: DatasetSteps, data_dir) -> dict[str, list]:
             folders.append(str(extract_target(data_dir, d.spec, f.spec)))
             content.append(f.extracted)
         else:
-            downloads = str(download_path(data_dir, d.spec, f.spec).parent)
+            downloads = str(data_dir / DOWNLOADS / d.spec.name)  # download_path's folder; hf:// files land there too
             content.append((f.spec.filename, f.verified))
     if d.batch is not None:
         downloads = str(download_path(data_dir, d.spec, d.batch_specs[0]).parent)
@@ -151,7 +166,7 @@ def all_futures(model, datasets: list[DatasetSteps], trained) -> list[PrefectFut
         futures.append(d.batch)
         for f in d.files:
             futures += [f.fetched, f.verified, f.extracted]
-    return [f for f in futures if f is not None]
+    return list({id(f): f for f in futures if f is not None}.values())  # an hf:// source's one task counts once
 
 
 def raise_first_failure(model, datasets: list[DatasetSteps], trained) -> None:

@@ -26,6 +26,9 @@ def summary_rows(model: PrefectFuture | None, spec: ModelSpec | None, datasets: 
         if d.batch is not None:
             rows += batch_rows(d)
         for f in d.files:
+            if f.spec.is_hub:
+                rows.append(hub_summary_row(f))
+                continue
             fetch_state, verify_state = f.fetched.state, f.verified.state
             if not _ok(fetch_state):
                 rows.append(report.file_row(f.spec.filename, redact(f.spec.url), f.spec.size or -1, "failed", 0, 0.0, None))
@@ -48,6 +51,17 @@ def summary_rows(model: PrefectFuture | None, spec: ModelSpec | None, datasets: 
         else:
             rows.append(report.Row("model snapshot", -1, "hub", "failed", 0, 0.0, ""))
     return rows
+
+
+def hub_summary_row(f) -> report.Row:
+    """An hf:// source: its files together, with the commit they come from."""
+    state = f.fetched.state
+    if not _ok(state):
+        return report.hub_row(f.spec.url, f.spec.endpoint)
+    row = report.hub_row(f.spec.url, f.spec.endpoint, state.result())
+    if state.name == "Cached":
+        row = report.Row(row.file, row.size, row.source, "cached", 0, 0.0, row.digest)
+    return row
 
 
 def batch_rows(d: DatasetSteps) -> list[report.Row]:

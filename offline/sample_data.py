@@ -80,3 +80,36 @@ def build_sample_dataset(
         for row in rows:
             fh.write(json.dumps(row) + "\n")
     return dest
+
+
+def build_sample_parquet(dest_dir: str | os.PathLike, n_images: int = 12, seed: int = 1, shards: int = 2,
+                         sizes: Sequence[int] = SIZES) -> list[Path]:
+    """The same kind of billboards as Hugging Face Hub datasets store them: ``shards`` parquet files
+    ``data/train-0000i-of-0000n.parquet`` under ``dest_dir``, each row an ``image`` (the ``datasets``
+    Image struct ``{bytes, path}``, PNG bytes) and its ``text``. Deterministic for a given seed."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if n_images < shards or shards < 1:
+        raise ValueError(f"n_images={n_images}, shards={shards}: give at least one image per shard")
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n_images):
+        colour, shape = rng.choice(sorted(COLOURS)), rng.choice(SHAPES)
+        word, sky = rng.choice(WORDS), rng.choice(sorted(SKIES))
+        buf = io.BytesIO()
+        _draw((rng.choice(sizes), rng.choice(sizes)), colour, shape, word, sky).save(buf, format="PNG", optimize=False)
+        rows.append({"image": {"bytes": buf.getvalue(), "path": f"billboard_{i:04d}.png"},
+                     "text": _caption(colour, shape, word, sky)})
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    schema = pa.schema([("image", image), ("text", pa.string())])
+    folder = Path(dest_dir) / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for k in range(shards):
+        path = folder / f"train-{k:05d}-of-{shards:05d}.parquet"
+        pq.write_table(pa.Table.from_pylist(rows[k::shards], schema=schema), path)
+        out.append(path)
+    return out

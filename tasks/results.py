@@ -103,6 +103,8 @@ def _encode(value: Any, nested: bool = False) -> dict:
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):  # tuple[Path, ...] fields: each Path as text (JSON writes tuples as lists)
+        return [_plain(v) for v in value]
     return str(value) if isinstance(value, Path) else value
 
 

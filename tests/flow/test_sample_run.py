@@ -1,8 +1,11 @@
 """The offline sample, end to end through the real code paths: model snapshot via the Hub API
 from a local Hub-compatible server, fetch + verify + extract of the dataset archive from a local
-file server, then training (a few steps here)."""
+file server, an hf://datasets/... source of parquet shards from the same Hub look-alike, then
+training on both datasets (a few steps here)."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -36,11 +39,17 @@ def test_sample_pipeline_end_to_end_then_cached_then_only_the_deleted_model_file
     assert state.is_completed(), state.message
     result = state.result()
     assert task_states(state.state_details.flow_run_id) == dict.fromkeys(
-        ("snapshot", "fetch", "verify", "extract", "train"), "Completed")
-    final = tmp_path / "results_dir" / "tiny-qwen2-vl-outdoor_advertising_sample" / "final"
+        ("snapshot", "fetch", "verify", "extract", "hf", "train"), "Completed")
+    final = tmp_path / "results_dir" / "tiny-qwen2-vl-outdoor_advertising_sample+billboard_parquet_sample" / "final"
     assert result["final_model_dir"] == str(final)
     assert (final / "model.safetensors").is_file() and (final / "processor_config.json").is_file()
     assert (tmp_path / "data_dir" / "outdoor_advertising_sample" / "outdoor_advertising_sample" / "metadata.jsonl").is_file()
+    shards = sorted(p.name for p in (tmp_path / "data_dir" / "downloads" / "billboard_parquet_sample" / "data").iterdir()
+                    if not p.name.startswith("."))
+    assert shards == ["train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    report = json.loads((final.parent / "data_report.json").read_text())
+    assert {d["name"]: d["format"] for d in report["datasets"]} == {
+        "outdoor_advertising_sample": "imagefolder", "billboard_parquet_sample": "parquet"}
     training = _artifacts(state.state_details.flow_run_id, "training-summary")
     assert len(training) == 1 and "final loss" in training[0].data and "data:image/png;base64," in training[0].data
 
@@ -56,7 +65,8 @@ def test_sample_pipeline_end_to_end_then_cached_then_only_the_deleted_model_file
     state = run_pipeline(cfg)
     assert state.is_completed(), state.message
     assert task_states(state.state_details.flow_run_id) == {
-        "snapshot": "Completed", "fetch": "Cached", "verify": "Cached", "extract": "Cached", "train": "Cached"}
+        "snapshot": "Completed", "fetch": "Cached", "verify": "Cached", "extract": "Cached", "hf": "Cached",
+        "train": "Cached"}
     assert weights.is_file()
 
 
@@ -72,6 +82,7 @@ def test_command_line_runs_the_profile_and_prints_the_summary(tmp_path, sample_b
     assert main(["--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "outdoor_advertising_sample.tar.gz" in out and "downloaded" in out and "sha256:" in out
+    assert "hf://datasets/train-pipeline/billboard-parquet@main/data/*.parquet (2 files)" in out
     assert main(["--config", str(path)]) == 0  # again: everything Cached, nothing transferred
     out = capsys.readouterr().out
-    assert "cached" in out and "2 item(s), 0 B transferred" in out
+    assert "cached" in out and "3 item(s), 0 B transferred" in out

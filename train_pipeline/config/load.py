@@ -26,9 +26,9 @@ def load_config(path: str | os.PathLike | None = None, *, check: bool = True) ->
 def planned_datasets(cfg: PipelineConfig, source: str = "config") -> list[DatasetSpec]:
     """The datasets a run of ``cfg`` downloads: the registry's and inline ones, or the sample's."""
     if cfg.sample is not None:
-        from offline.sample import sample_dataset
+        from offline.sample import sample_datasets
 
-        return [sample_dataset()]
+        return sample_datasets()
     return resolve_datasets(cfg, source=source)
 
 
