@@ -53,7 +53,7 @@ def test_profiles_and_registry_are_valid():
     sample = load_config(None)
     assert sample.sample is not None and sample.train is not None
     real = load_config(PROJECT_ROOT / "configs" / "qwen2-vl-2b.yaml")
-    assert real.model.repo_id == "Qwen/Qwen2-VL-2B-Instruct" and real.datasets == ("outdoor_advertising",)
+    assert real.model.repo_id == "Qwen/Qwen2-VL-2B-Instruct" and real.datasets == ("textcaps",)
     assert {"outdoor_advertising", "gantry_samples", "custom"} <= set(load_registry())
     assert (sample.models_cache, sample.data_dir, sample.results_dir) == ("./models_cache", "./data", "./results")
 
