@@ -59,11 +59,11 @@ def raise_dataset_failure(datasets: list[DatasetSteps], origins: dict[str, str])
     from resumable.retry import is_transient
 
     for d in datasets:
-        steps = [("fetch", f"{len(d.batch_specs)} small files", d.batch)] if d.batch is not None else []
+        steps = [("fetch", f"{len(d.batch_specs)} small files", False, d.batch)] if d.batch is not None else []
         for f in d.files:
-            steps += [(step, f.spec.filename, future)
+            steps += [(step, f.spec.filename, f.spec.is_hub, future)
                       for step, future in (("fetch", f.fetched), ("verify", f.verified), ("extract", f.extracted))]
-        for step, what, future in steps:
+        for step, what, hub, future in steps:
             state = future.state if future is not None else None
             if state is None or not (state.is_failed() or state.is_crashed()):
                 continue
@@ -78,7 +78,8 @@ def raise_dataset_failure(datasets: list[DatasetSteps], origins: dict[str, str])
             origin = origins.get(d.spec.name, f"dataset {d.spec.name!r}")
             text = " ".join(str(exc).split())  # one line, whatever the error held
             fix = step == "fetch" and not transient
-            tail = f"; fix the url (and mirrors) of {origin}" if fix else ""
+            what_to_fix = "the url (or its endpoint)" if hub else "the url (and mirrors)"  # hf:// has no mirrors
+            tail = f"; fix {what_to_fix} of {origin}" if fix else ""
             raise DatasetStepFailed(f"dataset {d.spec.name!r}: {step} {what}: {text}{tail}", transient, fix) from exc
 
 

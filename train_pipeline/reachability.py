@@ -163,7 +163,7 @@ def pending_sources(datasets, data_dir: Path, origins: dict[str, str]) -> list[S
     out = []
     for ds in datasets:
         for f in ds.files:
-            if resumable.is_verified(download_path(data_dir, ds, f), f.size, f.hash):
+            if getattr(f, "is_hub", False) or resumable.is_verified(download_path(data_dir, ds, f), f.size, f.hash):
                 continue
             out.append(Source(ds.name, origins.get(ds.name, f"dataset {ds.name!r}"), f.filename, (f.url, *f.mirrors)))
     return out

@@ -247,3 +247,27 @@ def test_datasets_download_tries_each_source_once(tmp_path, lookups, capsys, dea
         assert connects[("127.0.0.1", port)] == 2, connects
         assert line.count("connection refused") == 2
     assert f"dataset 'billboards' in {registry}" in line and "resume" not in line
+
+
+def test_flow_hub_source_on_a_dead_endpoint_runs_once_and_names_what_to_edit(tmp_path, run_pipeline, task_runs):
+    """An hf:// source whose Hub endpoint refuses: the Hub client's own few attempts, no Prefect
+    retry on top, and the line names the dataset, the endpoint and the entry to fix."""
+    from flows.pipeline import failure_reason
+    from train_pipeline.config import parse_config
+
+    port = free_port()
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("datasets:\n  - name: signs\n    files:\n"
+                        "      - url: hf://datasets/org/signs@main/data/train-*.parquet\n"
+                        f"        endpoint: http://127.0.0.1:{port}\n")
+    cfg = parse_config({"datasets": ["signs"], "registry": str(registry), "train": None,
+                        "data_dir": str(tmp_path / "data"), "models_cache": str(tmp_path / "models"),
+                        "results_dir": str(tmp_path / "results"), "task_retry_delay": 0.1}, "test config")
+    state = run_pipeline(cfg)
+    assert state.is_failed()
+    runs = task_runs(state.state_details.flow_run_id)
+    assert len(runs) == 1 and runs[0].run_count == 1, [(r.name, r.run_count) for r in runs]
+    line = failure_reason(state)
+    assert "\n" not in line and line.startswith("dataset 'signs': fetch ")
+    assert f"127.0.0.1:{port}" in line
+    assert f"fix the url (or its endpoint) of entry 'signs' in {registry}" in line
