@@ -105,7 +105,9 @@ def _parse(text: str) -> HfUri:
     path = parts[2] if len(parts) == 3 else None
     name, at, raw_revision = name_rev.partition("@")
     if "@" in org:
-        raise _Bad(f"'@' belongs after the repository name, not in {org!r}")
+        # Not echoed: 'user:token@' is how credentials are written into URLs.
+        raise _Bad("'@' belongs after the repository name (ORG/NAME@REVISION); a token goes in HF_TOKEN, never "
+                   "in the source")
     repo_id = f"{org}/{name}"
     _check_repo_id(repo_id)
     revision = None
