@@ -104,7 +104,7 @@ def record_guard(task, storage: str | Path, step: str = "") -> RecordGuard:
 def transient_only(task, task_run, state) -> bool:
     """Prefect retry condition: retry a task only when trying again can help (the engine's rule:
     resumable.retry.is_transient). A host name that does not exist, a connection refused before
-    any byte came, an HTTP 4xx, a hash mismatch that persists are not: such a task runs once, so
+    any byte came, an HTTP 401/403/404/410 are not: such a task runs once, so
     Prefect's retries never multiply the engine's (tests/flow/test_unreachable.py counts it)."""
     from resumable.retry import is_transient
 
