@@ -3,10 +3,11 @@
 Every sidecar lives in ``<folder>/.resumable/`` under an escaped name, where no downloaded file
 can land (names from servers never start with a dot, and ``.resumable`` itself is refused as a
 file name): the partial download ``<name>.part``, its resume state ``<name>.part.json``, the
-lock (a byte of the folder's ``.locks``, or ``<name>.lock``: locks.py), the verification record ``<name>.verified.json`` and bad bytes kept aside
-as ``<name>.corrupt``. Every open refuses symlinks and anything but a regular file (a FIFO, a
-device); records are written atomically and validated strictly when read: a record that does not
-make sense is no record.
+lock (a byte of the folder's ``.locks``, or ``<name>.lock``: locks.py), the folder's verification
+records ``.verified.jsonl`` (journal.py; earlier versions wrote ``<name>.verified.json``, still
+read) and bad bytes kept aside as ``<name>.corrupt``. Every open refuses symlinks and anything
+but a regular file (a FIFO, a device); records are written atomically and validated strictly when
+read: a record that does not make sense is no record.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from . import journal
 from .errors import DiskSpaceError, LocalFileError, UsageError
 
 RECORD_DIR = ".resumable"
@@ -332,12 +334,28 @@ class VerifiedRecord:
             self.size, self.mtime_ns, self.ctime_ns, self.inode)
 
     def save(self, dest: Path) -> None:
-        ensure_record_dir(dest)
-        write_json(verified_path(dest), asdict(self))
+        folder = ensure_record_dir(dest)
+        try:
+            journal.append(folder, escaped_name(dest.name), asdict(self))
+        except OSError as exc:
+            raise local_error(exc, journal.journal_path(folder)) from None
+
+    @staticmethod
+    def forget(dest: Path) -> None:
+        """``dest`` is no longer the file any record describes."""
+        folder = record_dir(dest)
+        if os.path.isdir(folder):
+            try:
+                journal.append(folder, escaped_name(dest.name), None)
+            except OSError as exc:
+                raise local_error(exc, journal.journal_path(folder)) from None
+        verified_path(dest).unlink(missing_ok=True)
 
     @classmethod
     def load(cls, dest: Path) -> "VerifiedRecord | None":
-        data = read_json(verified_path(dest))
+        data = journal.lookup(record_dir(dest), escaped_name(dest.name))
+        if data is None:
+            data = read_json(verified_path(dest))  # a record file of an earlier version
         try:
             return cls.from_json(data) if data else None
         except (ValueError, TypeError, KeyError):
