@@ -19,7 +19,8 @@ import time
 import pytest
 from deploy_helpers import SMALL_SAMPLE, free_port
 
-DATASET = "outdoor_advertising_sample"  # the sample's dataset (offline.sample)
+DATASET = "outdoor_advertising_sample"  # the sample's archive dataset (offline.sample)
+TRAINED = "tiny-qwen2-vl-outdoor_advertising_sample+billboard_parquet_sample"  # trained on both sample datasets
 
 
 def test_both_deployments_exist_on_the_process_pool(deployed):
@@ -44,9 +45,9 @@ def test_deployment_run_completes_and_a_ui_retry_resumes_at_the_failed_step(depl
     first = deployed.wait(deployed.run_deployment("train-pipeline/default", {"config": SMALL_SAMPLE}))
     assert first["state"]["type"] == "COMPLETED", first["state"]
     assert deployed.task_states(first["id"]) == {"snapshot": "Completed", "fetch": "Completed", "verify": "Completed",
-                                                 "extract": "Completed", "train": "Completed"}
+                                                 "extract": "Completed", "hf": "Completed", "train": "Completed"}
     assert "download-summary" in {a["key"] for a in deployed.artifacts(first["id"])}
-    assert (root / "results" / f"tiny-qwen2-vl-{DATASET}" / "final" / "config.json").is_file()
+    assert (root / "results" / TRAINED / "final" / "config.json").is_file()
     assert any((root / "results" / ".prefect-results").iterdir())  # the shared result storage of prefect.yaml
 
     # 2. Break a middle step on disk: a file where extract must put its folder (not one it made).
@@ -69,7 +70,8 @@ def test_deployment_run_completes_and_a_ui_retry_resumes_at_the_failed_step(depl
     assert retried["state"]["type"] == "COMPLETED", retried["state"]
     assert retried["run_count"] == 2  # the same flow run, run again
     assert deployed.task_states(failed["id"], exclude=first_attempt) == {
-        "snapshot": "Cached", "fetch": "Cached", "verify": "Cached", "extract": "Completed", "train": "Cached"}
+        "snapshot": "Cached", "fetch": "Cached", "verify": "Cached", "extract": "Completed", "hf": "Cached",
+        "train": "Cached"}
     assert target.is_dir() and any(target.iterdir())
 
     # Nothing downloaded again: the retry's summary artifact says so, row by row.
@@ -81,7 +83,7 @@ def test_deployment_run_completes_and_a_ui_retry_resumes_at_the_failed_step(depl
 
 # -- downloads on Dask -------------------------------------------------------------------
 SAMPLE_ARCHIVE = "outdoor_advertising_sample.tar.gz"
-STEPS = {"snapshot": "Completed", "fetch": "Completed", "verify": "Completed", "extract": "Completed"}
+STEPS = {"snapshot": "Completed", "fetch": "Completed", "verify": "Completed", "extract": "Completed", "hf": "Completed"}
 
 
 def download_only(folder: str, task_runner: dict) -> dict:
@@ -146,7 +148,7 @@ def test_downloads_run_on_an_existing_dask_cluster_by_address(deployed, dask_clu
     assert deployed.has_log(run["id"], f"downloads run on the Dask cluster at {address}"), deployed.logs(run["id"])
     # The tasks ran in the cluster's worker process: their log lines are in its output.
     log = worker_log.read_text(errors="replace")
-    for step in ("snapshot", "fetch", "verify", "extract"):
+    for step in ("snapshot", "fetch", "verify", "extract", "hf"):
         assert f"Task run '{step} " in log, log[-3000:]
     assert os.path.isfile(deployed.root / "dask-remote" / "data" / "downloads" / "outdoor_advertising_sample"
                           / SAMPLE_ARCHIVE)

@@ -83,7 +83,7 @@ REFUSED = {
     "the sample's build folder holds the others": (dict(model=None, datasets=None, sample={"build_dir": "."}),
                                                     ("models_cache", "sample.build_dir")),
     "the sample's build folder inside results_dir's training output": (
-        dict(model=None, datasets=None, sample={"build_dir": "results/tiny-qwen2-vl-outdoor_advertising_sample/b"}),
+        dict(model=None, datasets=None, sample={"build_dir": "results/tiny-qwen2-vl-outdoor_advertising_sample+billboard_parquet_sample/b"}),
         ("sample.build_dir", "training output")),
 }
 
