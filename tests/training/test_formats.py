@@ -199,3 +199,28 @@ def test_a_corrupt_shard_is_reported_and_the_others_still_count(sample_data_dir,
     assert len(examples) == 2
     (bad,) = report.skipped
     assert bad.line == 0 and bad.file == "data/train-00001-of-00002.parquet" and "not a readable parquet" in bad.reason
+
+
+def test_the_real_profiles_shards_as_lmms_lab_publishes_them(tmp_path):
+    """configs/qwen2-vl-2b.yaml trains on lmms-lab/LLaVA-OneVision-Data's textcaps shards: columns
+    id, image (an Image struct), conversations (LLaVA from/value turns, '<image>' placeholder),
+    data_source. Read with the profile's own data settings, every row is a one-image chat."""
+    import yaml
+
+    from train_pipeline.config.values import CONFIGS_DIR
+
+    train = yaml.safe_load((CONFIGS_DIR / "qwen2-vl-2b.yaml").read_text())["train"]
+    captions = ["A red billboard reading SALE.", "A shop sign that says OPEN 24 HOURS."]
+    write_parquet(tmp_path / "textcaps" / "textcaps" / "train-00000-of-00005.parquet", {
+        "id": ["a1", "b2"],
+        "image": [{"bytes": png((200, 0, 0)), "path": "a1.jpg"}, {"bytes": png((0, 200, 0)), "path": None}],
+        "conversations": [[{"from": "human", "value": "<image>\nProvide a one-sentence caption for the provided image."},
+                           {"from": "gpt", "value": c}] for c in captions],
+        "data_source": ["textcaps", "textcaps"],
+    })
+    examples, report = load_examples(tmp_path / "textcaps", instruction=INSTRUCTION, format=train["format"],
+                                     fields=train["fields"])
+    assert report.format == "parquet" and report.total_rows == 2 and not report.skipped
+    assert [e.messages for e in examples] == [_caption_chat(c, "Provide a one-sentence caption for the provided image.")
+                                              for c in captions]
+    assert [len(e.images) for e in examples] == [1, 1]
