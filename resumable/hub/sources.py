@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ..errors import UsageError
 from ..hashes import parse_hash
-from ..state import RECORD_DIR, VerifiedRecord, check_destination, ensure_record_dir, read_json, temp_path, verified_path, write_json
+from ..state import RECORD_DIR, VerifiedRecord, check_destination, ensure_record_dir, read_json, temp_path, write_json
 from ..verify import verify_file
 from .common import RemoteFile, SnapshotError
 from .manifest import MANIFEST, manifest_tree, select_files
@@ -154,7 +154,7 @@ def _publish_all(snap_dir: Path, root: Path, key: str, folder: Path, targets: li
                 continue
             if (st.st_ino, st.st_size) == (ino, size) and not os.path.islink(old):
                 old.unlink()
-                verified_path(old).unlink(missing_ok=True)
+                VerifiedRecord.forget(old)
         record[key] = now
         write_json(root / PUBLISHED, record)
     return [dest for _, dest in targets]
