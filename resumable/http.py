@@ -187,12 +187,21 @@ def connect_error(url: str, exc: BaseException) -> TransferError:
     """The TransferError of a request that got no answer. A host name that does not exist is not
     worth another try (curl and wget give up at once too); a refused connection is marked
     ``refused``: the download decides (attempt.py: worth retrying only once bytes came)."""
-    cause = _root_cause(exc)
     err = TransferError(f"{redact(url)}: {describe_network_error(exc)}")
-    if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_HOST:
-        err.transient = False
-    err.refused = isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED
+    why = unreachable(exc)
+    err.transient = why != "no such host"
+    err.refused = why == "refused"
     return err
+
+
+def unreachable(exc: BaseException) -> str | None:
+    """"no such host" or "refused" when ``exc`` says the host is not there at all, else None."""
+    cause = _root_cause(exc)
+    if isinstance(cause, socket.gaierror) and cause.errno in _NO_SUCH_HOST:
+        return "no such host"
+    if isinstance(cause, ConnectionRefusedError) or getattr(cause, "errno", None) == errno.ECONNREFUSED:
+        return "refused"
+    return None
 
 
 # getaddrinfo's "no such name" answers; EAI_AGAIN (a resolver that did not answer) stays transient

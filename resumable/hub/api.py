@@ -67,7 +67,7 @@ class HubAPI:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _call(self, fn: Callable, revision: str):
-        retrying = Retrying(retry=retry_if_exception(is_transient), wait=_hub_wait,
+        retrying = Retrying(retry=retry_if_exception(_worth_retrying), wait=_hub_wait,
                             stop=_hub_stop, reraise=True,
                             before_sleep=lambda s: log.warning("%s: %s; retrying", self.endpoint,
                                                                _first_line(s.outcome.exception())))
@@ -89,32 +89,32 @@ class HubAPI:
         if isinstance(exc, GatedRepoError):
             return SnapshotError(
                 f"{what} is gated: accept its terms at {self.endpoint}/{_page(self)} with your account, then pass "
-                "that account's token (--token or HF_TOKEN)", "gated")
+                "that account's token (HF_TOKEN)", "gated")
         if isinstance(exc, RevisionNotFoundError):
             return SnapshotError(f"revision '{revision}' not found in {what}: use an existing branch, tag or "
                                  "commit sha", "revision")
         status = getattr(getattr(exc, "response", None), "status_code", None)
         message = getattr(getattr(exc, "response", None), "headers", {}).get("X-Error-Message", "")
         if status == 401 and "credentials" in message.lower():
-            return SnapshotError(f"{self.endpoint} rejected the token: check --token / HF_TOKEN", "auth")
+            return SnapshotError(f"{self.endpoint} rejected the token: check HF_TOKEN", "auth")
         if isinstance(exc, RepositoryNotFoundError):
-            hint = "check the name" + ("" if self.token else "; if it is private, pass --token or set HF_TOKEN")
+            hint = "check the name" + ("" if self.token else "; if it is private, set HF_TOKEN to a token that can read it")
             return SnapshotError(f"{what} not found on {self.endpoint}: {hint}", "repo")
         if status == 403:
-            return SnapshotError(f"access to {what} denied by {self.endpoint}: check that the token (--token or "
-                                 "HF_TOKEN) has read access", "auth")
+            return SnapshotError(f"access to {what} denied by {self.endpoint}: check that the token (HF_TOKEN) has "
+                                 "read access", "auth")
         if isinstance(exc, OfflineModeIsEnabled):
-            return SnapshotError(f"offline mode is on (HF_HUB_OFFLINE) but {what} needs the network; pass "
-                                 "--offline to use the local snapshot", "offline")
+            return SnapshotError(f"offline mode is on (HF_HUB_OFFLINE) but {what} was asked for online: "
+                                 "unset HF_HUB_OFFLINE to reach the Hub, or ask for the local snapshot", "offline")
         if isinstance(exc, HfHubHTTPError):
             return SnapshotError(f"{self.endpoint}: {what}: HTTP {status}: {_first_line(exc)}", "network")
         if is_network_error(exc):
             return SnapshotError(f"cannot reach {self.endpoint} ({_first_line(exc)}): check the network or the "
-                                 "endpoint (--endpoint / HF_ENDPOINT), or use --offline with a complete snapshot",
+                                 "endpoint (HF_ENDPOINT), or set HF_HUB_OFFLINE=1 to use a complete local snapshot",
                                  "network")
         if isinstance(exc, (ValueError, KeyError, TypeError, AttributeError)):  # JSON that is not the Hub's
             return SnapshotError(f"{self.endpoint} did not answer like the Hugging Face Hub API for {what} "
-                                 f"({type(exc).__name__}); check --endpoint / HF_ENDPOINT", "network")
+                                 f"({type(exc).__name__}); check the endpoint (HF_ENDPOINT)", "network")
         return exc
 
 
@@ -140,6 +140,11 @@ def _first_line(exc: BaseException | None) -> str:
 
 
 _BACKOFF = wait_exponential_jitter(max=30)  # 1, 2, 4, ... s (plus up to 1 s of jitter)
+
+
+def _worth_retrying(exc: BaseException) -> bool:
+    # A host name that does not exist, or nothing listening there, is a wrong endpoint: say so now.
+    return is_transient(exc) and http.unreachable(exc) is None
 
 
 def _hub_stop(state) -> bool:

@@ -85,7 +85,7 @@ def _fetch(hub: HubAPI, url: str, dest: Path, f: RemoteFile, session, meter: "_M
                                 f"{hub.endpoint} (HTTP 404): the repository changed; run again", "file") from None
         if exc.status in (401, 403):
             raise SnapshotError(f"{hub.endpoint} refused '{f.path}' of {what} (HTTP {exc.status}): pass a token "
-                                "with read access (--token or HF_TOKEN)", "auth") from None
+                                "with read access (HF_TOKEN)", "auth") from None
         raise
 
 

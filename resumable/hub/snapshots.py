@@ -58,7 +58,7 @@ def snapshot(
         if hub is None:
             raise SnapshotError(
                 f"offline: no snapshot of {repo_type} '{repo_id}' at '{revision}' (commit {commit[:12]}) in "
-                f"{repo_dir}; run once online (without --offline / HF_HUB_OFFLINE=1)", "offline")
+                f"{repo_dir}; run once online (without HF_HUB_OFFLINE=1 or --offline)", "offline")
         tree = hub.list_files(commit, revision)
     wanted = select_files(tree, include, exclude, repo_id, revision)
 
@@ -193,7 +193,7 @@ def _resolve_commit(hub: "HubAPI | None", repo_dir: Path, repo_id: str, repo_typ
     commit = ref.read_text().strip() if ref.is_file() else ""
     if not COMMIT.match(commit):
         raise SnapshotError(f"offline: no snapshot of {repo_type} '{repo_id}' at '{revision}' in {repo_dir.parent}; "
-                            "run once online (without --offline / HF_HUB_OFFLINE=1)", "offline")
+                            "run once online (without HF_HUB_OFFLINE=1 or --offline)", "offline")
     return commit
 
 

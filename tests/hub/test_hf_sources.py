@@ -342,3 +342,19 @@ def test_snapshot_errors_name_the_source(shards_hub, tmp_path):
         fetch_hf("hf://datasets/org/nothere", tmp_path, endpoint=shards_hub.endpoint, progress=False)
     with pytest.raises(SnapshotError, match="revision 'v9' not found"):
         fetch_hf("hf://datasets/org/shards@v9", tmp_path, endpoint=shards_hub.endpoint, progress=False)
+
+
+@pytest.mark.parametrize("where", ["no such host", "refused"])
+def test_an_endpoint_that_is_not_there_fails_at_the_first_try(tmp_path, where):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    endpoint = "http://nonexistent.invalid" if where == "no such host" else f"http://127.0.0.1:{port}"
+    proc = cli("-v", "fetch", "hf://datasets/org/shards/data", "-d", str(tmp_path / "out"),
+               env={"HF_ENDPOINT": endpoint})
+    assert proc.returncode != 0
+    assert "retrying" not in proc.stderr  # one try: a wrong endpoint is not worth a second
+    line = one_line_error(proc)
+    assert endpoint in line and "HF_ENDPOINT" in line and "--endpoint" not in line

@@ -240,7 +240,7 @@ def test_progress_callback_reports_the_whole_snapshot(hub, tmp_path):
         ("org/tiny", {"revision": "nope"}, "revision", "revision 'nope' not found"),
         ("org/tiny", {"include": "nope.bin"}, "file", "'nope.bin' is not in"),
         ("org/tiny", {"include": "*.nothing"}, "filter", "matches"),
-        ("org/private", {}, "repo", "pass --token or set HF_TOKEN"),
+        ("org/private", {}, "repo", "set HF_TOKEN to a token that can read it"),
         ("org/gated", {}, "gated", "accept its terms"),
         ("org/denied", {"token": "hf_good"}, "gated", "accept its terms"),
         ("org/tiny", {"token": "hf_bad"}, "auth", "rejected the token"),
