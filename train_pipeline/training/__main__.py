@@ -7,7 +7,11 @@ Each DATA_DIR is a dataset folder (any format training reads), named after the f
 
 ``--config`` reads a YAML/JSON mapping (a ``train:`` section is used if present); ``--set``
 overrides one setting, its value parsed as YAML (``--set max_steps=20 --set lora.r=8``).
-Exit status: 0 done, 2 bad input (one line on stderr).
+Exit status: 0 done, 2 bad input, 1 a worker of a distributed training failed (one line on stderr).
+
+``distributed:`` settings (``--set distributed.nproc_per_node=2``) train on several processes
+through torchrun; on machine N > 0 of a multi-node training the same command with
+``--set distributed.node_rank=N`` starts that machine's workers (node 0 writes the output).
 """
 
 from __future__ import annotations
@@ -56,9 +60,19 @@ def _train(args: argparse.Namespace) -> int:
     for item in args.set:
         _apply_override(data, item)
     config = parse_train_config(data, source=args.config or "--set")
-    result = train(args.model_dir, args.data_dirs, args.output_dir, config, progress=_print_progress)
+    if config.distributed.node_rank > 0:  # another machine of a multi-node training: node 0 writes the output
+        from train_pipeline.training.finetune import join_training
+
+        join_training(args.model_dir, args.data_dirs, args.output_dir, config, log=_print_line)
+        print(f"node {config.distributed.node_rank}: workers finished", file=sys.stderr)
+        return 0
+    result = train(args.model_dir, args.data_dirs, args.output_dir, config, progress=_print_progress, log=_print_line)
     print(json.dumps(result.to_json(), indent=2))
     return 0
+
+
+def _print_line(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _print_progress(p: Any) -> None:
@@ -83,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     from resumable.errors import ResumableError
     from train_pipeline.training.formats import DataError
     from train_pipeline.training.final import FinalFolderError
+    from train_pipeline.training.distributed import WorkerFailed
     from train_pipeline.training.finetune import TrainSetupError
 
     try:
@@ -90,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     except (TrainConfigError, DataError, TrainSetupError, FinalFolderError, ResumableError) as exc:  # final/ in the way
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except WorkerFailed as exc:  # a worker process of a distributed training failed (its log is above)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

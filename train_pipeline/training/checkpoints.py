@@ -19,6 +19,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+_RNG_RE = re.compile(r"^rng_state_(\d+)\.pth$")
 STATE_NAME = "trainer_state.json"
 WEIGHT_NAMES = ("model.safetensors", "adapter_model.safetensors", "model.safetensors.index.json")
 TORCH_FILES = ("optimizer.pt", "scheduler.pt", "rng_state.pth")
@@ -43,7 +44,15 @@ def is_complete_checkpoint(path: Path) -> bool:
         return False
     if state.get("global_step") != int(match.group(1)):
         return False
-    if not all(_zip_intact(path / name) for name in TORCH_FILES):
+    if not all(_zip_intact(path / name) for name in TORCH_FILES if name != "rng_state.pth"):
+        return False
+    # One process saves rng_state.pth; N processes save rng_state_0.pth .. rng_state_{N-1}.pth, all
+    # before trainer_state.json (ResumableTrainer._save_rng_state waits for them).
+    rng = sorted(p.name for p in path.glob("rng_state*.pth"))
+    ranks = sorted(int(m.group(1)) for n in rng if (m := _RNG_RE.match(n)))
+    if rng != ["rng_state.pth"] and (not ranks or ranks != list(range(len(rng)))):
+        return False
+    if not all(_zip_intact(path / name) for name in rng):
         return False
     return _weights_intact(path)
 

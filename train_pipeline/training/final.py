@@ -32,9 +32,15 @@ def save_final(trainer: Any, processor: Any, out: Path) -> Path:
     from resumable.foreign import carry_foreign, scan_owned
 
     final, partial, record = out / FINAL_NAME, out / f"{FINAL_NAME}.partial", out / FINAL_OWNED_NAME
-    recover(out)
-    remove(partial)  # a killed save's, or the old final/ of a swap killed before its removal
-    trainer.save_model(str(partial))
+    main = trainer.is_world_process_zero()  # with several processes, rank 0 alone writes files
+    if main:
+        recover(out)
+        remove(partial)  # a killed save's, or the old final/ of a swap killed before its removal
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(partial))  # every rank: FSDP gathers the full weights for rank 0
+    trainer.accelerator.wait_for_everyone()
+    if not main:
+        return final
     processor.save_pretrained(str(partial))
     written = scan_owned(partial)
     before = final_owned(out) if os.path.lexists(final) else Owned()

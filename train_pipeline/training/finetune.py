@@ -45,6 +45,7 @@ RUN_NAME = "run.json"
 RESULT_NAME = "train_result.json"
 DATA_REPORT_NAME = "data_report.json"
 LOCK_NAME = ".train.lock"
+SESSION_NAME = ".train_session.json"  # rank 0's steps and runtime, for node 0's parent (distributed)
 
 
 class TrainSetupError(ValueError):
@@ -69,6 +70,7 @@ class TrainResult:
     datasets: tuple[str, ...] = ()  # the run's datasets, in order
     eval_examples: int = 0
     eval_loss: float | None = None  # loss of the last evaluation
+    world_size: int = 1  # processes that trained (this session)
 
     def to_json(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
@@ -93,8 +95,14 @@ def training_is_complete(output_dir: str | os.PathLike, config: TrainConfig | No
         return False
     if config is not None:
         run = _read_json(out / RUN_NAME)
-        return run is not None and run.get("config") == config.model_dump(mode="json")
+        return run is not None and run.get("config") == run_config(config)
     return True
+
+
+def run_config(config: TrainConfig) -> dict[str, Any]:
+    """The settings a resume must match (run.json): all but ``distributed``, whose launch details
+    (node rank, rendezvous) change nothing; the world size it gives is recorded on its own."""
+    return config.model_dump(mode="json", exclude={"distributed"})
 
 
 def train(
@@ -105,9 +113,15 @@ def train(
     *,
     progress: Callable[[Any], None] | None = None,
     callbacks: Sequence[Any] = (),
+    log: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Fine-tune the model in ``model_dir`` on ``data_dir``; resume from ``output_dir``'s latest
     complete checkpoint when there is one. Returns at once if the same training already finished.
+
+    With ``config.distributed`` asking for more than one process, the training runs in worker
+    processes started by torchrun (distributed.py); ``log`` receives their output lines, prefixed
+    with the rank (default: this module's logger). This is node 0's call; the other nodes run
+    ``join_training``.
 
     ``data_dir``: one dataset folder, or the run's datasets (``dataset.as_sources``: DatasetSources,
     ``NAME=PATH`` strings, a {name: folder(s)} mapping); all are read and mixed as ``config`` says.
@@ -123,12 +137,16 @@ def train(
         overlap = check_training_folders(model_dir, folder, out)
         if overlap:  # training rewrites its output folder: never the folders it reads
             raise TrainSetupError(f"{overlap}: training writes checkpoints and final/ there; use an output_dir beside them")
+    if config.distributed.node_rank > 0:
+        raise TrainSetupError(
+            f"distributed.node_rank is {config.distributed.node_rank}: node 0 runs the training step (and writes "
+            "the output); on this machine run `python -m train_pipeline.training train ...` with this node's rank"
+        )
+    world = _world_size(config)
+    if world > 1 and callbacks:
+        raise TrainSetupError("callbacks cannot reach worker processes: train with distributed world size 1 to use them")
     data = load_run_data(sources, config)
-    run = {
-        "config": config.model_dump(mode="json"),
-        "model": _fingerprint_model(model_dir),
-        "data": data.fingerprint,
-    }
+    run = run_fingerprint(model_dir, config, data, world)
     out.mkdir(parents=True, exist_ok=True)
     # One training per output_dir at a time; the OS drops the lock when a killed process dies.
     lock = FileLock(out / LOCK_NAME)
@@ -143,9 +161,98 @@ def train(
             logger.info("%s already holds this finished training; nothing to do", out)
             return _read_result(out)  # type: ignore[return-value]
         resume_from = _prepare_output_dir(out, run, config.resume)
+        if world > 1:
+            return _run_distributed(model_dir, sources, out, config, data, resume_from, world, progress, log)
         return _run_trainer(model_dir, out, config, data, resume_from, progress, callbacks)
     finally:
         lock.release()
+
+
+def join_training(
+    model_dir: str | os.PathLike,
+    data_dir: Any,
+    output_dir: str | os.PathLike,
+    config: TrainConfig,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> None:
+    """Node ``distributed.node_rank`` > 0 of a multi-node training: start this machine's workers
+    and wait for them. Node 0 (``train``) prepares and finishes ``output_dir``, which every node
+    must see at the same path (a shared file system): checkpoints are written by rank 0, wherever
+    the rendezvous places it, and read by every rank on resume."""
+    from train_pipeline.training.distributed import run_workers
+
+    d = config.distributed
+    if d.node_rank == 0:
+        raise TrainSetupError("distributed.node_rank is 0: node 0 runs `train` (it prepares and finishes the output)")
+    model_dir, sources = Path(model_dir), as_sources(data_dir)
+    if not (model_dir / "config.json").is_file():
+        raise TrainSetupError(f"model_dir {model_dir} has no config.json: point it at the downloaded model snapshot")
+    spec = _worker_spec(model_dir, sources, Path(output_dir), config, resume_from=None)
+    run_workers(d, spec, log=log)
+
+
+def run_fingerprint(model_dir: Path, config: TrainConfig, data: Any, world: int) -> dict[str, Any]:
+    """What run.json records and a resume must match: settings, model, rows read, and (above 1)
+    the world size and strategy, which fix the global batch and the checkpoint layout."""
+    run: dict[str, Any] = {"config": run_config(config), "model": _fingerprint_model(model_dir), "data": data.fingerprint}
+    if world > 1:
+        run["distributed"] = {"world_size": world, "strategy": config.distributed.strategy}
+    return run
+
+
+def _world_size(config: TrainConfig) -> int:
+    if not config.distributed.multi_process:
+        return 1
+    from train_pipeline.training.distributed import world_size
+
+    return world_size(config.distributed)
+
+
+def _worker_spec(model_dir: Path, sources: Sequence[Any], out: Path, config: TrainConfig,
+                 resume_from: Path | None) -> dict[str, Any]:
+    return {
+        "model_dir": str(model_dir.resolve()),
+        "sources": [{"name": s.name, "folders": [str(Path(f).resolve()) for f in s.folders]} for s in sources],
+        "output_dir": str(out.resolve()),
+        "config": config.model_dump(mode="json"),
+        "resume_from": str(resume_from.resolve()) if resume_from else None,
+    }
+
+
+def _run_distributed(
+    model_dir: Path,
+    sources: Sequence[Any],
+    out: Path,
+    config: TrainConfig,
+    data: Any,
+    resume_from: Path | None,
+    world: int,
+    progress: Callable[[Any], None] | None,
+    log: Callable[[str], None] | None,
+) -> TrainResult:
+    """Node 0: workers train (rank 0 writes checkpoints, metrics and final/), this process
+    checked the data before (one-line errors, data_report.json) and writes the result after."""
+    from train_pipeline.training.distributed import run_workers
+    from train_pipeline.training.metrics import TrainProgress
+    from train_pipeline.training.processor import load_processor
+
+    processor = load_processor(model_dir, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    _check_length_budget(processor, config, data)
+    write_json(out / DATA_REPORT_NAME, data.report_dict(), readable=True)
+    _remove(out / SESSION_NAME)
+
+    def on_progress(record: dict[str, Any]) -> None:
+        if progress is not None:
+            progress(TrainProgress(**record))
+
+    run_workers(config.distributed, _worker_spec(model_dir, sources, out, config, resume_from), log=log,
+                progress=on_progress)
+    session = _read_json(out / SESSION_NAME)
+    if session is None:
+        raise TrainSetupError(f"the workers finished without writing {out / SESSION_NAME}: see their log above")
+    _remove(out / SESSION_NAME)
+    return _finish(out, config, data, resume_from, session, world)
 
 
 def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | None:
@@ -155,7 +262,13 @@ def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | 
     previous = _read_json(out / RUN_NAME)
     has_state = bool(checkpoint_dirs(out)) or (out / RESULT_NAME).exists()
     if resume and has_state and previous != run:
-        what = "config" if previous and previous.get("config") != run["config"] else "inputs (model or data)"
+        what = "inputs (model or data)"
+        if previous and previous.get("config") != run["config"]:
+            what = "config"
+        elif previous and previous.get("distributed") != run.get("distributed"):
+            was, now = (r.get("distributed", {"world_size": 1, "strategy": "ddp"}) for r in (previous, run))
+            what = (f"world size or strategy ({was['world_size']} processes, {was['strategy']}; this run: "
+                    f"{now['world_size']}, {now['strategy']}: the global batch or the checkpoint layout differs)")
         raise TrainSetupError(
             f"output_dir {out} holds checkpoints of a training with other {what}: "
             "use a new output_dir, or set resume: false to start over there"
@@ -189,25 +302,41 @@ def _run_trainer(
     progress: Callable[[Any], None] | None,
     callbacks: Sequence[Any],
 ) -> TrainResult:
+    from train_pipeline.training.processor import load_processor
+
+    processor = load_processor(model_dir, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
+    _check_length_budget(processor, config, data)
+    write_json(out / DATA_REPORT_NAME, data.report_dict(), readable=True)
+    session = train_session(model_dir, out, config, data, resume_from, processor, progress, callbacks)
+    return _finish(out, config, data, resume_from, session, 1)
+
+
+def train_session(
+    model_dir: Path,
+    out: Path,
+    config: TrainConfig,
+    data: Any,
+    resume_from: Path | None,
+    processor: Any,
+    progress: Callable[[Any], None] | None,
+    callbacks: Sequence[Any],
+    world: int = 1,
+) -> dict[str, Any]:
+    """Train (every rank runs this; rank 0 alone writes checkpoints, metrics.jsonl and final/).
+    Returns ``{"steps", "train_runtime_s"}``."""
     import torch
     from transformers import PrinterCallback, set_seed
 
     from train_pipeline.training.collate import ChatCollator
-    from train_pipeline.training.metrics import (CURVE_NAME, METRICS_NAME, MetricsCallback, eval_rows, plot_loss_curve,
-                                                 read_metrics, train_rows)
+    from train_pipeline.training.metrics import METRICS_NAME, MetricsCallback
     from train_pipeline.training.model import load_model_for_training
-    from train_pipeline.training.processor import load_processor
 
     cuda = torch.cuda.is_available()
     bf16 = cuda if config.bf16 == "auto" else bool(config.bf16)
     set_seed(config.seed)  # before the model: LoRA's initial weights are random
-    processor = load_processor(model_dir, min_pixels=config.min_pixels, max_pixels=config.max_pixels)
-    _check_length_budget(processor, config, data)
-    write_json(out / DATA_REPORT_NAME, data.report_dict(), readable=True)
     model = load_model_for_training(model_dir, config, resume_from)
 
-    args = _training_arguments(out, config, cuda, bf16, evaluate=bool(data.eval))
-    metrics_path, curve_path = out / METRICS_NAME, out / CURVE_NAME
+    args = _training_arguments(out, config, cuda, bf16, evaluate=bool(data.eval), world=world)
     trainer = _resumable_trainer_class()(
         model=model,
         args=args,
@@ -215,12 +344,20 @@ def _run_trainer(
         eval_dataset=_ExampleDataset(data.eval) if data.eval else None,
         data_collator=ChatCollator(processor, config.max_length),
         processing_class=processor,
-        callbacks=[MetricsCallback(metrics_path, progress), *callbacks],
+        callbacks=[MetricsCallback(out / METRICS_NAME, progress), *callbacks],
     )
     trainer.remove_callback(PrinterCallback)  # MetricsCallback records each step instead of printing dicts
     output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    save_final(trainer, processor, out)
+    return {"steps": trainer.state.global_step, "train_runtime_s": output.metrics.get("train_runtime")}
 
-    final = save_final(trainer, processor, out)
+
+def _finish(out: Path, config: TrainConfig, data: Any, resume_from: Path | None, session: dict[str, Any],
+            world: int) -> TrainResult:
+    """The loss curve and train_result.json (written last: it marks the training complete)."""
+    from train_pipeline.training.metrics import CURVE_NAME, METRICS_NAME, eval_rows, plot_loss_curve, read_metrics, train_rows
+
+    metrics_path, curve_path = out / METRICS_NAME, out / CURVE_NAME
     all_rows = read_metrics(metrics_path)
     rows, evals = train_rows(all_rows), eval_rows(all_rows)
     if rows:
@@ -229,8 +366,8 @@ def _run_trainer(
     reports = [u.report for u in data.uses if u.report is not None]
     result = TrainResult(
         output_dir=out,
-        final_model_dir=final,
-        steps=trainer.state.global_step,
+        final_model_dir=out / FINAL_NAME,
+        steps=session["steps"],
         final_loss=rows[-1]["loss"] if rows else None,
         metrics_path=metrics_path,
         curve_path=curve_path,
@@ -238,23 +375,35 @@ def _run_trainer(
         is_adapter=config.lora is not None,
         examples=len(data.train),
         skipped_rows=sum(len(r.skipped) for r in reports) + len(data.dropped),
-        train_runtime_s=output.metrics.get("train_runtime"),
+        train_runtime_s=session.get("train_runtime_s"),
         tokens_per_second=sum(tps) / len(tps) if tps else None,
         data_report_path=out / DATA_REPORT_NAME,
         datasets=tuple(u.name for u in data.uses),
         eval_examples=len(data.eval),
         eval_loss=evals[-1]["eval_loss"] if evals else None,
+        world_size=world,
     )
     write_json(out / RESULT_NAME, result.to_json(), readable=True)  # last: marks the training complete
     return result
 
 
-def _training_arguments(out: Path, config: TrainConfig, cuda: bool, bf16: bool, evaluate: bool = False) -> Any:
+def _training_arguments(out: Path, config: TrainConfig, cuda: bool, bf16: bool, evaluate: bool = False,
+                        world: int = 1) -> Any:
     from transformers import TrainingArguments
 
-    evaluation = {}
+    evaluation: dict[str, Any] = {}
+    if world > 1:
+        from train_pipeline.training.distributed import backend, fsdp_arguments
+
+        # Each rank's loss is its labelled tokens' sum over the global count of labelled tokens (times
+        # the world size, which DDP's gradient mean divides out): the same loss and gradient as one
+        # process with the whole batch (average_tokens_across_devices, transformers' default, said here).
+        evaluation.update(ddp_backend=backend(config.distributed), average_tokens_across_devices=True,
+                          save_on_each_node=False)
+        if config.distributed.strategy == "fsdp":
+            evaluation.update(fsdp_arguments(config))
     if evaluate:  # the eval loss every eval.steps optimizer steps (logged before that step's checkpoint)
-        evaluation = dict(eval_strategy="steps", eval_steps=config.eval.steps or config.save_steps,
+        evaluation.update(eval_strategy="steps", eval_steps=config.eval.steps or config.save_steps,
                           per_device_eval_batch_size=config.per_device_train_batch_size, prediction_loss_only=True)
     return TrainingArguments(
         **evaluation,
@@ -291,7 +440,7 @@ def _resumable_trainer_class() -> type:
     import transformers
     from transformers import Trainer
 
-    for hook in ("_load_from_checkpoint", "_init_training_state"):
+    for hook in ("_load_from_checkpoint", "_init_training_state", "_save_rng_state"):
         # Private Trainer methods: if an upgrade renames one, the override below would silently stop applying.
         if not callable(getattr(Trainer, hook, None)):
             raise RuntimeError(
@@ -313,6 +462,15 @@ def _resumable_trainer_class() -> type:
 
             if isinstance(model if model is not None else self.model, PeftModel):
                 super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+        def _save_rng_state(self, output_dir):
+            """Every rank saves its own RNG state (rng_state_N.pth) and rank 0 then writes
+            trainer_state.json, which makes the checkpoint count as complete: wait for all the RNG
+            files first, or a kill in between leaves a 'complete' checkpoint missing one, and that
+            rank would resume with fresh RNG (Trainer only warns)."""
+            super()._save_rng_state(output_dir)
+            if self.args.world_size > 1:
+                self.accelerator.wait_for_everyone()
 
         def _init_training_state(self, max_steps, *args, **kwargs):
             """Trainer turns the restored global_step into (epochs done, batches done in the current

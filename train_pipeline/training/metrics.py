@@ -101,20 +101,23 @@ class MetricsCallback(TrainerCallback):
             "tokens_per_second": tokens / elapsed,
             "samples_per_second": samples / elapsed,
         }
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self._append(state, record)
         self._mark(state)
         if self.progress is not None:
             self.progress(
                 TrainProgress(state.global_step, state.max_steps, record["loss"], record["learning_rate"], record["epoch"])
             )
 
+    def _append(self, state, record: dict[str, Any]) -> None:
+        # Every rank logs the same values (Trainer gathers the loss); rank 0 alone writes them.
+        if state.is_world_process_zero:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(record) + "\n")
 
     def _log_eval(self, state, logs) -> None:
         record = {"step": state.global_step, "epoch": logs.get("epoch", state.epoch), "eval_loss": logs["eval_loss"],
                   **{k: logs[k] for k in ("eval_runtime", "eval_samples_per_second") if k in logs}}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        self._append(state, record)
         if self.progress is not None:
             self.progress(TrainProgress(state.global_step, state.max_steps, None, None, record["epoch"],
                                         eval_loss=record["eval_loss"]))

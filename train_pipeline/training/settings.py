@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +38,98 @@ class LoraConfig(BaseModel):
             if not name.strip() or any(c.isspace() for c in name):
                 raise ValueError(f"{name!r} is not a module name; use names like 'q_proj'")
         return v
+
+
+_TOKEN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def parse_endpoint(text: Any) -> tuple[str, int]:
+    """``host:port`` (``[v6-address]:port`` for IPv6) -> (host, port); ValueError with one line otherwise.
+
+    The host is a DNS name or an IP address (no scheme, path or spaces); the port 1-65535."""
+    import ipaddress
+
+    fix = "write HOST:PORT, e.g. 10.0.0.1:29500 or node0.example.com:29500 ([::1]:29500 for IPv6)"
+    if not isinstance(text, str):
+        raise ValueError(f"{text!r} is not HOST:PORT: {fix}")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or len(port) > 5:
+        raise ValueError(f"{text!r} is not HOST:PORT: {fix}")
+    number = int(port)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"{text!r}: port {number} is outside 1-65535: {fix}")
+    if host.startswith("[") and host.endswith("]"):
+        try:
+            return str(ipaddress.IPv6Address(host[1:-1])), number
+        except ValueError:
+            raise ValueError(f"{text!r}: {host} is not an IPv6 address: {fix}") from None
+    if not host.isascii() or not _HOST.match(host):
+        raise ValueError(f"{text!r}: {host!r} is not a host name or IPv4 address: {fix}")
+    return host, number
+
+
+def _parse_nproc(value: Any) -> Any:
+    """A positive integer (also as a digit string, as a command line writes it) or 'auto'."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() == "auto":
+            return "auto"
+        if text.isascii() and text.isdigit():
+            value = int(text)
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1024:
+        return value
+    raise ValueError(f"{value!r} is not a process count: use a whole number 1-1024, or 'auto' (every visible GPU; 1 on CPU)")
+
+
+class DistributedConfig(BaseModel):
+    """How many processes train together (torch.distributed, launched with torchrun's elastic agent).
+
+    World size = nproc_per_node x nnodes; 1 (the default) trains in the calling process."""
+
+    model_config = _MODEL_CONFIG
+
+    nproc_per_node: int | Literal["auto"] = Field(1, description="processes on this machine; 'auto' = every visible GPU (1 on CPU)")
+    nnodes: int = Field(1, ge=1, le=1024, description="machines training together")
+    node_rank: int = Field(0, ge=0, description="this machine's index, 0..nnodes-1; node 0 writes the output")
+    rdzv_endpoint: str | None = Field(None, description="HOST:PORT of node 0's rendezvous (c10d); needed when nnodes > 1")
+    rdzv_id: str = Field("train-pipeline", description="the same on every node of one training")
+    strategy: Literal["ddp", "fsdp"] = Field("ddp", description="ddp = a full replica per process; fsdp = sharded (full fine-tunes too big for one GPU)")
+    backend: Literal["auto", "nccl", "gloo"] = Field("auto", description="'auto' = nccl with CUDA, gloo on CPU")
+    stop_grace_s: float = Field(30.0, gt=0, le=3600, description="on cancel: SIGTERM, then SIGKILL after this many seconds")
+
+    @field_validator("nproc_per_node", mode="before")
+    @classmethod
+    def _check_nproc(cls, v: Any) -> Any:
+        return _parse_nproc(v)
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_endpoint(v)
+        return v
+
+    @field_validator("rdzv_id")
+    @classmethod
+    def _check_id(cls, v: str) -> str:
+        if not _TOKEN.match(v):
+            raise ValueError(f"{v!r} is not a run id: use letters, digits, '_', '.', '-' (at most 128)")
+        return v
+
+    @model_validator(mode="after")
+    def _check_nodes(self) -> DistributedConfig:
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank {self.node_rank} is not below nnodes {self.nnodes}: number the machines 0..{self.nnodes - 1}")
+        if self.nnodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError(f"nnodes {self.nnodes} needs rdzv_endpoint: HOST:PORT of node 0, the same on every node (e.g. 10.0.0.1:29500)")
+        return self
+
+    @property
+    def multi_process(self) -> bool:
+        """True unless exactly one process trains (nproc_per_node 1 on one node); 'auto' counts as
+        several until resolved (distributed.world_size)."""
+        return self.nnodes > 1 or self.nproc_per_node != 1
 
 
 # Settings that were renamed: an old config says which new one to use (not "unknown setting").
@@ -77,6 +170,7 @@ class TrainConfig(DataConfig):
     # The user turn of a caption row (a row with a caption column, no question and no chat).
     instruction: str = Field("Describe this advertisement.", min_length=1)
     resume: bool = Field(True, description="continue from the latest complete checkpoint")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig)
 
     @model_validator(mode="before")
     @classmethod
