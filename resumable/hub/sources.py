@@ -163,9 +163,12 @@ def _publish_all(snap_dir: Path, root: Path, key: str, folder: Path, targets: li
 def _publish(src: Path, dest: Path) -> None:
     """``dest`` becomes ``src`` (a hard link, else a copy), atomically; both keep a verification record."""
     check_destination(dest)
+    record = VerifiedRecord.load(src)
+    if record is not None and not record.matches(src):
+        record = None  # changed since it was verified: nothing to carry over (the snapshot re-checks it)
     try:
         if dest.exists() and os.path.samefile(src, dest):
-            _records(src, dest)
+            _records(src, dest, record, linked=False)
             return
     except OSError:
         pass
@@ -177,19 +180,16 @@ def _publish(src: Path, dest: Path) -> None:
     except OSError:
         shutil.copy2(src, tmp, follow_symlinks=False)  # no hard links on this file system
     os.replace(tmp, dest)
-    _records(src, dest)
+    _records(src, dest, record, linked=True)
 
 
-def _records(src: Path, dest: Path) -> None:
-    """A new link changes the shared inode's ctime: the snapshot's record follows, and the published
-    file gets one of its own (so a cheap check trusts it without hashing)."""
-    record = VerifiedRecord.load(src)
+def _records(src: Path, dest: Path, record: VerifiedRecord | None, linked: bool) -> None:
+    """The published file gets a record of its own (so a cheap check trusts it without hashing).
+    A new link changes the shared inode's ctime: the snapshot's record, checked just before the
+    link, is renewed for it (only then: a record that no longer matches is never renewed)."""
     if record is None:
         return
-    if not record.matches(src):
-        st = os.lstat(src)
-        if (st.st_size, st.st_mtime_ns, st.st_ino) != (record.size, record.mtime_ns, record.inode):
-            return  # changed since it was verified: no record to carry over
+    if linked and os.path.samefile(src, dest):
         record = VerifiedRecord.of(src, record.digests, record.source, record.validator)
         record.save(src)
     mine = VerifiedRecord.load(dest)
