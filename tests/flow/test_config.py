@@ -104,3 +104,14 @@ def test_cli_missing_file_and_check_only(tmp_path, monkeypatch, capsys):
     assert main(["--check"]) == 0 and "OK" in capsys.readouterr().out
     assert main(["--check", "--config", str(PROJECT_ROOT / "configs" / "qwen2-vl-2b.yaml")]) == 0
     assert not any(tmp_path.iterdir())  # validation wrote nothing, fetched nothing
+
+
+def test_model_as_an_hf_source_is_repo_revision_and_include():
+    cfg = parse_config({**_dataset(), "model": "hf://Qwen/Qwen2-VL-2B-Instruct@refs%2Fpr%2F3/*.json"})
+    assert (cfg.model.repo_id, cfg.model.revision, cfg.model.include) == ("Qwen/Qwen2-VL-2B-Instruct", "refs/pr/3",
+                                                                          ("*.json",))
+    assert parse_config({**_dataset(), "model": "hf://org/m"}).model.revision == "main"
+    for bad, says in (("hf://datasets/org/d", "not a dataset"), ("hf://org", "hf://datasets/ORG/NAME")):
+        with pytest.raises(ConfigError) as err:
+            parse_config({**_dataset(), "model": bad})
+        assert says in str(err.value) and "\n" not in str(err.value)

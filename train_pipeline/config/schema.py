@@ -196,6 +196,21 @@ class ModelSpec(_Strict):
     exclude: tuple[str, ...] | None = Field(None, description="glob patterns of files to skip")
     endpoint: str | None = Field(None, description="Hub endpoint URL (default: HF_ENDPOINT or huggingface.co)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _from_hf_uri(cls, v: Any) -> Any:
+        """``model: hf://ORG/NAME[@REVISION][/PATH-OR-GLOB]`` is the same as repo_id, revision, include."""
+        if not is_hf_uri(v):
+            return v
+        try:
+            uri = parse_hf_uri(v)
+        except UsageError as exc:
+            raise ValueError(str(exc)) from None
+        if uri.repo_type != "model":
+            raise ValueError(f"{uri}: 'model' takes a model repository (hf://ORG/NAME...), not a dataset; "
+                             "list datasets under 'datasets'")
+        return {"repo_id": uri.repo_id, "revision": uri.revision or "main", "include": uri.patterns}
+
     @field_validator("repo_id")
     @classmethod
     def _check_repo(cls, v: str) -> str:
