@@ -44,7 +44,10 @@ def is_complete_checkpoint(path: Path) -> bool:
         return False
     if state.get("global_step") != int(match.group(1)):
         return False
-    if not all(_zip_intact(path / name) for name in TORCH_FILES if name != "rng_state.pth"):
+    if not _zip_intact(path / "scheduler.pt"):
+        return False
+    # FSDP (accelerate) saves the optimizer as optimizer.bin; DDP and one process as optimizer.pt.
+    if not any(_zip_intact(path / name) for name in ("optimizer.pt", "optimizer.bin")):
         return False
     # One process saves rng_state.pth; N processes save rng_state_0.pth .. rng_state_{N-1}.pth, all
     # before trainer_state.json (ResumableTrainer._save_rng_state waits for them).

@@ -146,6 +146,7 @@ def _failure(rc: int, errors: list[tuple[int, str]], tail: list[str]) -> str:
         rank, error = errors[0]
         return f"distributed training failed: rank {rank}: {error} (every rank's log is above, prefixed [rank N])"
     text = "\n".join(tail)
+    text = text[text.rfind("Root Cause"):] if "Root Cause" in text else text  # torchrun's summary: first failure
     rank = re.search(r"^\s*rank\s*:\s*(\d+)", text, re.M)
     code = re.search(r"^\s*exitcode\s*:\s*(-?\d+)", text, re.M)
     cause = re.search(r"^\s*traceback\s*:\s*(.+)$", text, re.M)

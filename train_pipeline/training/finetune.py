@@ -185,6 +185,7 @@ def join_training(
     d = config.distributed
     if d.node_rank == 0:
         raise TrainSetupError("distributed.node_rank is 0: node 0 runs `train` (it prepares and finishes the output)")
+    _world_size(config)
     model_dir, sources = Path(model_dir), as_sources(data_dir)
     if not (model_dir / "config.json").is_file():
         raise TrainSetupError(f"model_dir {model_dir} has no config.json: point it at the downloaded model snapshot")
@@ -204,9 +205,13 @@ def run_fingerprint(model_dir: Path, config: TrainConfig, data: Any, world: int)
 def _world_size(config: TrainConfig) -> int:
     if not config.distributed.multi_process:
         return 1
-    from train_pipeline.training.distributed import world_size
+    from train_pipeline.training.distributed import backend, world_size
 
-    return world_size(config.distributed)
+    world = world_size(config.distributed)
+    if world > 1 and config.distributed.strategy == "fsdp" and backend(config.distributed) != "nccl":
+        # accelerate applies an FSDP plugin only on GPUs: on CPU it would silently train DDP replicas.
+        raise TrainSetupError("distributed.strategy fsdp needs CUDA GPUs (nccl): on CPU use strategy: ddp")
+    return world
 
 
 def _worker_spec(model_dir: Path, sources: Sequence[Any], out: Path, config: TrainConfig,
