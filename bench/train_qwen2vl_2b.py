@@ -3,6 +3,11 @@ in bf16 for a few steps at a realistic image size, through ``finetune.train``.
 
     python bench/train_qwen2vl_2b.py --work /tmp/q2b [--steps 8] [--batch 1] [--max-pixels 1003520]
                                      [--activation-checkpointing] [--freeze-vision] [--arch 2b|tiny]
+                                     [--lora] [--nproc-per-node N|auto] [--strategy ddp|fsdp]
+
+``--nproc-per-node`` above 1 (or ``auto`` = every GPU) trains through the distributed path
+(torchrun workers, as the pipeline's train step does); ``--strategy fsdp`` shards a full
+fine-tune (GPUs only). Tokens/s are the whole job's; peak memory is rank 0's GPU.
 
 Prints one JSON object: device, parameter count, median step time (first 2 steps excluded as
 warm-up), tokens/s, peak GPU memory, and the settings. ``--arch tiny`` runs the same path with the
@@ -72,18 +77,22 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--max-pixels", type=int, default=1280 * 28 * 28)
     parser.add_argument("--activation-checkpointing", action="store_true")
     parser.add_argument("--freeze-vision", action="store_true")
+    parser.add_argument("--lora", action="store_true", help="LoRA r=16 on the language model's attention (else full)")
+    parser.add_argument("--nproc-per-node", default="1", help="processes (GPUs); 'auto' = every visible GPU")
+    parser.add_argument("--strategy", choices=("ddp", "fsdp"), default="ddp")
     return parser.parse_args()
 
 
-def summarize(args: argparse.Namespace, model_dir: Path, config, result, peak: int, build_s: float) -> dict:
+def summarize(args: argparse.Namespace, model_dir: Path, config, result, build_s: float) -> dict:
     """The printed JSON: device, model size, step time and tokens/s past the warm-up, peak memory."""
     import torch
     from transformers import AutoConfig
 
     from train_pipeline.training.metrics import read_metrics
 
-    rows = read_metrics(result.metrics_path)
+    rows = [r for r in read_metrics(result.metrics_path) if "loss" in r]
     timed = rows[2:] or rows
+    peak = max((r.get("peak_gpu_memory_bytes") or 0 for r in rows), default=0)
     cfg = AutoConfig.from_pretrained(model_dir)
     return {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
@@ -91,13 +100,15 @@ def summarize(args: argparse.Namespace, model_dir: Path, config, result, peak: i
         "text_hidden": cfg.text_config.hidden_size,
         "text_layers": cfg.text_config.num_hidden_layers,
         "vision_depth": cfg.vision_config.depth,
-        "settings": config.model_dump(mode="json", include={"per_device_train_batch_size", "max_pixels", "max_length", "gradient_checkpointing", "freeze_vision", "bf16"}),
+        "settings": config.model_dump(mode="json", include={"per_device_train_batch_size", "max_pixels", "max_length", "gradient_checkpointing", "freeze_vision", "bf16", "lora", "distributed"}),
+        "world_size": result.world_size,
         "steps": result.steps,
         "median_step_s": statistics.median(r["seconds_per_step"] for r in timed),
         "median_tokens_per_s": statistics.median(r["tokens_per_second"] for r in timed),
         "tokens_per_step": statistics.median(
             b["num_input_tokens_seen"] - a["num_input_tokens_seen"] for a, b in zip(rows, rows[1:])
         ) if len(rows) > 1 else None,
+        "median_tokens_per_s_per_process": statistics.median(r["tokens_per_second"] for r in timed) / result.world_size,
         "peak_gpu_memory_gib": round(peak / 2**30, 2) if peak else None,
         "losses": [round(r["loss"], 4) for r in rows],
         "build_s": round(build_s, 1),
@@ -108,7 +119,6 @@ def main() -> None:
     args = parse_args()
 
     import torch
-    from transformers import TrainerCallback
 
     from train_pipeline.training.settings import TrainConfig
     from train_pipeline.training.finetune import train
@@ -123,13 +133,6 @@ def main() -> None:
     data = build_sample_dataset(args.work / "data", n_images=64, seed=0, sizes=(640, 800, 960, 1120, 1280))
     build_s = time.perf_counter() - t0
 
-    class Peak(TrainerCallback):
-        peak = 0
-
-        def on_step_end(self, a, state, control, **kw):
-            if torch.cuda.is_available():
-                Peak.peak = max(Peak.peak, torch.cuda.max_memory_allocated())
-
     config = TrainConfig(
         max_steps=args.steps,
         per_device_train_batch_size=args.batch,
@@ -141,12 +144,15 @@ def main() -> None:
         gradient_checkpointing=args.activation_checkpointing,
         freeze_vision=args.freeze_vision,
         resume=False,
+        lora={"r": 16, "alpha": 32, "dropout": 0.05} if args.lora else None,
+        distributed={"nproc_per_node": args.nproc_per_node, "strategy": args.strategy},
     )
-    out = args.work / f"out-{args.arch}-b{args.batch}-px{args.max_pixels}-ac{int(args.activation_checkpointing)}"
+    out = args.work / (f"out-{args.arch}-{'lora' if args.lora else 'full'}-n{args.nproc_per_node}-{args.strategy}"
+                       f"-b{args.batch}-px{args.max_pixels}-ac{int(args.activation_checkpointing)}")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    result = train(model_dir, data, out, config, callbacks=[Peak()])
-    summary = summarize(args, model_dir, config, result, Peak.peak, build_s)
+    result = train(model_dir, data, out, config, log=lambda line: print(line, file=sys.stderr, flush=True))
+    summary = summarize(args, model_dir, config, result, build_s)
     text = json.dumps(summary, indent=2)
     print(text)
     if os.environ.get("OUT"):

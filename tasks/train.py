@@ -42,7 +42,9 @@ def train(model: SnapshotResult, data: dict[str, dict[str, list]], output_dir: s
                     "?" if p.loss is None else f"{p.loss:.4f}", "?" if p.learning_rate is None else f"{p.learning_rate:.2e}")
 
     sources = [DatasetSource(name, tuple(Path(f) for f in spec["folders"])) for name, spec in data.items()]
-    r = run_training(model.path, sources, output_dir, config, progress=progress)
+    # distributed settings above one process: torchrun's workers, each line of theirs logged here as
+    # "[rank N] ..."; a cancelled or killed flow run ends them all (train_pipeline/training/distributed.py)
+    r = run_training(model.path, sources, output_dir, config, progress=progress, log=logger.info)
     logger.info("trained %d steps, final loss %s -> %s", r.steps, r.final_loss, r.final_model_dir)
     publish_training_artifact(r, model)
     return r

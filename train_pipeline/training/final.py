@@ -32,13 +32,16 @@ def save_final(trainer: Any, processor: Any, out: Path) -> Path:
     from resumable.foreign import carry_foreign, scan_owned
 
     final, partial, record = out / FINAL_NAME, out / f"{FINAL_NAME}.partial", out / FINAL_OWNED_NAME
-    main = trainer.is_world_process_zero()  # with several processes, rank 0 alone writes files
+    # With several processes every rank calls this (FSDP gathers the full weights for rank 0's
+    # save_model) and rank 0 alone writes files; a plain object with save_model is one process.
+    main = getattr(trainer, "is_world_process_zero", lambda: True)()
+    wait_for_everyone = getattr(getattr(trainer, "accelerator", None), "wait_for_everyone", lambda: None)
     if main:
         recover(out)
         remove(partial)  # a killed save's, or the old final/ of a swap killed before its removal
-    trainer.accelerator.wait_for_everyone()
-    trainer.save_model(str(partial))  # every rank: FSDP gathers the full weights for rank 0
-    trainer.accelerator.wait_for_everyone()
+    wait_for_everyone()
+    trainer.save_model(str(partial))
+    wait_for_everyone()
     if not main:
         return final
     processor.save_pretrained(str(partial))

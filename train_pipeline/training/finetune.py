@@ -403,8 +403,10 @@ def _training_arguments(out: Path, config: TrainConfig, cuda: bool, bf16: bool, 
         # Each rank's loss is its labelled tokens' sum over the global count of labelled tokens (times
         # the world size, which DDP's gradient mean divides out): the same loss and gradient as one
         # process with the whole batch (average_tokens_across_devices, transformers' default, said here).
+        # Every row has an image (formats refuse rows without), so every trainable weight gets a gradient
+        # each step: DDP need not search the graph for unused ones.
         evaluation.update(ddp_backend=backend(config.distributed), average_tokens_across_devices=True,
-                          save_on_each_node=False)
+                          save_on_each_node=False, ddp_find_unused_parameters=False)
         if config.distributed.strategy == "fsdp":
             evaluation.update(fsdp_arguments(config))
     if evaluate:  # the eval loss every eval.steps optimizer steps (logged before that step's checkpoint)
@@ -424,7 +426,8 @@ def _training_arguments(out: Path, config: TrainConfig, cuda: bool, bf16: bool, 
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         bf16=bf16,
         use_cpu=not cuda,
-        activation_checkpointing=config.gradient_checkpointing,
+        # under FSDP, its own activation checkpointing per wrapped block (fsdp_config) replaces Trainer's
+        activation_checkpointing=config.gradient_checkpointing and "fsdp" not in evaluation,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,

@@ -1,7 +1,7 @@
 """Per-step training metrics (JSON lines) and the loss-curve PNG.
 
 ``metrics.jsonl`` holds a record per logged training step (``loss``, learning rate, grad norm,
-throughput) and, with an eval split, one per evaluation (``eval_loss``, ``eval_runtime``), both
+throughput, peak GPU memory on CUDA) and, with an eval split, one per evaluation (``eval_loss``, ``eval_runtime``), both
 with their ``step``: ``train_rows``/``eval_rows`` tell them apart."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 METRICS_NAME = "metrics.jsonl"
@@ -101,6 +102,8 @@ class MetricsCallback(TrainerCallback):
             "tokens_per_second": tokens / elapsed,
             "samples_per_second": samples / elapsed,
         }
+        if torch.cuda.is_available():  # this rank's peak since the start (rank 0's is the one written)
+            record["peak_gpu_memory_bytes"] = torch.cuda.max_memory_allocated()
         self._append(state, record)
         self._mark(state)
         if self.progress is not None:
