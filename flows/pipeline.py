@@ -26,7 +26,6 @@ if __name__ == "__main__":
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
 
 import argparse  # noqa: E402
-import logging  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -35,74 +34,12 @@ from prefect.context import FlowRunContext  # noqa: E402
 from prefect.futures import wait  # noqa: E402
 from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
-from flows.steps import (DatasetSteps, all_futures, dataset_steps, raise_first_failure, snapshot_step,  # noqa: E402
-                         sources, train_step)
+from flows.failures import failure_reason, raise_first_failure  # noqa: E402
+from flows.steps import all_futures, dataset_steps, snapshot_step, sources, train_step  # noqa: E402
 from flows.summary import publish_summary  # noqa: E402
 from train_pipeline.config import ConfigError, PipelineConfig, check_config, load_config  # noqa: E402
 from train_pipeline.config.registry import dataset_origins  # noqa: E402
 from train_pipeline.reachability import Unreachable  # noqa: E402
-
-
-class DatasetStepFailed(Exception):
-    """A dataset's step failed: its error, prefixed with the dataset and where it is written, and
-    (when no re-run can help) ending with what to edit. ``transient``: as the step's error."""
-
-    def __init__(self, message: str, transient: bool, fix: bool):
-        super().__init__(message)
-        self.transient, self.fix = transient, fix
-
-
-def raise_dataset_failure(datasets: list[DatasetSteps], origins: dict[str, str]) -> None:
-    """Raise the first failed dataset step's error as a DatasetStepFailed: one line naming the
-    dataset, the step and file, the cause (with the host, in the engine's message), and for a
-    download no re-run can fix, the registry entry or config key to edit."""
-    from resumable.retry import is_transient
-
-    for d in datasets:
-        steps = [("fetch", f"{len(d.batch_specs)} small files", False, d.batch)] if d.batch is not None else []
-        for f in d.files:
-            steps += [(step, f.spec.filename, f.spec.is_hub, future)
-                      for step, future in (("fetch", f.fetched), ("verify", f.verified), ("extract", f.extracted))]
-        for step, what, hub, future in steps:
-            state = future.state if future is not None else None
-            if state is None or not (state.is_failed() or state.is_crashed()):
-                continue
-            try:
-                exc = state.result(raise_on_failure=False)
-            except Exception as error:  # a result that cannot be read back: report that
-                exc = error
-            if not isinstance(exc, Exception):
-                state.result()  # raises whatever it holds
-                continue
-            transient = is_transient(exc)
-            origin = origins.get(d.spec.name, f"dataset {d.spec.name!r}")
-            text = " ".join(str(exc).split())  # one line, whatever the error held
-            fix = step == "fetch" and not transient
-            what_to_fix = "the url (or its endpoint)" if hub else "the url (and mirrors)"  # hf:// has no mirrors
-            tail = f"; fix {what_to_fix} of {origin}" if fix else ""
-            raise DatasetStepFailed(f"dataset {d.spec.name!r}: {step} {what}: {text}{tail}", transient, fix) from exc
-
-
-class _KnownErrorsWithoutTraceback(logging.Filter):
-    """The flow run's log gets one line for an error the pipeline reports itself (a download, a
-    config, a dataset step): its traceback says nothing more. A bug keeps its traceback."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and isinstance(exc, _KNOWN):
-            record.exc_info, record.exc_text = None, None
-        return True
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-    from resumable.errors import ResumableError
-
-    return DatasetStepFailed, ResumableError, ConfigError
-
-
-_KNOWN = _known_errors()
-logging.getLogger("prefect.flow_runs").addFilter(_KnownErrorsWithoutTraceback())
-
 
 
 @contextmanager
@@ -164,8 +101,7 @@ def train_pipeline(config: PipelineConfig | None = None, config_file: str | None
         trained = train_step(model, datasets, model_spec, cfg, storage) if cfg.train and model and datasets else None
         wait(all_futures(model, datasets, trained))
         publish_summary(model, model_spec, datasets)
-        raise_dataset_failure(datasets, origins)
-        raise_first_failure(model, datasets, trained)
+        raise_first_failure(model, model_spec, datasets, trained, origins, config_file or "the flow's config parameter")
         return {
             "model": str(model.result().path) if model else None,
             "datasets": {d.spec.name: str(cfg.path(cfg.data_dir) / (d.spec.extract_to or f"downloads/{d.spec.name}"))
@@ -216,27 +152,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def preflight(cfg: PipelineConfig, source: str) -> None:
-    """Every dataset file still to download has a source whose host exists and accepts connections
-    (train_pipeline.reachability; a host it cannot decide on is left to the run)."""
+    """Every dataset file still to download has a source whose host exists and accepts connections,
+    and so has every Hub endpoint the run will ask (train_pipeline.reachability; a host it cannot
+    decide on is left to the run)."""
     if cfg.sample is not None:
         return  # served on 127.0.0.1 by the run itself
     from train_pipeline.config.load import planned_datasets
-    from train_pipeline.reachability import check_reachable, pending_sources
+    from train_pipeline.reachability import check_reachable, hub_sources, pending_sources
 
     datasets = planned_datasets(cfg, source)
-    check_reachable(pending_sources(datasets, cfg.path(cfg.data_dir), dataset_origins(cfg, source)))
-
-
-def failure_reason(state) -> str:
-    """The failed run's error as one line, ending with what to do next."""
-    try:
-        exc = state.result(raise_on_failure=False)
-    except Exception:
-        exc = None
-    again = "run the same command again: it continues from the failed step"
-    if isinstance(exc, DatasetStepFailed):
-        return f"{exc}; then {again}" if exc.fix else f"{exc}; fix the cause and {again}"
-    return f"{state.message}; fix the cause and {again}"
+    data_dir, origins = cfg.path(cfg.data_dir), dataset_origins(cfg, source)
+    check_reachable([*hub_sources(cfg, datasets, data_dir, origins, source),
+                     *pending_sources(datasets, data_dir, origins)])
 
 
 if __name__ == "__main__":

@@ -167,10 +167,3 @@ def all_futures(model, datasets: list[DatasetSteps], trained) -> list[PrefectFut
         for f in d.files:
             futures += [f.fetched, f.verified, f.extracted]
     return list({id(f): f for f in futures if f is not None}.values())  # an hf:// source's one task counts once
-
-
-def raise_first_failure(model, datasets: list[DatasetSteps], trained) -> None:
-    for future in all_futures(model, datasets, trained):
-        state = future.state
-        if state.is_failed() or state.is_crashed():
-            state.result()  # raises the step's own error: the flow run fails with it

@@ -17,6 +17,7 @@ what may pass.
 from __future__ import annotations
 
 import errno
+import os
 import re
 import socket
 import threading
@@ -43,12 +44,15 @@ REFUSED = "connection refused (nothing listens at that host and port)"
 
 @dataclass(frozen=True)
 class Source:
-    """One file to download: where it is described (``origin``) and every URL of it."""
+    """One file to download: where it is described (``origin``) and every URL of it. ``what`` names
+    it in the error ("dataset 'x'", "model 'org/name'"), ``fix`` the setting to change."""
 
     dataset: str
     origin: str  # e.g. "entry 'outdoor_advertising' in configs/datasets.yaml"
     filename: str
     urls: tuple[str, ...]
+    what: str = ""
+    fix: str = "the url (and mirrors)"
 
 
 class Unreachable(Exception):
@@ -144,8 +148,8 @@ def check_reachable(sources: Iterable[Source], timeout: float = 3.0,
     s, found = dead[0]
     detail = " | ".join(f"{redact(u)}: host {_host(u)}: {cause}" for u, cause in found)
     more = f" (and {len(dead) - 1} more file(s) with no reachable source)" if len(dead) > 1 else ""
-    line = (f"dataset {s.dataset!r}: {s.filename}: no source can be reached: {detail}{more}; "
-            f"fix the url (and mirrors) of {s.origin}")
+    line = (f"{s.what or f'dataset {s.dataset!r}'}: {s.filename}: no source can be reached: {detail}{more}; "
+            f"fix {s.fix} of {s.origin}")
     raise Unreachable(_LINE_BREAKING.sub("?", line))  # a registry is anyone's file: one line, whatever it holds
 
 
@@ -153,6 +157,46 @@ def _host(url: str) -> str:
     parts = urlsplit(url)
     host = parts.hostname or "?"
     return f"{host}:{parts.port}" if parts.port else host
+
+
+def hub_sources(cfg, datasets, data_dir: Path, origins: dict[str, str], config_file: str) -> list[Source]:
+    """The Hub endpoints a run would ask (the model and hf:// files): none offline (HF_HUB_OFFLINE),
+    none for a source pinned to a commit whose snapshot is complete (it needs no request)."""
+    from resumable.hub import snapshot_is_complete
+    from resumable.hub.api import DEFAULT_ENDPOINT
+    from resumable.hub.snapshots import _env_offline, repo_folder
+    from resumable.hub.sources import hub_cache
+    from resumable.hub.uri import parse
+
+    if _env_offline():
+        return []
+
+    def needs_network(root: Path, repo_id: str, repo_type: str, revision: str) -> bool:
+        if not re.fullmatch(r"[0-9a-f]{40}", revision):
+            return True  # a branch or tag: one metadata request resolves it
+        try:
+            return not snapshot_is_complete(repo_folder(root, repo_id, repo_type) / revision)
+        except (OSError, ValueError):
+            return True
+
+    def hub(endpoint: str | None) -> str:
+        return (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+
+    out = []
+    model = getattr(cfg, "model", None)
+    if model is not None and needs_network(cfg.path(cfg.models_cache), model.repo_id, "model", model.revision):
+        out.append(Source("", f"{config_file}", model.repo_id, (hub(model.endpoint),), what="model",
+                          fix="model.endpoint (or HF_ENDPOINT)"))
+    for ds in datasets:
+        for f in ds.files:
+            if not getattr(f, "is_hub", False):
+                continue
+            uri = parse(f.url)
+            root = hub_cache(data_dir / "downloads" / ds.name)
+            if needs_network(root, uri.repo_id, uri.repo_type, uri.revision or "main"):
+                out.append(Source(ds.name, origins.get(ds.name, f"dataset {ds.name!r}"), f.url,
+                                  (hub(f.endpoint),), fix="the url's endpoint (or HF_ENDPOINT)"))
+    return out
 
 
 def pending_sources(datasets, data_dir: Path, origins: dict[str, str]) -> list[Source]:

@@ -193,7 +193,7 @@ def test_flow_tries_each_source_once_and_names_what_to_edit(tmp_path, run_pipeli
     """Default retry settings (5 engine retries, 2 Prefect task retries): one fetch task run, one
     lookup or connection per source, and a failure line naming the dataset, step, host, cause and
     the registry entry to edit."""
-    from flows.pipeline import failure_reason
+    from flows.failures import failure_reason
     from train_pipeline.config import parse_config
 
     names, connects = lookups
@@ -252,7 +252,7 @@ def test_datasets_download_tries_each_source_once(tmp_path, lookups, capsys, dea
 def test_flow_hub_source_on_a_dead_endpoint_runs_once_and_names_what_to_edit(tmp_path, run_pipeline, task_runs):
     """An hf:// source whose Hub endpoint refuses: the Hub client's own few attempts, no Prefect
     retry on top, and the line names the dataset, the endpoint and the entry to fix."""
-    from flows.pipeline import failure_reason
+    from flows.failures import failure_reason
     from train_pipeline.config import parse_config
 
     port = free_port()
@@ -271,3 +271,97 @@ def test_flow_hub_source_on_a_dead_endpoint_runs_once_and_names_what_to_edit(tmp
     assert "\n" not in line and line.startswith("dataset 'signs': fetch ")
     assert f"127.0.0.1:{port}" in line
     assert f"fix the url (or its endpoint) of entry 'signs' in {registry}" in line
+
+
+# -- the Hub endpoints: the model and hf:// sources ------------------------------------------------
+
+def _hub_config(tmp_path, model_endpoint: str | None, hf_endpoint: str | None, revision: str = "main"):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text("datasets:\n  - name: signs\n    files:\n"
+                        f"      - url: hf://datasets/org/signs@{revision}/data/train-*.parquet\n"
+                        + (f"        endpoint: {hf_endpoint}\n" if hf_endpoint else ""))
+    config = tmp_path / "c.yaml"
+    model = f"model: {{repo_id: org/tiny, endpoint: '{model_endpoint}'}}\n" if model_endpoint else ""
+    config.write_text(f"{model}datasets: [signs]\nregistry: {registry}\ntrain: null\ndata_dir: {tmp_path / 'data'}\n"
+                      f"models_cache: {tmp_path / 'models'}\nresults_dir: {tmp_path / 'results'}\n")
+    return config, registry
+
+
+@pytest.fixture
+def hub(tmp_path):
+    """A Hub look-alike with a model org/tiny and a dataset org/signs."""
+    from offline.hub_server import HubServer
+
+    repos = tmp_path / "repos"
+    (repos / "org" / "tiny").mkdir(parents=True)
+    (repos / "org" / "tiny" / "config.json").write_text("{}")
+    (repos / "datasets" / "org" / "signs" / "data").mkdir(parents=True)
+    (repos / "datasets" / "org" / "signs" / "data" / "train-0.parquet").write_bytes(b"not really parquet")
+    with HubServer(repos) as server:
+        yield server
+
+
+@pytest.mark.parametrize("which", ["model", "hf source"])
+def test_pipeline_command_checks_the_hub_endpoints_before_starting_prefect(tmp_path, hub, which):
+    """The model's and an hf:// source's Hub endpoint are checked like any host: a dead one fails
+    before Prefect starts, naming the model or the dataset and the setting to edit."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    config, registry = _hub_config(tmp_path, dead if which == "model" else hub.endpoint,
+                                   dead if which == "hf source" else hub.endpoint)
+    r = _pipeline(config, tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "temporary server" not in r.stderr + r.stdout, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1, r.stderr
+    line = errors[0]
+    assert f"host {dead.removeprefix('http://')}: {REFUSED}" in line
+    if which == "model":
+        assert line.startswith("error: model: org/tiny: ") and line.endswith(f"fix model.endpoint (or HF_ENDPOINT) of {config}")
+    else:
+        assert line.startswith("error: dataset 'signs': hf://datasets/org/signs@main/data/train-*.parquet: ")
+        assert line.endswith(f"fix the url's endpoint (or HF_ENDPOINT) of entry 'signs' in {registry}")
+
+
+def test_hub_endpoints_offline_or_pinned_and_complete_are_not_probed(tmp_path, hub, monkeypatch):
+    """Offline, or pinned to a commit whose snapshot is complete, a source asks the Hub nothing: its
+    endpoint is not checked (a dead one must not stop such a run)."""
+    from resumable.hub.sources import fetch_hf
+    from train_pipeline.config import load_config
+    from train_pipeline.config.load import planned_datasets
+    from train_pipeline.reachability import hub_sources
+
+    commit = fetch_hf("hf://datasets/org/signs/data/train-*.parquet", tmp_path / "data" / "downloads" / "signs",
+                      endpoint=hub.endpoint, progress=False).commit
+    dead = f"http://127.0.0.1:{free_port()}"
+
+    def probed(revision: str) -> list[str]:
+        config, _ = _hub_config(tmp_path, dead, dead, revision=revision)
+        cfg = load_config(config)
+        datasets = planned_datasets(cfg, str(config))
+        return [s.what or s.dataset for s in hub_sources(cfg, datasets, cfg.path(cfg.data_dir), {}, str(config))]
+
+    assert probed("main") == ["model", "signs"]  # a branch needs a request to resolve it
+    assert probed("b" * 40) == ["model", "signs"]  # a commit without its snapshot needs the files
+    assert probed(commit) == ["model"]  # pinned and complete: nothing to ask
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert probed("main") == []
+
+
+def test_flow_model_failure_names_the_model_and_what_to_edit(tmp_path, hub, run_pipeline):
+    """Inside the flow (a deployment, the UI's retry: no check before the run) a model snapshot that
+    fails says it was the model; a wrong name also says which settings to edit."""
+    from flows.failures import failure_reason
+    from train_pipeline.config import load_config
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    config, _ = _hub_config(tmp_path, dead, hub.endpoint)
+    line = failure_reason(run_pipeline(load_config(config)))
+    assert "\n" not in line and line.startswith("model 'org/tiny': snapshot: ") and dead in line
+
+    wrong = tmp_path / "wrong"
+    wrong.mkdir()
+    config, _ = _hub_config(wrong, hub.endpoint, hub.endpoint)
+    config.write_text(config.read_text().replace("org/tiny", "org/nothing-here"))
+    line = failure_reason(run_pipeline(load_config(config)))
+    assert line.startswith("model 'org/nothing-here': snapshot: ") and "not found" in line
+    assert "fix model (repo_id, revision, include/exclude, endpoint) in the flow's config parameter" in line
