@@ -217,7 +217,7 @@ def test_killing_the_parent_leaves_no_orphans(fake_worker_path, tmp_path):
                     log=lambda line: print(line, flush=True), module="dist_fake_worker")
     """)
     parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True)
+                              text=True, start_new_session=True, env=dict(os.environ, TMPDIR=str(tmp_path)))
     group: set[int] = set()
     try:
         ready = 0
@@ -233,6 +233,7 @@ def test_killing_the_parent_leaves_no_orphans(fake_worker_path, tmp_path):
         while time.monotonic() < deadline and any(_alive(p) for p in group):
             time.sleep(0.1)
         assert not [p for p in group if _alive(p)], "orphans survived their parent"
+        assert not list(tmp_path.glob("train-pipeline-launch-*"))  # the launcher removed the parent's spec folder
     finally:
         parent.kill()
         parent.wait()
@@ -327,7 +328,7 @@ def test_killed_distributed_run_resumes_exactly(two_processes, tiny_model_dir, s
     resumes from it, and the per-step numbers equal the uninterrupted 2-process run's."""
     reference, _, _ = two_processes
     out = tmp_path / "out"
-    proc = subprocess.Popen(_cli(tiny_model_dir, sample_data_dir, out, TWO), env=_env(), cwd=REPO,
+    proc = subprocess.Popen(_cli(tiny_model_dir, sample_data_dir, out, TWO), env=dict(_env(), TMPDIR=str(tmp_path)), cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         while proc.poll() is None and not is_complete_checkpoint(out / "checkpoint-4"):

@@ -75,7 +75,7 @@ def launcher_command(d: DistributedConfig, spec_path: Path, log_dir: Path, modul
     """``python -m train_pipeline.training.launcher`` = ``torch.distributed.run`` plus a watch on its parent."""
     nproc = local_nproc(d)
     cmd = [sys.executable, "-m", "train_pipeline.training.launcher", "--parent-pid", str(os.getpid()),
-           "--grace", str(d.stop_grace_s), "--",
+           "--grace", str(d.stop_grace_s), "--work-dir", str(spec_path.parent), "--",
            "--nproc-per-node", str(nproc), "--max-restarts", "0", "--monitor-interval", "0.2",
            "--tee", "3", "--log-dir", str(log_dir)]
     if d.nnodes == 1:
