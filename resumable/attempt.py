@@ -10,6 +10,7 @@ import errno
 import logging
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -90,6 +91,7 @@ class Download:
             self.part.discard()
             self.part.state = None
             self.policy.fresh_start()
+            self.policy.budget.bad(digests.get(self.algorithm))
             raise IntegrityError(f"{self.dest.name} from {http.redact(self.url)}: {problem}; "
                                  f"the bad bytes are kept in {corrupt}")
         return digests
@@ -100,7 +102,7 @@ class Download:
         return self.part.start(resp, total, segments)
 
     def restart(self, why: str) -> RestartFromZero:
-        log.warning("%s: %s; starting over from byte 0", self.dest.name, why)
+        log.info("%s: %s; starting over from byte 0", self.dest.name, why)  # the retry's line says it too
         self.part.discard()
         self.part.state = None
         self.policy.fresh_start()
@@ -140,6 +142,8 @@ class Download:
             if resp.status_code not in (200, 206):
                 raise http.status_error(resp, self.url)
             self.revalidate = None  # answered: from here on a plain download
+            if resp.status_code == 200 and resp.headers.get("Accept-Ranges", "").lower() != "bytes":
+                note_no_ranges(getattr(resp, "final_url", self.url))
             if resp.status_code == 206:
                 total = self._continued(resp, offset)
             else:
@@ -212,8 +216,11 @@ class Download:
     def _from_zero(self, resp: requests.Response, offset: int) -> int | None:
         """A 200: the whole file, from byte 0 (a new record); its size when known."""
         if offset:
-            log.info("%s: server sent the whole file (new version or no Range support); starting over",
-                     self.dest.name)
+            if resp.headers.get("Accept-Ranges", "").lower() != "bytes":
+                no_range_support(self.dest.name, getattr(resp, "final_url", self.url),
+                                 f"the {human_size(offset)} already here are downloaded again")
+            else:
+                log.warning("%s: the server sent a new version of the file; downloading it from byte 0", self.dest.name)
             self.policy.fresh_start()
         total = http.body_length(resp)
         self.new_state(resp, total)
@@ -286,6 +293,40 @@ class Download:
                 guard.raise_if_tripped()  # the watchdog cut it: say why
                 raise
             guard.raise_if_tripped()  # a cut can look like the end of a body that has no length
+
+
+_NO_RANGES: dict[str, bool] = {}  # origin -> said so already: servers this process saw without Range support
+_NO_RANGES_LOCK = threading.Lock()
+
+
+def _origin_text(url: str) -> str:
+    scheme, host, port = http.origin(url)
+    return f"{scheme}://{host}:{port}" if port else f"{scheme}://{host}"
+
+
+def note_no_ranges(url: str) -> None:
+    """A 200 without ``Accept-Ranges: bytes`` came from ``url``'s server."""
+    with _NO_RANGES_LOCK:
+        _NO_RANGES.setdefault(_origin_text(url), False)
+
+
+def servers_without_ranges() -> list[str]:
+    """The servers this process saw answering without Range support (what cannot resume)."""
+    with _NO_RANGES_LOCK:
+        return sorted(_NO_RANGES)
+
+
+def no_range_support(name: str, url: str, consequence: str) -> None:
+    """Say once per server, on the default output (a warning), that it serves no byte ranges:
+    nothing from it resumes (an interrupted download starts over from byte 0) and a file comes
+    over one connection. Later cases are logged at INFO."""
+    where = _origin_text(url)
+    with _NO_RANGES_LOCK:
+        first = not _NO_RANGES.get(where, False)
+        _NO_RANGES[where] = True
+    (log.warning if first else log.info)(
+        "%s: the server at %s does not serve byte ranges (no 'Accept-Ranges: bytes'): %s; from this server an "
+        "interrupted download starts over from byte 0 and a file comes over one connection", name, where, consequence)
 
 
 def _conditional(validator: str) -> dict[str, str]:

@@ -171,7 +171,7 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
                 current = check_url(urljoin(current, location))
             except (UsageError, ValueError) as exc:
                 err = TransferError(f"{redact(current)}: redirected to an unusable address "
-                                    f"({redact_text(str(exc))[:200]}); check the URL")
+                                    f"({clip(redact_text(str(exc)))}); check the URL")
                 err.transient = False  # the same request gets the same redirect
                 raise err from None
             if origin(current) != first_origin:
@@ -235,10 +235,18 @@ def describe_network_error(exc: BaseException) -> str:
     if "NameResolution" in text or "Name or service not known" in text or "nodename nor servname" in text:
         return "the host name does not resolve (DNS); check the host in the URL and the network"
     name = type(exc).__name__
-    text = redact_text(text)
-    if len(text) > 200:
-        text = text[:200].rsplit(" ", 1)[0] + " …"
+    text = clip(redact_text(text))
     return f"{name}: {text}" if text else name
+
+
+def clip(text: str, limit: int = 200) -> str:
+    """``text`` cut to about ``limit`` characters at a word boundary, marked with an ellipsis: a
+    quoted error never ends mid-word."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    cut = max(head.rfind(" "), head.rfind("("), head.rfind(","))
+    return (head[:cut] if cut > limit // 2 else head).rstrip(" ,(:") + " …"
 
 
 def status_error(resp: requests.Response, url: str) -> HTTPStatusError:

@@ -68,10 +68,35 @@ def byte_bar(label: str, total: int | None = None, initial: int = 0, *, show: bo
     (None: when stderr is a terminal), else None."""
     if not (sys.stderr.isatty() if show is None else show):
         return None
-    from tqdm import tqdm
+    return _byte_bar_class()(total=total, initial=initial, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+                             dynamic_ncols=True, leave=True, file=sys.stderr, miniters=1, mininterval=0.2)
 
-    return tqdm(total=total, initial=initial, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
-                dynamic_ncols=True, leave=True, file=sys.stderr, miniters=1, mininterval=0.2)
+
+_BYTE_BAR = None
+KNOWN_TOTAL = "{desc}: {percentage:3.0f}%|{bar}| {bytes_fmt} [{elapsed}<{remaining}, {speed_fmt}]"
+UNKNOWN_TOTAL = "{desc}: {bytes_fmt} [{elapsed}, {speed_fmt}]"
+
+
+def _byte_bar_class():
+    """tqdm writing sizes and speeds as the log lines do (``human_size``: KiB, MiB, GiB): tqdm's own
+    unit scaling says ``MB`` for 1024-based sizes and scales speeds by 1000."""
+    global _BYTE_BAR
+    if _BYTE_BAR is None:
+        from tqdm import tqdm
+
+        class ByteBar(tqdm):
+            @property
+            def format_dict(self):
+                d = super().format_dict
+                n, total, elapsed = d["n"], d["total"], d["elapsed"] or 0
+                rate = d["rate"] if d["rate"] is not None else ((n - d["initial"]) / elapsed if elapsed else None)
+                d["bytes_fmt"] = human_size(n) + (f"/{human_size(total)}" if total is not None else "")
+                d["speed_fmt"] = f"{human_size(rate)}/s" if rate else "?/s"
+                d["bar_format"] = KNOWN_TOTAL if total else UNKNOWN_TOTAL
+                return d
+
+        _BYTE_BAR = ByteBar
+    return _BYTE_BAR
 
 
 class Reporter:

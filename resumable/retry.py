@@ -34,7 +34,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from .errors import IntegrityError, ResumableError, StalledError, transient_status
+from .errors import IntegrityError, ResumableError, RestartFromZero, StalledError, transient_status
 
 log = logging.getLogger("resumable")
 T = TypeVar("T")
@@ -184,11 +184,19 @@ class FreshStarts:
 
     def __init__(self):
         self.count = 0
+        self.bad_digests: set[str] = set()  # of the downloads that failed verification
         self._lock = threading.Lock()
 
     def add(self) -> None:
         with self._lock:
             self.count += 1
+
+    def bad(self, digest: str | None) -> None:
+        """A download failed verification with ``digest`` (the final error tells a wrong expected
+        hash, every download the same, from bytes corrupted in transit)."""
+        with self._lock:
+            if digest:
+                self.bad_digests.add(digest)
 
     @property
     def exhausted(self) -> bool:
@@ -280,8 +288,14 @@ class RetryPolicy:
         return True
 
     def _log(self, state) -> None:
-        log.warning("%s; retry %d/%d in %.1fs", state.outcome.exception(), state.attempt_number, self.retries,
-                    state.next_action.sleep if state.next_action else 0.0)
+        exc, sleep = state.outcome.exception(), state.next_action.sleep if state.next_action else 0.0
+        if isinstance(exc, (IntegrityError, RestartFromZero)) and self.budget.count:
+            # Its bytes were thrown away: what follows is a download from byte 0, and those have a
+            # budget of their own (smaller than the retries): count those.
+            log.warning("%s; downloading it again from byte 0 in %.1fs (download %d of at most %d in this run)",
+                        exc, sleep, self.budget.count + 1, MAX_FRESH_STARTS + 1)
+            return
+        log.warning("%s; retry %d/%d in %.1fs", exc, state.attempt_number, self.retries, sleep)
 
 
 def _first_raising(failure: BaseException | None, attempt: Callable[[], T]) -> Callable[[], T]:

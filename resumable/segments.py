@@ -125,6 +125,7 @@ def _plan(d: Download) -> PartState | None:
         total = http.body_length(resp) if resp.status_code == 200 else None
         ranges = resp.headers.get("Accept-Ranges", "").lower() == "bytes"
         if not (total and ranges and http.strong_validator(resp)) or total < 2 * MIN_SEGMENT:
+            _one_connection(d, resp, total, ranges)
             return None
         d.check_total(total, 0)
         n = min(d.connections, total // MIN_SEGMENT)
@@ -139,6 +140,21 @@ def _plan(d: Download) -> PartState | None:
         finally:
             os.close(fd)
         return d.new_state(resp, total, [(a, b, a) for a, b in zip(bounds, bounds[1:])])
+
+
+def _one_connection(d: Download, resp: requests.Response, total: int | None, ranges: bool) -> None:
+    """Say why ``--connections N`` becomes one connection: on the default output when the server
+    is the reason, at INFO when the file is too small to gain from more."""
+    from .attempt import no_range_support
+
+    if not ranges:
+        no_range_support(d.dest.name, getattr(resp, "final_url", d.url), f"one connection instead of {d.connections}")
+    elif total and total >= 2 * MIN_SEGMENT:
+        log.warning("%s: the server names no strong validator (ETag) that would tie byte ranges to one version of "
+                    "the file: one connection instead of %d", d.dest.name, d.connections)
+    else:
+        log.info("%s: %s: one connection instead of %d", d.dest.name,
+                 "size unknown" if not total else f"smaller than {2 * MIN_SEGMENT >> 20} MiB", d.connections)
 
 
 def worth_splitting(resp: requests.Response, total: int | None) -> bool:

@@ -221,9 +221,9 @@ def _run(d: Download, t0: float) -> FetchResult:
         try:
             digests = d.policy.call(d.attempt)
         except TransferError as exc:
-            if d.policy.gave_up_restarting:  # same error, same type: say why it is the last
-                exc.args = (f"{exc}; gave up after {MAX_FRESH_STARTS + 1} downloads from byte 0 in this run "
-                            "(the server keeps sending bytes that cannot complete the file)",)
+            if d.policy.gave_up_restarting:  # same error, same type: say why it is the last, and what to do
+                exc.args = (f"{exc}; gave up after {MAX_FRESH_STARTS + 1} downloads from byte 0 in this run: "
+                            + _why_no_download_completes(exc, d.policy.budget.bad_digests),)
                 exc.transient = False
             raise
         if digests is NOT_MODIFIED:
@@ -241,6 +241,17 @@ def _run(d: Download, t0: float) -> FetchResult:
     log.info("%s: %s, %s transferred in %.1fs (%s/s)", d.dest.name, result.status,
              human_size(result.bytes_transferred), seconds, human_size(result.speed))
     return result
+
+
+def _why_no_download_completes(exc: TransferError, bad_digests: set[str]) -> str:
+    """The likely cause, and the fix, when every download from byte 0 failed (a re-run of the same
+    command would fail the same way)."""
+    if isinstance(exc, IntegrityError) and len(bad_digests) == 1:
+        return ("each download brought the same bytes, so the expected hash or size is wrong, or the file changed "
+                "upstream: correct it (--hash/--size, or hash:/size: in the config or registry)")
+    if isinstance(exc, IntegrityError) and len(bad_digests) > 1:
+        return "the downloads differ from each other: the server or the network corrupts the bytes; try a mirror"
+    return "the server cannot continue or complete the file; try a mirror, or later"
 
 
 def _unchanged(d: Download, t0: float) -> FetchResult:
