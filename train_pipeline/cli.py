@@ -1,5 +1,6 @@
-"""``train-pipeline``: the command line. Only the chosen subcommand's module is imported, so
-``train-pipeline fetch`` never loads Prefect, torch, transformers or the pipeline config."""
+"""``train-pipeline``: the command line. Only the chosen subcommand's module is imported (none for
+``train-pipeline --help``), so ``train-pipeline fetch`` never loads Prefect, torch, transformers
+or the pipeline config. ``-v`` is accepted before or after the subcommand."""
 
 from __future__ import annotations
 
@@ -9,39 +10,75 @@ import logging
 import os
 import sys
 
-# subcommand -> module with register(subparsers); each sets a handler default (run or func)
+# subcommand -> (module with register(subparsers), its one-line help); each module sets a
+# handler default (run or func). The help here is what `train-pipeline --help` lists without
+# importing the modules; tests/engine/test_cli_consistency.py keeps it equal to each module's.
 COMMANDS = {
-    "fetch": "train_pipeline.fetch_cli",
-    "datasets": "train_pipeline.datasets_cli",
-    "model": "train_pipeline.model_cli",
+    "fetch": ("train_pipeline.fetch_cli", "download URLs with resume, retries and verification"),
+    "datasets": ("train_pipeline.datasets_cli", "list and download registry datasets"),
+    "model": ("train_pipeline.model_cli", "Hugging Face Hub model snapshots"),
 }
+VERBOSE_HELP = "log retries and transfers"
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
+def build_parser(chosen: str | None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="train-pipeline",
         description="Resumable, verified downloads of models and datasets, and Qwen2-VL fine-tuning.",
         epilog="The pipeline itself runs with: python flows/pipeline.py [--config FILE]",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log retries and transfers")
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if name == chosen:
+            importlib.import_module(module).register(sub)
+        else:  # listed by --help and by "invalid choice" errors, never imported
+            sub.add_parser(name, help=help_text, add_help=False)
+    _verbose_everywhere(parser)
+    return parser
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``-v`` after the subcommand too (``train-pipeline fetch -v URL``), at every level; given
+    nowhere, the top level's default (off) stands."""
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for child in action.choices.values():
+            if "-v" not in child._option_string_actions and child.add_help:
+                child.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                   help=VERBOSE_HELP)
+            _verbose_everywhere(child)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     chosen = next((a for a in argv if not a.startswith("-")), None)
-    for name in [chosen] if chosen in COMMANDS else COMMANDS:
-        importlib.import_module(COMMANDS[name]).register(sub)
-    args = parser.parse_args(argv)
+    args = build_parser(chosen if chosen in COMMANDS else None).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(message)s")
     handler = getattr(args, "run", None) or args.func
     try:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted: partial downloads are kept and resume on the next run", file=sys.stderr)
+        print(interrupted_message(), file=sys.stderr)
         sys.stderr.flush()
         sys.stdout.flush()
         # Worker threads (downloads, hashing) would keep the process alive until they finish: end it
         # now, as a kill would; every partial file and record is already on disk for the resume.
         os._exit(130)
+
+
+def interrupted_message() -> str:
+    """What Ctrl-C leaves: partial downloads resume on the next run, except from servers that
+    serve no byte ranges (the engine saw them answer; their files start over)."""
+    attempt = sys.modules.get("resumable.attempt")
+    without = attempt.servers_without_ranges() if attempt is not None else []
+    text = "interrupted: partial downloads are kept and resume on the next run"
+    if without:
+        text += (f", except from {', '.join(without)}, which serves no byte ranges: "
+                 "those downloads start over from byte 0")
+    return text
 
 
 if __name__ == "__main__":
