@@ -33,6 +33,9 @@ def train(model: SnapshotResult, data: dict[str, dict[str, list]], output_dir: s
     from train_pipeline.training.finetune import train as run_training
 
     logger = get_run_logger()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards": the step lines say it all
 
     def progress(p) -> None:
         if p.eval_loss is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ def save_final(trainer: Any, processor: Any, out: Path) -> Path:
     if not main:
         return final
     processor.save_pretrained(str(partial))
+    follow_umask(partial)
     written = scan_owned(partial)
     before = final_owned(out) if os.path.lexists(final) else Owned()
     if before is None:
@@ -55,6 +57,23 @@ def save_final(trainer: Any, processor: Any, out: Path) -> Path:
     publish(partial, final)
     write_owned(record, written)
     return final
+
+
+def follow_umask(folder: Path) -> None:
+    """Give the files written into ``folder`` the mode new files get here (0644 under the usual
+    umask 022), as every other output has: safetensors creates its files 0600, so on a shared
+    cluster nobody else could read the weights. Executable files keep their x bits."""
+    probe = folder / ".mode-probe"
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # what the umask leaves (os.umask is racy)
+    try:
+        wanted = os.fstat(fd).st_mode & 0o777
+    finally:
+        os.close(fd)
+        probe.unlink()
+    for path in folder.rglob("*"):
+        st = path.lstat()
+        if stat.S_ISREG(st.st_mode) and (st.st_mode & 0o666) != wanted:
+            os.chmod(path, wanted | (st.st_mode & 0o111))
 
 
 FINAL_UNKNOWN = ("{final} exists but no record says what training wrote into it (a folder made by hand, or an older "

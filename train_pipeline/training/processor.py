@@ -3,8 +3,12 @@
 Stock ``Qwen2VLProcessor``/``AutoProcessor`` build a video processor that imports torchvision,
 which cannot load beside this machine's CPU torch. Training only sees images, so this subclass
 keeps the image processor, tokenizer and chat template. It saves ``processor_class:
-"Qwen2VLProcessor"`` so the folder stays loadable by stock ``AutoProcessor`` where torchvision
-exists.
+"Qwen2VLProcessor"`` and the image settings also as ``preprocessor_config.json`` (where stock
+``AutoProcessor`` looks for the video processor's settings when a folder has none of its own, as
+in Qwen's Hub repositories), so the folder is loadable by stock ``AutoProcessor`` where torchvision
+exists. Without torchvision no stock processor class can load any Qwen2-VL folder (transformers'
+video processors need it): ``load_processor(path)`` below does; LOAD_HINT says so where a run names
+its final model.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from transformers import AutoImageProcessor, AutoTokenizer, Qwen2VLProcessor
 from transformers.processing_utils import ProcessorMixin
 
 STOCK_PROCESSOR_CLASS = "Qwen2VLProcessor"
+LOAD_HINT = ("AutoProcessor needs torchvision; without it: "
+             "from train_pipeline.training.processor import load_processor; load_processor(PATH)")
 
 
 class Qwen2VLImageProcessor(Qwen2VLProcessor):
@@ -39,7 +45,17 @@ class Qwen2VLImageProcessor(Qwen2VLProcessor):
         files = super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
         # The tokenizer records the processor's class name; point it at the stock class too.
         _set_processor_class(Path(save_directory) / "tokenizer_config.json")
+        # Stock Qwen2VLProcessor also loads a video processor; without settings of its own it reads
+        # preprocessor_config.json (the image settings, as Qwen's Hub folders hold them). Without
+        # this file stock AutoProcessor cannot load the folder even where torchvision exists.
+        legacy = Path(save_directory) / PREPROCESSOR_CONFIG
+        if not legacy.exists():
+            self.image_processor.to_json_file(legacy)
+            files = [*files, str(legacy)] if isinstance(files, (list, tuple)) else files
         return files
+
+
+PREPROCESSOR_CONFIG = "preprocessor_config.json"
 
 
 def _set_processor_class(path: Path) -> None:
