@@ -3,6 +3,8 @@ artifact in the Prefect UI."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prefect import get_run_logger
 from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
@@ -36,7 +38,9 @@ def summary_rows(model: PrefectFuture | None, spec: ModelSpec | None, datasets: 
             r = fetch_state.result()
             cached_run = fetch_state.name == "Cached"
             digest = verify_state.result() if _ok(verify_state) else None
-            rows.append(report.file_row(r.path, r.url, r.size, "cached" if cached_run else r.status,
+            # A result cached by an earlier run names that run's server: show where the file comes from now.
+            url = redact(f.spec.url) if cached_run else r.url
+            rows.append(report.file_row(r.path, url, r.size, "cached" if cached_run else r.status,
                                         0 if cached_run else r.bytes_transferred, 0.0 if cached_run else r.seconds,
                                         digest or ("NOT VERIFIED" if not _ok(verify_state) else r.digest)))
     if model is not None:
@@ -69,7 +73,9 @@ def batch_rows(d: DatasetSteps) -> list[report.Row]:
     if not _ok(state):
         return [report.file_row(f.filename, redact(f.url), f.size or -1, "failed", 0, 0.0, None) for f in d.batch_specs]
     cached_run = state.name == "Cached"
-    return [report.file_row(r.path, r.url, r.size, "cached" if cached_run else r.status,
+    now = {f.filename: redact(f.url) for f in d.batch_specs}  # cached: the source named now, not an earlier run's
+    return [report.file_row(r.path, now.get(Path(r.path).name, r.url) if cached_run else r.url, r.size,
+                            "cached" if cached_run else r.status,
                             0 if cached_run else r.bytes_transferred, 0.0 if cached_run else r.seconds, r.digest)
             for r in state.result()]
 

@@ -81,10 +81,14 @@ def fetch_batch(files: tuple[FileSpec, ...], dest_dir: str, jobs: int = 8, conne
     logger.info("%d of %d files fetched, %s transferred in %.1f s (%s/s)", len(done), len(items), human_size(moved),
                 seconds, human_size(moved / seconds if seconds > 0 else 0))
     if failures:
+        transient = all(getattr(r, "transient", False) for _, r in failures)
+        more = f" | and {len(failures) - 5} more" if len(failures) > 5 else ""
+        # A re-run fetches only the failed files; it can fix them only when every failure was transient.
         error = TransferError(f"{len(failures)} of {len(items)} files failed: "
-                              + " | ".join(f"{Path(i.dest).name}: {r}" for i, r in failures[:5])
-                              + "; run again to fetch only those")
-        error.transient = all(getattr(r, "transient", False) for _, r in failures)
+                              + " | ".join(f"{Path(i.dest).name}: {r}" for i, r in failures[:5]) + more
+                              + ("; run again to fetch only those" if transient
+                                 else "; fix the files' url, mirrors or hash, then run again to fetch only those"))
+        error.transient = transient
         raise error
     return [replace(r, url=redact(r.url)) for r in done]
 

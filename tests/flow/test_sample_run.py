@@ -83,6 +83,27 @@ def test_command_line_runs_the_profile_and_prints_the_summary(tmp_path, sample_b
     out = capsys.readouterr().out
     assert "outdoor_advertising_sample.tar.gz" in out and "downloaded" in out and "sha256:" in out
     assert "hf://datasets/train-pipeline/billboard-parquet@main/data/*.parquet (2 files)" in out
+    _assert_outputs_named(out.splitlines()[-6:], tmp_path)
+    first_source = _source_of_archive(out)
     assert main(["--config", str(path)]) == 0  # again: everything Cached, nothing transferred
     out = capsys.readouterr().out
     assert "cached" in out and "3 item(s), 0 B transferred" in out
+    _assert_outputs_named(out.splitlines()[-6:], tmp_path)  # also when training was Cached
+    # The sample's servers listen on new ports each run: a cached row names this run's, not the first's.
+    assert _source_of_archive(out) != first_source
+
+
+def _source_of_archive(out: str) -> str:
+    row = next(line for line in out.splitlines() if line.startswith("outdoor_advertising_sample.tar.gz "))
+    return row.split()[3]  # file, size (2 words), source
+
+
+def _assert_outputs_named(last: list[str], tmp_path) -> None:
+    """The run's last lines say where its outputs are, each of them in place."""
+    out = tmp_path / "results_dir" / "tiny-qwen2-vl-outdoor_advertising_sample+billboard_parquet_sample"
+    named = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in last}
+    assert named["final model"].startswith(f"{out / 'final'}  (AutoProcessor needs torchvision"), last
+    assert named["loss curve"] == str(out / "loss_curve.png") and (out / "loss_curve.png").is_file()
+    assert named["metrics"] == str(out / "metrics.jsonl") and (out / "metrics.jsonl").is_file()
+    assert named["dataset billboard_parquet_sample"] == str(tmp_path / "data_dir" / "downloads" / "billboard_parquet_sample")
+    assert named["model snapshot"].startswith(str(tmp_path / "models_cache"))
