@@ -15,6 +15,7 @@ from typing import Any
 from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner
 
+from resumable.redaction import redact
 from tasks.caching import cached, peek_cached
 from tasks.download import fetch_batch, fetch_is_current, fetch_with_resume
 from tasks.extract import extract, extraction_is_current
@@ -120,8 +121,10 @@ def file_steps(runner: TaskRunner, ds: DatasetSpec, f: FileSpec, cfg: PipelineCo
 def hub_steps(runner: TaskRunner, ds: DatasetSpec, f: FileSpec, cfg: PipelineConfig, storage) -> FileSteps:
     """An hf:// source: one task, the snapshot machinery into the dataset's downloads folder (its
     files under their repository paths, verified as they arrive: no separate verify or extract)."""
+    # The dataset's other files land in the same folder under their names: never the source's to take.
+    reserved = {o.filename: redact(o.url) for o in ds.files if not o.is_hub}
     params = dict(source=f.url, dest_dir=str(cfg.path(cfg.data_dir) / DOWNLOADS / ds.name), size=f.size, hash=f.hash,
-                  endpoint=f.endpoint, max_workers=cfg.max_workers)
+                  endpoint=f.endpoint, max_workers=cfg.max_workers, reserved=reserved or None)
     previous = peek_cached(hub_files, params, storage, step=f"hf {f.url}")
     fetched = runner.submit(cached(hub_files, storage, valid=hub_files_current(previous), **task_retries(cfg)), params)
     return FileSteps(f, fetched, fetched, None)

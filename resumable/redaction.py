@@ -7,7 +7,12 @@ from urllib.parse import urlsplit, urlunsplit
 
 
 def redact(url: str) -> str:
-    """The URL without its query and userinfo: signed URLs carry tokens there, logs must not."""
+    """The URL without its query and userinfo: signed URLs carry tokens there, logs must not.
+    An hf:// source has neither (its '?' is a glob character; the parser refuses userinfo): it
+    is shown in its canonical spelling, whole."""
+    hub = _hf_source(url)
+    if hub is not None:
+        return hub
     try:
         p = urlsplit(url)
         if not p.netloc:  # not a URL we can take apart: cut what could be a query or userinfo
@@ -33,9 +38,33 @@ _ANY_QUERY = re.compile(f"[?&][^?&={_END}]*=[^{_END}]*")  # key=value after a '?
 
 def redact_text(text: str) -> str:
     """``text`` with every URL query and userinfo replaced: for messages built from other libraries'
-    errors (requests and urllib3 quote the whole request target, query included)."""
+    errors (requests and urllib3 quote the whole request target, query included). An hf:// source
+    in it keeps its '?' and '=' (glob characters of a repository path, never a query); only
+    userinfo is taken out of it."""
+    parts = _HF_SPAN.split(text)  # odd items: hf:// spans
+    return "".join(_USERINFO.sub("//", p) if i % 2 and "://" not in p[5:] else _redact_plain(p)
+                   for i, p in enumerate(parts))
+
+
+def _redact_plain(text: str) -> str:
     text = _PATH_QUERY.sub(r"\1?…", _USERINFO.sub("//", text))
     return _ANY_QUERY.sub("?…", text)
+
+
+_HF_SPAN = re.compile(f"((?<![a-z0-9+.-])hf://[^{_END}]*)", re.I)
+
+
+def _hf_source(url: object) -> str | None:
+    """``url``'s canonical spelling when it is a well-formed hf:// source, else None."""
+    if not isinstance(url, str) or url[:5].lower() != "hf://":
+        return None
+    from .errors import UsageError
+    from .hub.uri import parse
+
+    try:
+        return str(parse(url))
+    except UsageError:
+        return None
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -29,15 +29,16 @@ HUB_FILES_CACHE = StableInputs(exclude=("endpoint", "max_workers"))
 @task(cache_policy=HUB_FILES_CACHE, persist_result=True, result_serializer=DataOnlyJSON(), retries=2,
       retry_delay_seconds=[2, 10], retry_condition_fn=transient_only, task_run_name="hf {source}")
 def hub_files(source: str, dest_dir: str, size: int | None = None, hash: str | None = None,
-              endpoint: str | None = None, max_workers: int = 4) -> HubFiles:
-    """The files ``source`` (hf://...) selects, in ``dest_dir`` under their repository paths; token from HF_TOKEN."""
+              endpoint: str | None = None, max_workers: int = 4, reserved: dict[str, str] | None = None) -> HubFiles:
+    """The files ``source`` (hf://...) selects, in ``dest_dir`` under their repository paths; token from HF_TOKEN.
+    ``reserved``: {path in dest_dir: whose} of the dataset's other files there, never this source's to publish."""
     from resumable.hub.sources import fetch_hf
 
     progress = DownloadProgress(source, key=artifact_key("hf", source))
     try:
         with redacted_errors():
             r = fetch_hf(source, dest_dir, size=size, hash=hash, endpoint=endpoint, max_workers=max_workers,
-                         progress=progress)
+                         progress=progress, reserved=reserved)
     finally:
         progress.close()
     get_run_logger().info("%s (%s): %s, %d files, %s, %s transferred in %.1f s", source, r.commit[:12], r.status,

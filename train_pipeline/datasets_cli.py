@@ -155,6 +155,13 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
     hub = [f for f in spec.files if f.is_hub]  # hf:// sources: through the Hub API, into the same folder
     items = [resumable.FetchItem(f.url, download_path(data, spec, f), f.size, f.hash, tuple(f.mirrors))
              for f in spec.files if not f.is_hub]
+    # Before any transfer: each hf:// source resolved and listed, and every path of the folder given
+    # to one source (two hf:// sources, or an hf:// path and a URL's file name, never share one).
+    plans = _plan_hub(hub, data / "downloads" / spec.name, items)
+    clash = _clash(plans, items, data / "downloads" / spec.name)
+    if clash:
+        print(f"error: {clash}; {_where(name, urls, registry)}", file=sys.stderr)
+        return 1
     if not items:
         results = []
     elif len(items) == 1:
@@ -174,20 +181,22 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
             rows.append(report.file_row(str(item.dest), item.url, item.size or -1, "failed", 0, 0.0, None))
         else:
             rows.append(report.file_row(str(r.path), r.url, r.size, r.status, r.bytes_transferred, r.seconds, r.digest))
-    hub_results = _fetch_hub(hub, data / "downloads" / spec.name, progress)
+    hub_results = _fetch_hub(hub, plans, progress)
     for f, r in zip(hub, hub_results):
         rows.append(report.hub_row(f.url, f.endpoint, None if isinstance(r, Exception) else r))
         if isinstance(r, Exception):
-            failures.append(str(r))  # it names the source
+            failures.append(str(r))  # it names the source, and its own fix
     print(report.render(rows))
     if failures:
-        results = [*results, *hub_results]
         n_files = len(items) + len(hub)
-        again = any(getattr(r, "transient", False) for r in results if isinstance(r, Exception))
-        fix = ("run the same command again to resume" if again else "check the URLs given with --urls" if urls
-               else f"check the files' url and mirrors of dataset '{name}' in {registry_path(registry)}")
-        print(f"error: {len(failures)} of {n_files} file(s) failed: " + " | ".join(failures) + f"; {fix}",
-              file=sys.stderr)
+        http_errors = [r for r in results if isinstance(r, Exception)]
+        if any(getattr(r, "transient", False) for r in [*http_errors, *hub_results] if isinstance(r, Exception)):
+            fix = "; run the same command again to resume"
+        elif http_errors:
+            fix = f"; {_where(name, urls, registry)}"
+        else:
+            fix = ""  # only hf:// sources failed: each message says what to do (a token, a name, a revision)
+        print(f"error: {len(failures)} of {n_files} file(s) failed: " + " | ".join(failures) + fix, file=sys.stderr)
         return 1
     if extract and spec.extract_to:
         failed = _extract_all(spec, results, data, quiet)
@@ -196,16 +205,59 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
     return 0
 
 
-def _fetch_hub(files, folder: Path, progress) -> list:
-    """Each hf:// source of the dataset into its downloads folder (files under their repository
+def _where(name: str, urls: list[str] | None, registry: str | None) -> str:
+    return ("check the URLs given with --urls" if urls
+            else f"check the files' url and mirrors of dataset '{name}' in {registry_path(registry)}")
+
+
+def _plan_hub(files, folder: Path, items) -> list:
+    """Each hf:// source of the dataset resolved and listed, its paths in ``folder`` checked (the
+    dataset's other files' names are not its to take): a HubPlan, or the error."""
+    from resumable.errors import ResumableError
+    from resumable.hub.sources import plan_hf
+    from resumable.redaction import redact
+
+    reserved = {Path(i.dest).name: redact(i.url) for i in items}
+    out = []
+    for f in files:
+        try:
+            out.append(plan_hf(f.url, folder, size=f.size, hash=f.hash, endpoint=f.endpoint, reserved=reserved))
+        except ResumableError as exc:
+            out.append(exc)
+    return out
+
+
+def _clash(plans: list, items, folder: Path) -> str | None:
+    """One path of the folder for two sources, found before any transfer: two hf:// sources, an
+    hf:// source and a URL's file name, or a URL's file name and a file an hf:// source published."""
+    from resumable.hub.sources import ForeignPathError, HubPlan, claimed_by, find_clash
+    from resumable.redaction import redact
+
+    for p in plans:
+        if isinstance(p, ForeignPathError):
+            return str(p)
+    good = [p for p in plans if isinstance(p, HubPlan)]
+    for item in items:
+        owner = claimed_by(folder, Path(item.dest).name)
+        if owner is not None and not any(p.key == owner for p in good):
+            return (f"{redact(item.url)} would be saved as {item.dest}, which {owner} published: a path in the "
+                    "folder belongs to one source; give the file another 'name', or drop one of the sources")
+    return find_clash(good)
+
+
+def _fetch_hub(files, plans: list, progress) -> list:
+    """Each planned hf:// source fetched into its downloads folder (files under their repository
     paths): a HubFiles, or the error."""
     from resumable.errors import ResumableError
     from resumable.hub.sources import fetch_hf
 
     out = []
-    for f in files:
+    for f, plan in zip(files, plans):
+        if isinstance(plan, Exception):
+            out.append(plan)
+            continue
         try:
-            out.append(fetch_hf(f.url, folder, size=f.size, hash=f.hash, endpoint=f.endpoint, progress=progress))
+            out.append(fetch_hf(f.url, plan=plan, progress=progress))
         except ResumableError as exc:
             out.append(exc)
     return out

@@ -56,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         headers = _headers(args.header)
         hub = _hub_sources(args)
+        if args.output is not None:
+            from resumable.hub.sources import check_output_path
+
+            check_output_path(args.output)  # 'dir/' would become a file named 'dir'
     except UsageError as exc:
         return _fail(str(exc))
     progress = False if args.quiet else None
@@ -65,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
                     if v is not None})
     from concurrent.futures import ThreadPoolExecutor
 
-    def one(target: tuple[str, Path | ResumableError]) -> str | None:
+    def one(target: tuple[str, object]) -> str | None:
         url, dest = target
         if url in hub:
             return _one_hub(hub[url], dest, args, progress)
@@ -86,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
         # Not a `with` block: on Ctrl-C it would wait for every running download to finish.
         pool = ThreadPoolExecutor(args.jobs)
         try:
+            # Before any transfer: each hf:// source resolved and listed (its paths known), each URL named.
             targets = list(zip(args.urls, pool.map(
-                lambda u: Path(args.dir) if u in hub else _name_in(Path(args.dir), u, headers), args.urls)))
-            clash = _same_destination(targets)
+                lambda u: _plan_hub(hub[u], Path(args.dir), args) if u in hub else _name_in(Path(args.dir), u, headers),
+                args.urls)))
+            clash = _same_destination(targets, Path(args.dir))
             if clash:
                 return _fail(clash)
             outcomes = list(pool.map(one, targets))
@@ -117,38 +123,73 @@ def _hub_sources(args: argparse.Namespace) -> dict:
     return hub
 
 
-def _one_hub(uri, dest: Path, args: argparse.Namespace, progress) -> str | None:
-    """One hf:// source to -o FILE or into -d DIR (its files under their repository paths)."""
+def _plan_hub(uri, directory: Path, args: argparse.Namespace):
+    """An hf:// source resolved and listed, its destinations checked (a HubPlan), or the error."""
     from resumable import ResumableError
-    from resumable.hub.sources import fetch_hf
+    from resumable.hub.sources import plan_hf
 
     try:
-        where = dict(output=dest) if args.output is not None else dict(dest_dir=dest)
-        r = fetch_hf(uri, size=args.size, hash=args.hash, progress=progress, **where)
+        return plan_hf(uri, directory, size=args.size, hash=args.hash)
+    except ResumableError as exc:
+        return exc
+    except OSError as exc:
+        return OSError(_local_error(exc, directory))
+
+
+def _one_hub(uri, dest, args: argparse.Namespace, progress) -> str | None:
+    """One hf:// source to -o FILE, or into -d DIR (``dest``: its plan, or the error making it)."""
+    from resumable import ResumableError
+    from resumable.hub.sources import HubPlan, fetch_hf
+
+    if isinstance(dest, Exception):
+        return f"error: {dest}"
+    try:
+        if isinstance(dest, HubPlan):
+            r = fetch_hf(uri, plan=dest, progress=progress)
+        else:
+            r = fetch_hf(uri, output=dest, size=args.size, hash=args.hash, progress=progress)
     except ResumableError as exc:
         return f"error: {exc}"
     except OSError as exc:
-        return f"error: {exc.filename or dest}: {exc.strerror or exc}; choose a writable destination"
+        return f"error: {_local_error(exc, dest)}"
     if not args.quiet:
         for path in r.files:
             print(f"{r.status:>10} {path} ({uri}, commit {r.commit[:12]})", file=sys.stderr)
     return None
 
 
-def _same_destination(targets: list[tuple[str, object]]) -> str | None:
-    """Two URLs that one batch would save under one name: one would be reported with the other's bytes."""
+def _local_error(exc: OSError, where) -> str:
+    return f"{exc.filename or where}: {exc.strerror or exc}; choose a writable destination"
+
+
+def _same_destination(targets: list[tuple[str, object]], directory: Path) -> str | None:
+    """Two sources that one batch would save at one path of ``directory`` (one would be reported
+    with the other's bytes, or replace them): two URLs naming one file, two hf:// sources listing one
+    path, a URL named like an hf:// source's path (or like a folder on its way), or a URL naming a
+    file an hf:// source published there before."""
     from resumable.http import redact
-    from resumable.hub.uri import is_hf_uri
+    from resumable.hub.sources import HubPlan, claimed_by, find_clash
 
     first: dict[Path, str] = {}
+    plans = [dest for _, dest in targets if isinstance(dest, HubPlan)]
+    named: dict[str, str] = {}
     for url, dest in targets:
-        if not isinstance(dest, Path) or is_hf_uri(url):
+        if not isinstance(dest, Path):
             continue
         if dest in first:
             return (f"{redact(first[dest])} and {redact(url)} both name the file {dest.name} in {dest.parent}; "
                     "fetch one of them with -o FILE or into another -d DIR")
         first[dest] = url
-    return None
+        try:
+            rel = dest.relative_to(directory).as_posix()
+        except ValueError:
+            continue
+        named[rel] = redact(url)
+        owner = claimed_by(directory, rel)
+        if owner is not None and not any(p.key == owner for p in plans):
+            return (f"{redact(url)} names {dest}, which {owner} published: a path in the folder belongs to one "
+                    "source; fetch the URL with -o FILE or into another -d DIR")
+    return find_clash(plans, named)
 
 
 def _name_in(directory: Path, url: str, headers: dict):

@@ -33,6 +33,7 @@ class HubAPI:
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         http.check_url(self.endpoint)
         self.token = (get_token() if token is None else token) or None
+        _check_token(self.token, given=isinstance(token, str))
         self.api = HfApi(endpoint=self.endpoint, token=self.token or False)
         self.kind = "dataset" if repo_type == "dataset" else "model"
 
@@ -119,6 +120,18 @@ class HubAPI:
 
 
 _HEX = re.compile(r"[0-9a-f]+")
+
+
+def _check_token(token: object, *, given: bool) -> None:
+    """A token travels in an HTTP header: visible ASCII without spaces (Hub tokens are 'hf_' and
+    letters/digits). Anything else is one line naming where it came from -- never the token."""
+    if not isinstance(token, str) or (token.isascii() and token.isprintable() and " " not in token):
+        return
+    where = ("the token passed" if given else "HF_TOKEN" if os.environ.get("HF_TOKEN")
+             else "HUGGING_FACE_HUB_TOKEN" if os.environ.get("HUGGING_FACE_HUB_TOKEN")
+             else "the saved Hugging Face token (HF_TOKEN_PATH, or the login of 'hf auth login')")
+    raise SnapshotError(f"{where}: the token contains spaces, control or non-ASCII characters; paste it exactly as "
+                        "shown on the Hub's Access Tokens page", "token")
 
 
 def _sound(f: RemoteFile) -> bool:

@@ -12,7 +12,7 @@ COMMIT = re.compile(r"^[0-9a-f]{40}$")
 
 
 class SnapshotError(ResumableError):
-    """A snapshot cannot be made; ``reason`` is one of repo, revision, file, auth, gated, offline,
+    """A snapshot cannot be made; ``reason`` is one of repo, revision, file, auth, token, gated, offline,
     network, filter, integrity."""
 
     def __init__(self, message: str, reason: str):

@@ -6,7 +6,7 @@ import os
 import re
 import time
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 from urllib.parse import urlsplit
@@ -44,6 +44,38 @@ def snapshot(
     ``(downloaded, total)`` over the whole snapshot.
     """
     _check_args(repo_id, revision, repo_type, max_workers, endpoint)
+    plan = plan_snapshot(repo_id, revision=revision, dest_root=dest_root, include=include, exclude=exclude,
+                         endpoint=endpoint, token=token, offline=offline, repo_type=repo_type)
+    return complete_snapshot(plan, max_workers=max_workers, progress=progress)
+
+
+@dataclass
+class SnapshotPlan:
+    """A snapshot resolved and listed, nothing fetched yet: the commit and the files it will hold
+    (what a caller checks before any transfer)."""
+
+    repo_id: str
+    repo_type: str
+    revision: str
+    commit: str
+    repo_dir: Path
+    hub: HubAPI | None  # None: offline
+    tree: list[RemoteFile]
+    wanted: list[RemoteFile]
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def path(self) -> Path:
+        return self.repo_dir / self.commit
+
+
+def plan_snapshot(repo_id: str, *, revision: str = "main", dest_root: str | Path = "./models_cache",
+                  include: str | Iterable[str] | None = None, exclude: str | Iterable[str] | None = None,
+                  endpoint: str | None = None, token: str | bool | None = None, offline: bool | None = None,
+                  repo_type: str = "model") -> SnapshotPlan:
+    """The revision resolved to a commit and the selected files listed (one or two metadata requests,
+    none offline or from the manifest); nothing is downloaded."""
+    _check_args(repo_id, revision, repo_type, 1, endpoint)
     t0 = time.monotonic()
     include, exclude = _patterns(include), _patterns(exclude)
     offline = _env_offline() if offline is None else offline
@@ -51,27 +83,32 @@ def snapshot(
     hub = None if offline else HubAPI(repo_id, repo_type, endpoint, token)
 
     commit = _resolve_commit(hub, repo_dir, repo_id, repo_type, revision)
-    snap_dir = repo_dir / commit
-    manifest = read_json(snap_dir / MANIFEST)
-    tree = manifest_tree(manifest, repo_id, commit)
+    tree = manifest_tree(read_json(repo_dir / commit / MANIFEST), repo_id, commit)
     if tree is None:
         if hub is None:
             raise SnapshotError(
                 f"offline: no snapshot of {repo_type} '{repo_id}' at '{revision}' (commit {commit[:12]}) in "
-                f"{repo_dir}; run once online (without HF_HUB_OFFLINE=1 or --offline)", "offline")
+                f"{repo_dir}; run once online (with HF_HUB_OFFLINE unset)", "offline")
         tree = hub.list_files(commit, revision)
     wanted = select_files(tree, include, exclude, repo_id, revision)
+    return SnapshotPlan(repo_id, repo_type, revision, commit, repo_dir, hub, tree, wanted, t0)
 
+
+def complete_snapshot(plan: SnapshotPlan, *, max_workers: int = 4, progress=None) -> SnapshotResult:
+    """Fetch (or, offline, check) the files ``plan`` selected; record them in the manifest."""
+    if not isinstance(max_workers, int) or max_workers < 1:
+        raise UsageError(f"max_workers {max_workers!r}: use 1 or more")
+    snap_dir, hub, wanted = plan.path, plan.hub, plan.wanted
     if hub is None:
-        return replace(_offline_result(snap_dir, repo_id, repo_type, revision, commit, wanted),
-                       seconds=time.monotonic() - t0)
-    _write_ref(repo_dir, revision, commit)
-    results = download_all(hub, snap_dir, commit, wanted, max_workers, progress)
-    write_manifest(snap_dir, hub, revision, commit, tree, {f.path for f in wanted})
+        return replace(_offline_result(snap_dir, plan.repo_id, plan.repo_type, plan.revision, plan.commit, wanted),
+                       seconds=time.monotonic() - plan.started)
+    _write_ref(plan.repo_dir, plan.revision, plan.commit)
+    results = download_all(hub, snap_dir, plan.commit, wanted, max_workers, progress)
+    write_manifest(snap_dir, hub, plan.revision, plan.commit, plan.tree, {f.path for f in wanted})
     statuses = {r.status for r in results}
     status = "resumed" if "resumed" in statuses else "downloaded" if "downloaded" in statuses else "cached"
-    return SnapshotResult(snap_dir, repo_id, revision, commit, len(wanted), sum(f.size for f in wanted),
-                          sum(r.bytes_transferred for r in results), status, time.monotonic() - t0)
+    return SnapshotResult(snap_dir, plan.repo_id, plan.revision, plan.commit, len(wanted), sum(f.size for f in wanted),
+                          sum(r.bytes_transferred for r in results), status, time.monotonic() - plan.started)
 
 
 def _check_args(repo_id: str, revision: str, repo_type: str, max_workers: int, endpoint: str | None = None) -> None:
@@ -193,7 +230,7 @@ def _resolve_commit(hub: "HubAPI | None", repo_dir: Path, repo_id: str, repo_typ
     commit = ref.read_text().strip() if ref.is_file() else ""
     if not COMMIT.match(commit):
         raise SnapshotError(f"offline: no snapshot of {repo_type} '{repo_id}' at '{revision}' in {repo_dir.parent}; "
-                            "run once online (without HF_HUB_OFFLINE=1 or --offline)", "offline")
+                            "run once online (with HF_HUB_OFFLINE unset)", "offline")
     return commit
 
 

@@ -27,6 +27,8 @@ EXAMPLE = "hf://datasets/org/name@main/data/*.parquet"
 GLOB_CHARS = "*?["
 _BAD_CHAR = re.compile(r"[\x00-\x20\x7f\\]")  # control characters, space, backslash
 _NAME_MAX = 255
+_PREFIXES = ("datasets", "models", "spaces")  # first components that say the repository type
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,10 @@ class HfUri:
     path: str | None = None  # None: the whole repository; a file, a folder ('x/' or a plain name) or a glob
 
     def __str__(self) -> str:
-        text = SCHEME + ("datasets/" if self.repo_type == "dataset" else "") + self.repo_id
+        # A model whose org reads like a type prefix keeps 'models/': hf://datasets/name would be a dataset.
+        org = self.repo_id.split("/", 1)[0]
+        prefix = "datasets/" if self.repo_type == "dataset" else "models/" if org in _PREFIXES else ""
+        text = SCHEME + prefix + self.repo_id
         if self.revision is not None:
             text += "@" + self.revision.replace("%", "%25").replace("/", "%2F")
         return text + (f"/{self.path}" if self.path else "")
@@ -58,6 +63,19 @@ class HfUri:
 
     def without_revision(self) -> "HfUri":
         return HfUri(self.repo_type, self.repo_id, None, self.path)
+
+    def revision_hint(self) -> str:
+        """For a path with '@' that selects nothing (``.../data/*.parquet@main``): where a revision
+        goes, as '; ...' to append to that error; '' when there is nothing to say."""
+        if self.path is None or self.revision is not None or "@" not in self.path:
+            return ""
+        head, _, revision = self.path.rpartition("@")
+        head = head.rstrip("/")
+        if not revision or "/" in revision or _revision_problem(revision):
+            return ""
+        fixed = HfUri(self.repo_type, self.repo_id, revision, head or None)
+        return (f"; if '{revision}' is a revision, it goes right after the repository name: {fixed} (a path is "
+                "taken literally, '@' included)")
 
 
 def is_hf_uri(text: object) -> bool:
@@ -86,6 +104,10 @@ def _parse(text: str) -> HfUri:
         raise _Bad("not an hf:// source")
     if not text.startswith(SCHEME):
         raise _Bad(f"write the scheme in lower case ({SCHEME})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a byte that is no UTF-8 character (read from a file or argv as \udcXX)
+        raise _Bad("contains bytes that are not UTF-8 text") from None
     rest = text[len(SCHEME):]
     bad = _BAD_CHAR.search(rest)
     if bad:
@@ -114,7 +136,12 @@ def _parse(text: str) -> HfUri:
     if at:
         if not raw_revision:
             raise _Bad("'@' without a revision")
-        revision = unquote(raw_revision)
+        if _BAD_ESCAPE.search(raw_revision):
+            raise _Bad("the revision has a '%' not followed by two hex digits (write '%' as %25, '/' as %2F)")
+        try:
+            revision = unquote(raw_revision, errors="strict")
+        except UnicodeDecodeError:
+            raise _Bad("the revision's %-escapes are not UTF-8 text (e.g. %ff); write '/' as %2F, '%' as %25") from None
         _check_revision(revision, path)
     if path == "":
         path = None  # 'hf://datasets/org/name/': the whole repository
@@ -133,9 +160,13 @@ def _check_repo_id(repo_id: str) -> None:
                    "at most 96 characters)") from None
 
 
-def _check_revision(revision: str, path: str | None) -> None:
-    from .snapshots import _revision_problem
+def _revision_problem(revision: str) -> str | None:
+    from .snapshots import _revision_problem as problem
 
+    return problem(revision)
+
+
+def _check_revision(revision: str, path: str | None) -> None:
     why = _revision_problem(revision)
     if why:
         raise _Bad(f"revision {revision!r}: {why}")

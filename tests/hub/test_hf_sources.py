@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -279,15 +280,23 @@ def test_a_corrupted_byte_is_detected_in_transit_and_on_disk(shards_hub, shards_
     r = fetch_hf(SOURCE, out, endpoint=shards_hub.endpoint, progress=False)
     assert all((out / p).read_bytes() == (shards_root / "datasets/org/shards" / p).read_bytes() for p in SHARDS)
 
-    # A byte flipped on disk (the published file is the snapshot's, linked): the next run notices
-    # and fetches that file again.
+    # A byte changed on disk (the published file is the snapshot's, linked): the next run notices.
+    # Changed since it was published, the file is no longer the source's to replace: one line names
+    # it, and nothing is fetched; once it is moved away, the file is fetched again.
     with open(out / SHARDS[0], "r+b") as fh:
         fh.seek(10)
         b = fh.read(1)
         fh.seek(10)
         fh.write(bytes([b[0] ^ 0xFF]))
     assert not hub_files_current(r)
+    mark = len(shards_hub.settle())
+    with pytest.raises(ResumableError, match=re.escape(f"{out / SHARDS[0]} is in the way of {SOURCE}") + ".*move it away"):
+        fetch_hf(SOURCE, out, endpoint=shards_hub.endpoint, progress=False)
+    assert not [x for x in shards_hub.settle()[mark:] if "/resolve/" in x.path]
+    edited = (out / SHARDS[0]).read_bytes()
+    (out / SHARDS[0]).unlink()
     r = fetch_hf(SOURCE, out, endpoint=shards_hub.endpoint, progress=False)
+    assert edited != (out / SHARDS[0]).read_bytes()
     assert r.status == "downloaded" and r.bytes_transferred == (out / SHARDS[0]).stat().st_size
     assert (out / SHARDS[0]).read_bytes() == (shards_root / "datasets/org/shards" / SHARDS[0]).read_bytes()
     assert hub_files_current(r)
@@ -358,3 +367,273 @@ def test_an_endpoint_that_is_not_there_fails_at_the_first_try(tmp_path, where):
     assert "retrying" not in proc.stderr  # one try: a wrong endpoint is not worth a second
     line = one_line_error(proc)
     assert endpoint in line and "HF_ENDPOINT" in line and "--endpoint" not in line
+
+
+# -- a path in the folder belongs to one source (the hostile tester's findings) ---------------------
+OTHER = "hf://datasets/org/other/data/*.parquet"
+
+
+@pytest.fixture
+def two_repos(shards_root, tmp_path):
+    """datasets/org/shards and datasets/org/other: both have data/train-00000-of-00002.parquet (other bytes)."""
+    repos = tmp_path / "repos"
+    shutil.copytree(shards_root / "datasets" / "org" / "shards", repos / "datasets" / "org" / "shards")
+    make_shards(repos / "datasets" / "org" / "other", shards=2, rows=4)
+    with HubServer(repos) as hub:
+        yield hub, repos
+
+
+def published_files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if ".resumable" not in p.parts
+                  and p.is_file())
+
+
+def test_two_hf_sources_of_one_path_are_refused_before_any_transfer(two_repos, tmp_path):
+    hub, repos = two_repos
+    env = {"HF_ENDPOINT": hub.endpoint}
+    out = tmp_path / "out"
+    mark = len(hub.settle())
+    line = one_line_error(cli("fetch", SOURCE, OTHER, "-d", str(out), env=env))
+    assert SOURCE in line and OTHER in line and str(out / SHARDS[0]) in line and "belongs to one source" in line
+    assert not [r for r in hub.settle()[mark:] if "/resolve/" in r.path]  # refused before any transfer
+    assert published_files(out) == []
+
+    # One after the other: the second source stops at the first one's files, which stay.
+    assert cli("fetch", SOURCE, "-d", str(out), env=env).returncode == 0
+    mark = len(hub.settle())
+    line = one_line_error(cli("fetch", OTHER, "-d", str(out), env=env))
+    assert OTHER in line and SOURCE in line and str(out / SHARDS[0]) in line
+    assert not [r for r in hub.settle()[mark:] if "/resolve/" in r.path]
+    for path in SHARDS:
+        assert (out / path).read_bytes() == (repos / "datasets/org/shards" / path).read_bytes()
+    with pytest.raises(ResumableError, match="belongs to one source"):  # the API checks again under the lock
+        fetch_hf(OTHER, out, endpoint=hub.endpoint, progress=False)
+
+    # A deleted file's claim lapses: the other source may take the path then (and the first one stops).
+    for path in SHARDS:
+        (out / path).unlink()
+    fetch_hf(OTHER, out, endpoint=hub.endpoint, progress=False)
+    assert (out / SHARDS[0]).read_bytes() == (repos / "datasets/org/other" / SHARDS[0]).read_bytes()
+    with pytest.raises(ResumableError, match="belongs to one source"):
+        fetch_hf(SOURCE, out, endpoint=hub.endpoint, progress=False)
+
+
+def test_a_registry_entry_with_two_hf_sources_of_one_path_is_refused(two_repos, tmp_path):
+    hub, _ = two_repos
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(f"datasets:\n  - name: both\n    files:\n      - url: '{SOURCE}'\n      - url: '{OTHER}'\n")
+    mark = len(hub.settle())
+    line = one_line_error(cli("datasets", "download", "both", "--registry", str(registry), "--data-dir",
+                              str(tmp_path / "data"), env={"HF_ENDPOINT": hub.endpoint}))
+    assert SOURCE in line and OTHER in line and SHARDS[0] in line and str(registry) in line
+    assert not [r for r in hub.settle()[mark:] if "/resolve/" in r.path]
+
+
+def test_an_http_file_named_like_an_hf_path_is_refused(two_repos, tmp_path):
+    hub, repos = two_repos
+    env = {"HF_ENDPOINT": hub.endpoint}
+    readme_url = f"{hub.endpoint}/datasets/org/shards/resolve/main/README.md"
+    whole = "hf://datasets/org/shards"  # README.md and data/...
+    out = tmp_path / "out"
+    line = one_line_error(cli("fetch", readme_url, whole, "-d", str(out), env=env))
+    assert whole in line and "README.md" in line and "belongs to one source" in line
+    assert published_files(out) == []
+
+    # The hf source first: a URL named like one of its files may not replace it.
+    assert cli("fetch", whole, "-d", str(out), env=env).returncode == 0
+    line = one_line_error(cli("fetch", readme_url, "-d", str(out), env=env))
+    assert whole in line and str(out / "README.md") in line
+    # The URL first: its file is in the hf source's way.
+    other = tmp_path / "other"
+    assert cli("fetch", readme_url, "-d", str(other), env=env).returncode == 0
+    line = one_line_error(cli("fetch", whole, "-d", str(other), env=env))
+    assert f"{other / 'README.md'} is in the way of {whole}" in line
+
+
+def test_a_symlink_between_the_folder_and_a_file_is_never_written_through(shards_hub, tmp_path):
+    env = {"HF_ENDPOINT": shards_hub.endpoint}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    d3 = tmp_path / "d3"
+    d3.mkdir()
+    (d3 / "data").symlink_to(elsewhere)
+    line = one_line_error(cli("fetch", SOURCE, "-d", str(d3), env=env))
+    assert f"{d3 / 'data'} is a symlink" in line and SOURCE in line
+    assert list(elsewhere.iterdir()) == []
+
+    for link in (".resumable/hf", ".resumable/hf/datasets--org--shards", ".resumable"):
+        d = tmp_path / link.replace("/", "_")
+        (d / link).parent.mkdir(parents=True, exist_ok=True)
+        (d / link).symlink_to(elsewhere)
+        line = one_line_error(cli("fetch", SOURCE, "-d", str(d), env=env))
+        assert str(d / link) in line and "symlink" in line, line
+        assert list(elsewhere.iterdir()) == []  # no snapshot, published.json or lock written there
+
+    # A symlinked folder inside an existing snapshot is refused too.
+    d4 = tmp_path / "d4"
+    r = fetch_hf(SOURCE, d4, endpoint=shards_hub.endpoint, progress=False)
+    shutil.rmtree(r.snapshot / "data")
+    (r.snapshot / "data").symlink_to(elsewhere)
+    with pytest.raises(ResumableError, match=re.escape(f"{r.snapshot / 'data'} is a symlink")):
+        fetch_hf(SOURCE, d4, endpoint=shards_hub.endpoint, progress=False)
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_file_of_yours_at_a_published_path_is_never_replaced(shards_hub, tmp_path):
+    env = {"HF_ENDPOINT": shards_hub.endpoint}
+    d2 = tmp_path / "d2"
+    (d2 / "data").mkdir(parents=True)
+    (d2 / SHARDS[0]).write_text("notes\n")
+    mark = len(shards_hub.settle())
+    line = one_line_error(cli("fetch", SOURCE, "-d", str(d2), env=env))
+    assert f"{d2 / SHARDS[0]} is in the way of {SOURCE}" in line and "move it away" in line
+    assert (d2 / SHARDS[0]).read_text() == "notes\n" and not (d2 / SHARDS[1]).exists()  # nothing published
+    assert not [r for r in shards_hub.settle()[mark:] if "/resolve/" in r.path]
+
+    data = tmp_path / "data"
+    (data / "downloads" / "custom" / "data").mkdir(parents=True)
+    (data / "downloads" / "custom" / SHARDS[1]).write_text("mine\n")
+    line = one_line_error(cli("datasets", "download", "custom", "--data-dir", str(data), "--urls", SOURCE, env=env))
+    assert f"{data / 'downloads/custom' / SHARDS[1]} is in the way of {SOURCE}" in line
+    assert "--urls" in line and (data / "downloads" / "custom" / SHARDS[1]).read_text() == "mine\n"
+
+    # A file this source published and you then replaced (another inode) is yours too.
+    d5 = tmp_path / "d5"
+    fetch_hf(SOURCE, d5, endpoint=shards_hub.endpoint, progress=False)
+    (d5 / SHARDS[0]).unlink()
+    (d5 / SHARDS[0]).write_text("replaced\n")
+    with pytest.raises(ResumableError, match="is in the way"):
+        fetch_hf(SOURCE, d5, endpoint=shards_hub.endpoint, progress=False)
+    assert (d5 / SHARDS[0]).read_text() == "replaced\n"
+
+
+def test_a_path_that_changes_between_file_and_folder(tmp_path):
+    repos = tmp_path / "repos"
+    repo = repos / "datasets" / "org" / "flip"
+    repo.mkdir(parents=True)
+    (repo / "x").write_text("x is a file\n")
+    out = tmp_path / "out"
+    source = "hf://datasets/org/flip"
+    with HubServer(repos) as hub:
+        fetch_hf(source, out, endpoint=hub.endpoint, progress=False)
+        assert (out / "x").read_text() == "x is a file\n"
+        (repo / "x").unlink()
+        (repo / "x").mkdir()
+        (repo / "x" / "y").write_text("now a folder\n")
+        fetch_hf(source, out, endpoint=hub.endpoint, progress=False)  # commit 2: x/y
+        assert (out / "x" / "y").read_text() == "now a folder\n"
+        shutil.rmtree(repo / "x")
+        (repo / "x").write_text("a file again\n")
+        fetch_hf(source, out, endpoint=hub.endpoint, progress=False)  # commit 3: x
+        assert (out / "x").read_text() == "a file again\n"
+
+        # Your file where the source's folder stood: named, kept.
+        (repo / "x").unlink()
+        (repo / "x").mkdir()
+        (repo / "x" / "y").write_text("folder again\n")
+        fetch_hf(source, out, endpoint=hub.endpoint, progress=False)
+        (out / "x" / "notes.txt").write_text("mine\n")
+        shutil.rmtree(repo / "x")
+        (repo / "x").write_text("file\n")
+        with pytest.raises(ResumableError, match=re.escape(f"{out / 'x' / 'notes.txt'} is in the way")):
+            fetch_hf(source, out, endpoint=hub.endpoint, progress=False)
+        assert (out / "x" / "notes.txt").read_text() == "mine\n" and (out / "x" / "y").is_file()
+        # ... and your file where the source needs a folder.
+        (out / "x" / "notes.txt").unlink()
+        fetch_hf(source, out, endpoint=hub.endpoint, progress=False)
+        (out / "x").unlink()
+        (out / "x").write_text("my own x\n")
+        (repo / "x").unlink()
+        (repo / "x").mkdir()
+        (repo / "x" / "y").write_text("folder\n")
+        with pytest.raises(ResumableError, match=re.escape(f"{out / 'x'} is in the way")):
+            fetch_hf(source, out, endpoint=hub.endpoint, progress=False)
+        assert (out / "x").read_text() == "my own x\n"
+
+
+def test_an_edited_published_file_is_kept_when_the_repository_drops_it(shards_root, tmp_path):
+    repos = tmp_path / "repos"
+    shutil.copytree(shards_root / "datasets" / "org" / "shards", repos / "datasets" / "org" / "shards")
+    out = tmp_path / "out"
+    with HubServer(repos) as hub:
+        fetch_hf(SOURCE, out, endpoint=hub.endpoint, progress=False)
+        # Edited in place, same size, mtime put back: only the ctime (and the bytes) tell.
+        st = os.stat(out / SHARDS[1])
+        with open(out / SHARDS[1], "r+b") as fh:
+            fh.write(b"EDIT")
+        os.utime(out / SHARDS[1], ns=(st.st_atime_ns, st.st_mtime_ns))
+        edited = (out / SHARDS[1]).read_bytes()
+        # Unchanged, but its ctime moved (a link made and removed): still the source's to remove.
+        os.link(out / SHARDS[0], tmp_path / "extra-link")
+        os.unlink(tmp_path / "extra-link")
+        (repos / "datasets/org/shards" / SHARDS[1]).unlink()
+        (repos / "datasets/org/shards" / SHARDS[0]).unlink()
+        (repos / "datasets/org/shards/data/train-new.parquet").write_bytes(b"PAR1 new shard PAR1")
+        r = fetch_hf(SOURCE, out, endpoint=hub.endpoint, progress=False)
+    assert list(r.paths) == ["data/train-new.parquet"]
+    assert (out / SHARDS[1]).read_bytes() == edited  # yours now: kept
+    assert not (out / SHARDS[0]).exists()  # the source's, unchanged: removed
+
+
+def test_a_file_failing_the_given_size_or_hash_is_never_published(shards_hub, shards_root, tmp_path):
+    from resumable.hub.sources import published_record
+
+    env = {"HF_ENDPOINT": shards_hub.endpoint}
+    one = f"hf://datasets/org/shards/{SHARDS[0]}"
+    size = (shards_root / "datasets/org/shards" / SHARDS[0]).stat().st_size
+    o3 = tmp_path / "o3"
+    mark = len(shards_hub.settle())
+    line = one_line_error(cli("fetch", one, "-d", str(o3), "--size", str(size - 1), env=env))
+    assert one in line and f"size {size - 1}" in line and "fix or remove size/hash" in line
+    assert not [r for r in shards_hub.settle()[mark:] if "/resolve/" in r.path]  # the listing says it already
+    assert published_files(o3) == [] and published_record(o3) == {}
+
+    md5 = "md5:" + "0" * 32  # not in the Hub's listing: checked on the fetched file, before publishing
+    line = one_line_error(cli("fetch", one, "-d", str(o3), "--hash", md5, env=env))
+    assert one in line and f"hash {md5}" in line
+    assert published_files(o3) == [] and published_record(o3) == {}
+    assert cli("fetch", one, "-d", str(o3), "--size", str(size), env=env).returncode == 0
+    assert published_files(o3) == [SHARDS[0]]
+
+
+def test_redaction_never_mangles_an_hf_source(shards_hub, tmp_path):
+    from resumable.redaction import redact, redact_text
+
+    source = "hf://datasets/org/shards/what?.txt"
+    assert redact(source) == source and redact_text(f"x {source}: y") == f"x {source}: y"
+    assert redact("hf://user:secret@org/name") == "hf://org/name"
+    line = one_line_error(cli("fetch", source, "-d", str(tmp_path), env={"HF_ENDPOINT": shards_hub.endpoint}))
+    assert source in line
+
+
+def test_a_revision_after_the_path_gets_a_hint(shards_hub, tmp_path):
+    line = one_line_error(cli("fetch", "hf://datasets/org/shards/data/*.parquet@main", "-d", str(tmp_path),
+                              env={"HF_ENDPOINT": shards_hub.endpoint}))
+    assert "goes right after the repository name: hf://datasets/org/shards@main/data/*.parquet" in line
+
+
+def test_hints_name_what_each_command_has(shards_hub, tmp_path):
+    dead = "http://127.0.0.1:9"
+    line = one_line_error(cli("fetch", SOURCE, "-d", str(tmp_path / "a"), env={"HF_ENDPOINT": dead,
+                                                                              "HF_HUB_OFFLINE": "1"}))
+    assert "HF_HUB_OFFLINE" in line and "--offline" not in line
+    for token in ("hf_go od", "hf_good\x01"):
+        env = {"HF_ENDPOINT": shards_hub.endpoint, "HF_TOKEN": token}
+        for args in (("fetch", SOURCE, "-d", str(tmp_path / "b")),
+                     ("datasets", "download", "custom", "--data-dir", str(tmp_path / "data"), "--urls", SOURCE)):
+            line = one_line_error(cli(*args, env=env))
+            assert "HF_TOKEN: the token contains spaces, control or non-ASCII characters" in line, line
+            assert "--urls" not in line and token not in line and "rejected" not in line
+
+
+def test_output_ending_in_a_slash_is_refused(shards_hub, tmp_path):
+    env = {"HF_ENDPOINT": shards_hub.endpoint}
+    for url in (f"hf://datasets/org/shards/{SHARDS[0]}", f"{shards_hub.endpoint}/datasets/org/shards/resolve/main/README.md"):
+        for suffix in ("/", "/.", "/.."):
+            target = str(tmp_path / "some" / "new") + suffix
+            line = one_line_error(cli("fetch", url, "-o", target, env=env))
+            assert f"-o {target}: ends with" in line and "-d" in line
+            assert not (tmp_path / "some").exists()
+    with pytest.raises(ResumableError, match="ends with '/'"):
+        fetch_hf(f"hf://datasets/org/shards/{SHARDS[0]}", output=str(tmp_path / "x") + "/",
+                 endpoint=shards_hub.endpoint, progress=False)

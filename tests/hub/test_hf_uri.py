@@ -63,6 +63,50 @@ def test_anything_else_is_one_line_naming_the_input_and_the_form(text, why):
     assert "\n" not in message
 
 
+@pytest.mark.parametrize("text, why", [
+    ("hf://datasets/org/name@%ff/data/x.parquet", "not UTF-8 text"),  # was taken as the revision U+FFFD
+    ("hf://datasets/org/name@ma%zzin", "'%' not followed by two hex digits"),
+    ("hf://datasets/org/name@main%2", "'%' not followed by two hex digits"),
+    ("hf://datasets/org/name@ma\udcffin/x", "not UTF-8 text"),  # a raw \xff byte from argv (surrogateescape)
+    ("hf://datasets/org/na\udcffme", "not UTF-8 text"),
+])
+def test_a_revision_or_source_that_is_not_utf8_text_is_refused(text, why):
+    with pytest.raises(UsageError) as info:
+        parse(text)
+    assert why in str(info.value) and FORM in str(info.value) and "\n" not in str(info.value)
+    str(info.value).encode("utf-8")  # printable whatever the input held
+
+
+def test_a_cli_argument_with_a_raw_non_utf8_byte_is_refused_as_the_source_not_the_endpoint(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env["HF_ENDPOINT"] = "http://127.0.0.1:9"  # never asked
+    proc = subprocess.run([sys.executable, "-m", "train_pipeline.cli", "fetch", b"hf://datasets/org/name@ma\xffin/x",
+                           "-d", str(tmp_path)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "not UTF-8 text" in proc.stderr and "127.0.0.1" not in proc.stderr
+
+
+def test_a_model_whose_org_reads_like_a_type_keeps_models_prefix():
+    for org in ("datasets", "models", "spaces"):
+        uri = HfUri("model", f"{org}/name", None, "x")
+        assert str(uri) == f"hf://models/{org}/name/x"
+        assert parse(str(uri)) == uri
+    assert str(HfUri("dataset", "datasets/name")) == "hf://datasets/datasets/name"
+    assert str(parse("hf://models/org/m")) == "hf://org/m"
+
+
+def test_a_revision_written_after_the_path_gets_a_hint():
+    uri = parse("hf://datasets/org/name/data/*.parquet@main")  # HfFileSystem's rule: the path is literal
+    assert uri.path == "data/*.parquet@main"
+    assert "goes right after the repository name: hf://datasets/org/name@main/data/*.parquet" in uri.revision_hint()
+    assert parse("hf://datasets/org/name@v1/data/x@y").revision_hint() == ""  # a revision is there already
+    assert parse("hf://datasets/org/name/data/x.parquet").revision_hint() == ""
+
+
 def test_credentials_written_into_the_source_are_never_echoed():
     with pytest.raises(UsageError) as info:
         parse("hf://user:hf_secret@org/name")
@@ -73,16 +117,18 @@ def test_is_hf_uri():
     assert is_hf_uri("hf://a/b") and is_hf_uri("HF://a/b") and not is_hf_uri("https://x/y") and not is_hf_uri(None)
 
 
-_NAME = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9_-]{0,10}[A-Za-z0-9])?", fullmatch=True)
+_NAME = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9_-]{0,10}[A-Za-z0-9])?", fullmatch=True).filter(lambda n: "--" not in n)
+# An org that reads like a type prefix ('datasets', 'models', 'spaces') must keep its repository type.
+_ORG = st.one_of(_NAME, st.sampled_from(["datasets", "models", "spaces", "Datasets"]))
 _COMPONENT = st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.=@%*?+-]{0,12}", fullmatch=True)
-_REVISION = st.one_of(st.none(), st.from_regex(r"[a-z0-9][a-z0-9_-]{0,8}(/[a-z0-9][a-z0-9_-]{0,8}){0,2}", fullmatch=True),
+_REVISION = st.one_of(st.none(), st.from_regex(r"[a-z0-9][a-z0-9_-]{0,8}(/[a-z0-9][a-z0-9_%é-]{0,8}){0,2}", fullmatch=True),
                       st.from_regex(r"[0-9a-f]{40}", fullmatch=True))
 _PATH = st.one_of(st.none(), st.lists(_COMPONENT, min_size=1, max_size=4).map("/".join),
                   st.lists(_COMPONENT, min_size=1, max_size=3).map(lambda c: "/".join(c) + "/"))
 
 
 @settings(max_examples=300, deadline=None)
-@given(repo_type=st.sampled_from(["model", "dataset"]), org=_NAME, name=_NAME, revision=_REVISION, path=_PATH)
+@given(repo_type=st.sampled_from(["model", "dataset"]), org=_ORG, name=_NAME, revision=_REVISION, path=_PATH)
 def test_round_trip(repo_type, org, name, revision, path):
     uri = HfUri(repo_type, f"{org}/{name}", revision, path)
     text = str(uri)
