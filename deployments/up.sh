@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Bring up what `prefect deployment run train-pipeline/default` needs, from this checkout:
-#   1. a Prefect server: the one at $PREFECT_API_URL if it answers; else a local one started here
-#      on 127.0.0.1 (SQLite under $PREFECT_HOME, port $PREFECT_SERVER_API_PORT or 4200);
+#   1. a Prefect server: with $PREFECT_API_URL set, the one there (started here if it is a local
+#      address where nothing answers); without it, the server an earlier up.sh started (if it still
+#      runs), else a new one on 127.0.0.1 (SQLite under $PREFECT_HOME) on $PREFECT_SERVER_API_PORT,
+#      or 4200, or a free port when 4200 is taken -- never a server someone else started on 4200;
 #   2. the process work pool (train-pipeline-process) if it is missing;
 #   3. the deployments of prefect.yaml (`prefect --no-prompt deploy --all`);
 #   4. a worker on the pool, in the background.
@@ -40,17 +42,19 @@ command -v prefect >/dev/null || die "the prefect command is not installed; run:
 [ -f prefect.yaml ] || die "prefect.yaml not found in $ROOT"
 
 # -- 1. server -----------------------------------------------------------------------------
-PORT="${PREFECT_SERVER_API_PORT:-4200}"
-API_URL="${PREFECT_API_URL:-http://127.0.0.1:$PORT/api}"
-API_URL="${API_URL%/}"
-if healthy "$API_URL"; then
-    echo "up.sh: using the Prefect server at $API_URL"
-else
-    hostport="${API_URL#*://}"; hostport="${hostport%%/*}"
-    case "$hostport" in
-        127.0.0.1:*|localhost:*) PORT="${hostport##*:}" ;;
-        *) die "no Prefect server answers at $API_URL; start it, or unset PREFECT_API_URL for a local one" ;;
-    esac
+port_free() { "$PY" - "$1" <<'EOF'
+import socket, sys
+s = socket.socket()
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError:
+    sys.exit(1)
+EOF
+}
+any_free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+start_server() {  # start_server PORT: a local server started here (down.sh stops it)
+    PORT="$1"
     echo "up.sh: starting a Prefect server on 127.0.0.1:$PORT (log: $STATE/server.log)"
     PREFECT_SERVER_ANALYTICS_ENABLED="${PREFECT_SERVER_ANALYTICS_ENABLED:-false}" \
         background prefect server start --host 127.0.0.1 --port "$PORT" >"$STATE/server.log" 2>&1
@@ -62,6 +66,34 @@ else
         sleep 0.5
     done
     healthy "$API_URL" || die "the Prefect server did not answer within 90 s; see $STATE/server.log"
+}
+
+if [ -n "${PREFECT_API_URL:-}" ]; then  # yours: use it, or start it when it is a local address
+    API_URL="${PREFECT_API_URL%/}"
+    if healthy "$API_URL"; then
+        echo "up.sh: using the Prefect server at $API_URL (PREFECT_API_URL)"
+    else
+        hostport="${API_URL#*://}"; hostport="${hostport%%/*}"
+        case "$hostport" in
+            127.0.0.1:*|localhost:*)
+                port_free "${hostport##*:}" \
+                    || die "PREFECT_API_URL=$API_URL: port ${hostport##*:} is taken by something that is not a Prefect server; choose another port in PREFECT_API_URL"
+                start_server "${hostport##*:}" ;;
+            *) die "no Prefect server answers at $API_URL; start it, or unset PREFECT_API_URL for a local one" ;;
+        esac
+    fi
+elif alive "$STATE/server.pid" && [ -f "$STATE/api_url" ] && healthy "$(cat "$STATE/api_url")"; then
+    API_URL="$(cat "$STATE/api_url")"  # ours, from an earlier up.sh
+    echo "up.sh: using the Prefect server up.sh started earlier at $API_URL (pid $(cat "$STATE/server.pid"))"
+elif [ -n "${PREFECT_SERVER_API_PORT:-}" ]; then
+    port_free "$PREFECT_SERVER_API_PORT" \
+        || die "PREFECT_SERVER_API_PORT=$PREFECT_SERVER_API_PORT: that port is taken (another server?); choose a free port, or set PREFECT_API_URL to use the server there"
+    start_server "$PREFECT_SERVER_API_PORT"
+elif port_free 4200; then
+    start_server 4200
+else
+    echo "up.sh: 127.0.0.1:4200 is taken (someone else's Prefect server?); not using it (set PREFECT_API_URL to use a server there)"
+    start_server "$(any_free_port)"
 fi
 export PREFECT_API_URL="$API_URL"
 echo "$API_URL" >"$STATE/api_url"
@@ -93,7 +125,7 @@ else
 fi
 
 cat <<EOF
-up.sh: ready. In this shell:
+up.sh: ready (the server's address is also in $STATE/api_url). In this shell:
   export PREFECT_API_URL=$API_URL
   prefect deployment run train-pipeline/default      # UI: ${API_URL%/api}
 EOF
