@@ -157,10 +157,14 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
              for f in spec.files if not f.is_hub]
     # Before any transfer: each hf:// source resolved and listed, and every path of the folder given
     # to one source (two hf:// sources, or an hf:// path and a URL's file name, never share one).
+    from resumable.hub.sources import ForeignPathError
+
     plans = _plan_hub(hub, data / "downloads" / spec.name, items)
-    clash = _clash(plans, items, data / "downloads" / spec.name)
-    if clash:
-        print(f"error: {clash}; {_where(name, urls, registry)}", file=sys.stderr)
+    in_the_way = next((p for p in plans if isinstance(p, ForeignPathError)), None)
+    clash = str(in_the_way) if in_the_way else _clash(plans, items, data / "downloads" / spec.name)
+    if clash:  # a file in the way says its own fix; two sources of one path: the entry (or --urls) to fix
+        print(f"error: {clash}" + ("" if in_the_way and "belongs to one source" not in clash
+                                   else f"; {_where(name, urls, registry)}"), file=sys.stderr)
         return 1
     if not items:
         results = []
@@ -230,15 +234,13 @@ def _plan_hub(files, folder: Path, items) -> list:
 def _clash(plans: list, items, folder: Path) -> str | None:
     """One path of the folder for two sources, found before any transfer: two hf:// sources, an
     hf:// source and a URL's file name, or a URL's file name and a file an hf:// source published."""
-    from resumable.hub.sources import ForeignPathError, HubPlan, claimed_by, find_clash
+    from resumable.hub.sources import HubPlan, find_clash, published_owners
     from resumable.redaction import redact
 
-    for p in plans:
-        if isinstance(p, ForeignPathError):
-            return str(p)
     good = [p for p in plans if isinstance(p, HubPlan)]
+    owner_of = published_owners(folder)
     for item in items:
-        owner = claimed_by(folder, Path(item.dest).name)
+        owner = owner_of(Path(item.dest).name)
         if owner is not None and not any(p.key == owner for p in good):
             return (f"{redact(item.url)} would be saved as {item.dest}, which {owner} published: a path in the "
                     "folder belongs to one source; give the file another 'name', or drop one of the sources")

@@ -168,9 +168,10 @@ def _same_destination(targets: list[tuple[str, object]], directory: Path) -> str
     path, a URL named like an hf:// source's path (or like a folder on its way), or a URL naming a
     file an hf:// source published there before."""
     from resumable.http import redact
-    from resumable.hub.sources import HubPlan, claimed_by, find_clash
+    from resumable.hub.sources import HubPlan, find_clash, published_owners
 
     first: dict[Path, str] = {}
+    owner_of = published_owners(directory)
     plans = [dest for _, dest in targets if isinstance(dest, HubPlan)]
     named: dict[str, str] = {}
     for url, dest in targets:
@@ -185,7 +186,7 @@ def _same_destination(targets: list[tuple[str, object]], directory: Path) -> str
         except ValueError:
             continue
         named[rel] = redact(url)
-        owner = claimed_by(directory, rel)
+        owner = owner_of(rel)
         if owner is not None and not any(p.key == owner for p in plans):
             return (f"{redact(url)} names {dest}, which {owner} published: a path in the folder belongs to one "
                     "source; fetch the URL with -o FILE or into another -d DIR")

@@ -228,17 +228,21 @@ def find_clash(plans: list[HubPlan], others: dict[str, str] | None = None) -> st
     return None
 
 
-def claimed_by(folder: str | os.PathLike, rel: str) -> str | None:
-    """The hf:// source that owns ``rel`` (a path in ``folder``, or a folder or file on its way)
-    while its file is there; None when no source does. For the http files of the same folder."""
+def published_owners(folder: str | os.PathLike):
+    """``owner(rel)``: the hf:// source that owns ``rel`` (a path in ``folder``, or a file or folder
+    on its way or under it) while its file is there, else None. For the http files of the folder."""
     folder = Path(folder).expanduser().absolute()
     owners = _Owners()
     for key, paths in _published(hub_cache(folder)).items():
         for r in paths:
             if os.path.lexists(folder / r):
                 owners.add(r, key, key)
-    hit = owners.find(rel)
-    return None if hit is None else hit[1]
+
+    def owner(rel: str) -> str | None:
+        hit = owners.find(rel)
+        return None if hit is None else hit[1]
+
+    return owner
 
 
 def hub_files_current(result: HubFiles | None) -> bool:

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from offline.hub_server import HubServer
 from resumable.errors import ResumableError
@@ -495,7 +497,7 @@ def test_a_file_of_yours_at_a_published_path_is_never_replaced(shards_hub, tmp_p
     (data / "downloads" / "custom" / SHARDS[1]).write_text("mine\n")
     line = one_line_error(cli("datasets", "download", "custom", "--data-dir", str(data), "--urls", SOURCE, env=env))
     assert f"{data / 'downloads/custom' / SHARDS[1]} is in the way of {SOURCE}" in line
-    assert "--urls" in line and (data / "downloads" / "custom" / SHARDS[1]).read_text() == "mine\n"
+    assert "move it away" in line and (data / "downloads" / "custom" / SHARDS[1]).read_text() == "mine\n"
 
     # A file this source published and you then replaced (another inode) is yours too.
     d5 = tmp_path / "d5"
@@ -637,3 +639,42 @@ def test_output_ending_in_a_slash_is_refused(shards_hub, tmp_path):
     with pytest.raises(ResumableError, match="ends with '/'"):
         fetch_hf(f"hf://datasets/org/shards/{SHARDS[0]}", output=str(tmp_path / "x") + "/",
                  endpoint=shards_hub.endpoint, progress=False)
+
+
+def _tree(paths: list[str]) -> list[str]:
+    """A repository's file paths: none is a folder on another's way (git has no such tree)."""
+    kept: list[str] = []
+    for p in sorted(set(paths), key=len):
+        if not any(p.startswith(k + "/") or k.startswith(p + "/") for k in kept):
+            kept.append(p)
+    return kept
+
+
+_REL = st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=3).map("/".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_REL, max_size=6), st.lists(_REL, max_size=6), st.lists(st.sampled_from(["a", "b", "d"]), max_size=2))
+def test_find_clash_finds_exactly_the_paths_two_sources_share(mine, theirs, http_names):
+    from resumable.hub.common import RemoteFile
+    from resumable.hub.sources import HubPlan, find_clash
+    from resumable.hub.uri import parse
+
+    folder = Path("/never/created")
+    mine, theirs = _tree(mine), _tree(theirs)
+
+    def plan(source: str, rels: list[str]) -> HubPlan:
+        uri = parse(source)
+        return HubPlan(uri, folder, None, str(uri), None, [(RemoteFile(r, 1, None, "0" * 40), folder / r) for r in rels], {})
+
+    def collide(x: str, y: str) -> bool:
+        return x == y or x.startswith(y + "/") or y.startswith(x + "/")
+
+    others = {n: f"http://h/{n}" for n in http_names}
+    expected = any(collide(x, y) for x in mine for y in [*theirs, *others]) or \
+        any(collide(x, y) for x in theirs for y in others)
+    message = find_clash([plan("hf://datasets/o/mine", mine), plan("hf://datasets/o/theirs", theirs)], others)
+    assert (message is not None) == expected
+    if message is not None:
+        assert "belongs to one source" in message and "\n" not in message
+    assert find_clash([plan("hf://datasets/o/mine", mine), plan("hf://datasets/o/mine", mine)]) is None  # one source
