@@ -50,11 +50,12 @@ def _bad_input(args: argparse.Namespace) -> str | None:
             check_endpoint(os.environ["HF_ENDPOINT"])
         except UsageError as exc:
             return f"HF_ENDPOINT: {exc}; fix or unset the variable"
+    from resumable.hub.api import token_problem
+
     for option, token in (("--token", args.token), ("HF_TOKEN", None if args.token else os.environ.get("HF_TOKEN"))):
-        # An HTTP header carries it: visible ASCII only (Hub tokens are 'hf_' and letters/digits).
-        if token and not (token.isascii() and token.isprintable() and " " not in token):
-            return (f"{option}: the token contains spaces, control or non-ASCII characters; paste it exactly as "
-                    "shown on the Hub's Access Tokens page")
+        why = token_problem(token)  # the engine's own rule (every hf:// path checks it)
+        if why:
+            return f"{option}: {why}"
     return None
 
 

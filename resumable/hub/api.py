@@ -33,7 +33,8 @@ class HubAPI:
         self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         http.check_url(self.endpoint)
         self.token = (get_token() if token is None else token) or None
-        _check_token(self.token, given=isinstance(token, str))
+        if token is not False:  # False: send none, whatever the environment holds
+            _check_token(self.token, given=isinstance(token, str))
         self.api = HfApi(endpoint=self.endpoint, token=self.token or False)
         self.kind = "dataset" if repo_type == "dataset" else "model"
 
@@ -122,16 +123,31 @@ class HubAPI:
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+def token_problem(token: object) -> str | None:
+    """Why ``token`` cannot be sent, else None. It travels in an HTTP header: visible ASCII without
+    spaces (Hub tokens are 'hf_' and letters/digits); surrounding whitespace (a file's last newline)
+    is dropped by huggingface_hub and harmless."""
+    if not isinstance(token, str):
+        return None
+    token = token.strip()
+    if token.isascii() and token.isprintable() and " " not in token:
+        return None
+    return ("the token contains spaces, control or non-ASCII characters; paste it exactly as shown on the Hub's "
+            "Access Tokens page")
+
+
 def _check_token(token: object, *, given: bool) -> None:
-    """A token travels in an HTTP header: visible ASCII without spaces (Hub tokens are 'hf_' and
-    letters/digits). Anything else is one line naming where it came from -- never the token."""
-    if not isinstance(token, str) or (token.isascii() and token.isprintable() and " " not in token):
-        return
-    where = ("the token passed" if given else "HF_TOKEN" if os.environ.get("HF_TOKEN")
-             else "HUGGING_FACE_HUB_TOKEN" if os.environ.get("HUGGING_FACE_HUB_TOKEN")
-             else "the saved Hugging Face token (HF_TOKEN_PATH, or the login of 'hf auth login')")
-    raise SnapshotError(f"{where}: the token contains spaces, control or non-ASCII characters; paste it exactly as "
-                        "shown on the Hub's Access Tokens page", "token")
+    """One line naming where a malformed token came from -- never the token. From the environment
+    the raw value is checked: huggingface_hub silently drops a newline inside it."""
+    sources = [("the token passed", token)] if given else [
+        ("HF_TOKEN", os.environ.get("HF_TOKEN")), ("HUGGING_FACE_HUB_TOKEN", os.environ.get("HUGGING_FACE_HUB_TOKEN")),
+        ("the saved Hugging Face token (HF_TOKEN_PATH, or the login of 'hf auth login')", token)]
+    for where, value in sources:
+        why = token_problem(value)
+        if why:
+            raise SnapshotError(f"{where}: {why}", "token")
+        if value and not given:
+            return  # the first one set is the one huggingface_hub uses
 
 
 def _sound(f: RemoteFile) -> bool:

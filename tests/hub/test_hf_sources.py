@@ -619,13 +619,17 @@ def test_hints_name_what_each_command_has(shards_hub, tmp_path):
     line = one_line_error(cli("fetch", SOURCE, "-d", str(tmp_path / "a"), env={"HF_ENDPOINT": dead,
                                                                               "HF_HUB_OFFLINE": "1"}))
     assert "HF_HUB_OFFLINE" in line and "--offline" not in line
-    for token in ("hf_go od", "hf_good\x01"):
+    for token in ("hf_go od", "hf_good\x01", "hf_go\nod"):  # huggingface_hub would drop the inner newline
         env = {"HF_ENDPOINT": shards_hub.endpoint, "HF_TOKEN": token}
         for args in (("fetch", SOURCE, "-d", str(tmp_path / "b")),
                      ("datasets", "download", "custom", "--data-dir", str(tmp_path / "data"), "--urls", SOURCE)):
             line = one_line_error(cli(*args, env=env))
             assert "HF_TOKEN: the token contains spaces, control or non-ASCII characters" in line, line
             assert "--urls" not in line and token not in line and "rejected" not in line
+    # A file's last newline is harmless (huggingface_hub drops it): the token works.
+    proc = cli("fetch", "hf://datasets/org/secret/data/*.parquet", "-d", str(tmp_path / "c"),
+               env={"HF_ENDPOINT": shards_hub.endpoint, "HF_TOKEN": "hf_good\n"})
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_output_ending_in_a_slash_is_refused(shards_hub, tmp_path):
