@@ -56,7 +56,10 @@ any_free_port() { "$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0
 start_server() {  # start_server PORT: a local server started here (down.sh stops it)
     PORT="$1"
     echo "up.sh: starting a Prefect server on 127.0.0.1:$PORT (log: $STATE/server.log)"
+    # The UI asks the API at PREFECT_SERVER_API_HOST:PORT (not --port): without these it would
+    # look for it on 4200, another server or none.
     PREFECT_SERVER_ANALYTICS_ENABLED="${PREFECT_SERVER_ANALYTICS_ENABLED:-false}" \
+        PREFECT_SERVER_API_HOST=127.0.0.1 PREFECT_SERVER_API_PORT="$PORT" \
         background prefect server start --host 127.0.0.1 --port "$PORT" >"$STATE/server.log" 2>&1
     echo $! >"$STATE/server.pid"
     API_URL="http://127.0.0.1:$PORT/api"

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from deploy_helpers import SMALL_SAMPLE, free_port
@@ -152,3 +153,62 @@ def test_downloads_run_on_an_existing_dask_cluster_by_address(deployed, dask_clu
         assert f"Task run '{step} " in log, log[-3000:]
     assert os.path.isfile(deployed.root / "dask-remote" / "data" / "downloads" / "outdoor_advertising_sample"
                           / SAMPLE_ARCHIVE)
+
+
+# -- what the UI shows, in a real browser -------------------------------------------------------
+ARTIFACT_CARDS = """(() => {
+    document.querySelectorAll('*').forEach(e => { if (e.scrollHeight > e.clientHeight + 50) e.scrollTop = e.scrollHeight; });
+    const cards = Array.from(document.querySelectorAll('a[href*="/artifacts/artifact/"]')).map(a => a.textContent);
+    return cards.some(c => c.includes('download-summary')) && cards.some(c => c.includes('training-summary')) && cards;
+})()"""
+LOSS_CURVE = """(() => {
+    const img = document.querySelector('img[alt="loss curve"]');
+    return img && img.complete && img.naturalWidth > 0 && img.getBoundingClientRect().width > 0
+        && [img.naturalWidth, img.naturalHeight];
+})()"""
+
+
+def _artifacts_tab(page, ui: str, flow_run_id: str) -> list[str]:
+    """The flow run's page, as `prefect deployment run` links it, on its Artifacts tab: the cards."""
+    page.open(f"{ui}/runs/flow-run/{flow_run_id}")
+    page.wait_for("document.title.startsWith('Flow Run: ')", "the flow run's page")
+    page.wait_for("""(() => { const tab = Array.from(document.querySelectorAll('li'))
+                        .find(e => e.textContent.trim() === 'Artifacts'); if (tab) tab.click(); return !!tab; })()""",
+                  "the Artifacts tab")
+    return page.wait_for(ARTIFACT_CARDS, "the download-summary and training-summary artifacts")
+
+
+def test_the_ui_shows_the_summary_table_and_the_loss_curve(deployed, tmp_path):
+    """Headless Chromium on the Prefect UI of a deployment run: the flow run's Artifacts tab lists
+    the download summary and the training summary; the first opens as a table of the files, the
+    second shows the final numbers and the loss curve as an image that loaded (not a broken data
+    link). TRAIN_PIPELINE_UI_SCREENSHOT=docs/ui-run.png refreshes the README's screenshot."""
+    from browser import Browser, chromium_binary
+
+    if chromium_binary() is None:
+        pytest.skip("Chromium is not installed (.ci/run installs Debian's chromium)")
+    pytest.importorskip("websockets.sync.client")
+    config = {**SMALL_SAMPLE, **{k: f"./ui-check/{k}" for k in ("data_dir", "models_cache", "results_dir")}}
+    run = deployed.wait(deployed.run_deployment("train-pipeline/default", {"config": config}))
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+    ui = deployed.api_url.removesuffix("/api")
+    shot = os.environ.get("TRAIN_PIPELINE_UI_SCREENSHOT")
+    with Browser(width=1280, height=1400 if shot else 900) as page:
+        _artifacts_tab(page, ui, run["id"])
+        assert page.click_text("download-summary", "a")
+        rows = page.wait_for("document.body.innerText.includes('verified hash') && document.querySelectorAll('tbody tr').length",
+                             "the download summary table")
+        assert rows == 3  # the archive, the hf:// source, the model snapshot
+        text = page.js("document.body.innerText")
+        assert "outdoor_advertising_sample.tar.gz" in text and "downloaded" in text and "sha256:" in text
+
+        _artifacts_tab(page, ui, run["id"])
+        assert page.click_text("training-summary", "a")
+        width, height = page.wait_for(LOSS_CURVE, "the loss curve as a loaded image")
+        assert width >= 300 and height >= 150
+        text = page.js("document.body.innerText")
+        assert "final loss" in text and "steps" in text and "metrics" in text
+        page.screenshot(tmp_path / "training-summary.png")
+        if shot:
+            page.js("window.scrollTo(0, 0)")
+            page.screenshot(Path(shot))

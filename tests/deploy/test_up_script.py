@@ -34,8 +34,12 @@ echo "stub prefect: unexpected: $*" >&2
 exit 2
 '''
 
-HEALTH = '''import sys
+HEALTH = '''import os, sys
 from http.server import BaseHTTPRequestHandler, HTTPServer
+
+# Where the UI of a real server would look for its API: it must be this very port.
+with open(os.path.join(os.environ["STUB_DIR"], "ui-api-port"), "w") as f:
+    f.write(os.environ.get("PREFECT_SERVER_API_PORT", "unset"))
 
 class H(BaseHTTPRequestHandler):
     def do_GET(self):
@@ -117,6 +121,8 @@ def test_without_prefect_api_url_a_server_on_4200_is_not_reused(checkout, foreig
     assert api_url.startswith("http://127.0.0.1:") and ":4200/" not in api_url
     assert f"export PREFECT_API_URL={api_url}" in up.stdout
     assert (root / ".prefect" / "server.pid").is_file()  # ours: down.sh stops it
+    port = api_url.split(":")[2].split("/")[0]
+    assert (Path(env["STUB_DIR"]) / "ui-api-port").read_text() == port  # the UI asks this server, not 4200
 
     again = _up(root, env)  # idempotent: the server the first up.sh started
     assert again.returncode == 0, again.stdout + again.stderr
