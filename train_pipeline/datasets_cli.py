@@ -19,28 +19,36 @@ import os
 import sys
 from pathlib import Path
 
-from train_pipeline import report
-from train_pipeline.config import (
-    MAX_CONNECTIONS,
-    MAX_RETRIES,
-    ConfigError,
-    DatasetSpec,
-    check_dataset_name,
-    check_path,
-)
-from resumable.progress import human_size
-from train_pipeline.config.locations import Location, check_layout, check_overlaps, dataset_locations, real_path
-from train_pipeline.config.registry import (
-    CUSTOM,
-    custom_dataset,
-    download_path,
-    extract_target,
-    extract_unwrap,
-    get_dataset,
-    load_registry,
-    missing_source,
-    registry_path,
-)
+
+def _imports() -> None:
+    """The commands' imports (the config schema, the engine): done when a command runs, not for
+    ``train-pipeline datasets --help``, which then answers in about a tenth of a second."""
+    global report, MAX_CONNECTIONS, MAX_RETRIES, ConfigError, DatasetSpec, check_dataset_name, check_path, human_size
+    global Location, check_layout, check_overlaps, dataset_locations, real_path, CUSTOM, custom_dataset, download_path
+    global extract_target, extract_unwrap, get_dataset, load_registry, missing_source, registry_path
+    from train_pipeline import report
+    from train_pipeline.config import (
+        MAX_CONNECTIONS,
+        MAX_RETRIES,
+        ConfigError,
+        DatasetSpec,
+        check_dataset_name,
+        check_path,
+    )
+    from resumable.progress import human_size
+    from train_pipeline.config.locations import Location, check_layout, check_overlaps, dataset_locations, real_path
+    from train_pipeline.config.registry import (
+        CUSTOM,
+        custom_dataset,
+        download_path,
+        extract_target,
+        extract_unwrap,
+        get_dataset,
+        load_registry,
+        missing_source,
+        registry_path,
+    )
+
 
 BATCH_JOBS = 4  # Python threads past the core count only contend for the GIL (bench scenario 4)
 
@@ -81,10 +89,11 @@ def _add_download_options(p: argparse.ArgumentParser, default=None) -> None:
                         "speed; N forces N")
     p.add_argument("--retries", type=int, default=d(5), metavar="N",
                    help="retries per source after a transient failure, with exponential backoff (default 5)")
-    p.add_argument("--quiet", action="store_true", default=d(False), help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", default=d(False), help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
+    _imports()
     try:
         command = getattr(args, "datasets_command", None)
         if args.registry is not None:
@@ -110,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_datasets(registry: str | None = None) -> int:
+    _imports()
     entries = load_registry(registry)
     width = max((len(n) for n in entries), default=4)
     print(f"Datasets in {registry_path(registry)}:")
@@ -137,6 +147,7 @@ def resolve(name: str, registry: str | None, urls: list[str] | None) -> DatasetS
 
 def download(name: str, *, registry: str | None = None, data_dir: str = "./data", urls: list[str] | None = None,
              extract: bool = True, connections: int | str = "auto", retries: int = 5, quiet: bool = False) -> int:
+    _imports()
     import resumable
     from resumable.errors import ResumableError
 
@@ -194,12 +205,14 @@ def download(name: str, *, registry: str | None = None, data_dir: str = "./data"
     if failures:
         n_files = len(items) + len(hub)
         http_errors = [r for r in results if isinstance(r, Exception)]
-        if any(getattr(r, "transient", False) for r in [*http_errors, *hub_results] if isinstance(r, Exception)):
+        errors = [r for r in [*http_errors, *hub_results] if isinstance(r, Exception)]
+        again = [getattr(r, "transient", False) for r in errors]
+        if all(again):  # a re-run can fix every failure
             fix = "; run the same command again to resume"
-        elif http_errors:
-            fix = f"; {_where(name, urls, registry)}"
-        else:
-            fix = ""  # only hf:// sources failed: each message says what to do (a token, a name, a revision)
+        else:  # hf:// failures say what to do themselves (a token, a name, a revision)
+            settled = any(not getattr(r, "transient", False) for r in http_errors)
+            fix = f"; {_where(name, urls, registry)}" if settled else ""
+            fix += "; then run the same command again to resume the others" if any(again) else ""
         print(f"error: {len(failures)} of {n_files} file(s) failed: " + " | ".join(failures) + fix, file=sys.stderr)
         return 1
     if extract and spec.extract_to:

@@ -40,7 +40,7 @@ def register(sub) -> None:
                         "and resume (default 1024; 0 turns the rule off)")
     p.add_argument("--speed-time", type=_positive, default=None, metavar="SECONDS",
                    help="the window of --speed-limit (default 30)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars (a result line per file stays)")
     p.set_defaults(run=run)
 
 
@@ -79,9 +79,8 @@ def run(args: argparse.Namespace) -> int:
             result = fetch(url, dest, mirrors=tuple(args.mirror), **options)
         except ResumableError as exc:
             return f"error: {exc}"
-        if not args.quiet:
-            digest = f" {result.digest}" if result.digest else ""
-            print(f"{result.status:>10} {result.path}{digest}", file=sys.stderr)
+        digest = f" {result.digest}" if result.digest else ""  # the result line stays with -q (no bars)
+        print(f"{result.status:>10} {result.path}{digest}", file=sys.stderr)
         return None
 
     if args.output is not None:
@@ -152,9 +151,8 @@ def _one_hub(uri, dest, args: argparse.Namespace, progress) -> str | None:
         return f"error: {exc}"
     except OSError as exc:
         return f"error: {_local_error(exc, dest)}"
-    if not args.quiet:
-        for path in r.files:
-            print(f"{r.status:>10} {path} ({uri}, commit {r.commit[:12]})", file=sys.stderr)
+    for path in r.files:  # the result lines stay with -q (no bars)
+        print(f"{r.status:>10} {path} ({uri}, commit {r.commit[:12]})", file=sys.stderr)
     return None
 
 

@@ -18,7 +18,8 @@ def test_fetch_to_file_with_hash_and_size(served, tmp_path):
     digest = make_file(root / "a.bin", 300_000)
     out = tmp_path / "a.bin"
     r = cli("fetch", srv.url("a.bin"), "-o", str(out), "--hash", f"sha256:{digest}", "--size", "300000", "-q")
-    assert r.returncode == 0 and r.stderr == "" and sha256_of(out) == digest
+    # -q: no progress bar, the result line only
+    assert r.returncode == 0 and r.stderr == f"downloaded {out} sha256:{digest}\n" and sha256_of(out) == digest
     r = cli("fetch", srv.url("a.bin"), "-o", str(out), "--hash", digest)
     assert r.returncode == 0 and "cached" in r.stderr
 
@@ -32,7 +33,9 @@ def test_several_urls_into_a_directory_one_failing(served, tmp_path):
     assert r.returncode == 1
     assert (tmp_path / "d" / "a.bin").stat().st_size == 1000 and (tmp_path / "d" / "b.bin").stat().st_size == 2000
     lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "missing.bin" in lines[0] and "HTTP 404" in lines[0]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and "missing.bin" in errors[0] and "HTTP 404" in errors[0]
+    assert sorted(line.split()[0] for line in lines if line not in errors) == ["downloaded", "downloaded"]
     assert "Traceback" not in r.stderr
 
 
