@@ -219,13 +219,20 @@ def find_clash(plans: list[HubPlan], others: dict[str, str] | None = None) -> st
             owners = folders[plan.folder] = _Owners()
             for rel, who in (others or {}).items():
                 owners.add(rel, who, None)
-        for rel in plan.rels:
-            hit = owners.find(rel, but=plan.key)
+        for rel, content in zip(plan.rels, _contents(plan)):
+            hit = owners.find(rel, but=plan.key, content=content)
             if hit is not None:
                 return _clash_message(plan, plan.folder, rel, hit)
-        for rel in plan.rels:
-            owners.add(rel, str(plan.uri), plan.key)
+        for rel, content in zip(plan.rels, _contents(plan)):
+            owners.add(rel, str(plan.uri), plan.key, content)
     return None
+
+
+def _contents(plan: HubPlan) -> list:
+    """What each target of ``plan`` is: one file of one snapshot (two sources of one repository at
+    one commit publish the very same file: no clash)."""
+    snap = getattr(plan.snap, "path", None)
+    return [(str(snap), f.path) if snap is not None else None for f, _ in plan.targets]
 
 
 def published_owners(folder: str | os.PathLike):
@@ -280,25 +287,29 @@ class _Owners:
     """Who owns which path of a folder, found at the path itself, on its way (a parent) or under it."""
 
     def __init__(self):
-        self.paths: dict[str, tuple[str, str | None]] = {}  # path: (whose, key)
+        self.paths: dict[str, tuple[str, str | None, object]] = {}  # path: (whose, key, content)
         self.under: dict[str, str] = {}  # a folder on some owned path's way: one such path
 
-    def add(self, rel: str, who: str, key: str | None) -> None:
-        self.paths[rel] = (who, key)
+    def add(self, rel: str, who: str, key: str | None, content: object = None) -> None:
+        self.paths[rel] = (who, key, content)
         parts = rel.split("/")
         for i in range(1, len(parts)):
             self.under.setdefault("/".join(parts[:i]), rel)
 
-    def find(self, rel: str, but: str | None = None) -> tuple[str, str] | None:
-        """(path, whose) of a path owned by anyone but key ``but`` that collides with ``rel``."""
+    def find(self, rel: str, but: str | None = None, content: object = None) -> tuple[str, str] | None:
+        """(path, whose) of a path owned by anyone but key ``but`` that collides with ``rel``; the
+        same path with the same ``content`` (one file of one snapshot) is no collision."""
         parts = rel.split("/")
         candidates = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
         if rel in self.under:
             candidates.append(self.under[rel])
         for path in candidates:
             owner = self.paths.get(path)
-            if owner is not None and (but is None or owner[1] != but):
-                return path, owner[0]
+            if owner is None or (but is not None and owner[1] == but):
+                continue
+            if path == rel and content is not None and owner[2] == content:
+                continue
+            return path, owner[0]
         return None
 
 
@@ -325,10 +336,14 @@ def _layout(plan: HubPlan, record: dict[str, dict], snap_dir: Path | None) -> li
                 if os.path.lexists(folder / r):  # a deleted file's claim lapses
                     owners.add(r, key, key)
     removals: list[Path] = []
+    snap_dir = snap_dir or plan.snap.path
     for f, dest in plan.targets:
         rel = _rel(folder, dest)
+        src = snap_dir.joinpath(*f.path.split("/"))
         hit = owners.find(rel)
-        if hit is not None:
+        # Another source's file that is this snapshot's very file (one repository, one commit, two
+        # selections): publishing it changes nothing, and the path becomes this source's.
+        if hit is not None and not (hit[0] == rel and rel not in plan.reserved and _snapshot_file(src, dest)):
             raise ForeignPathError(_clash_message(plan, folder, rel, hit))
         parts = rel.split("/")
         path = folder
@@ -366,7 +381,7 @@ def _layout(plan: HubPlan, record: dict[str, dict], snap_dir: Path | None) -> li
             if not stat.S_ISREG(st.st_mode):
                 raise ForeignPathError(f"{path} is not a regular file and stands where {uri} publishes {f.path}: "
                                        "move it away and run again")
-            same = snap_dir is not None and _samefile(snap_dir.joinpath(*f.path.split("/")), path)
+            same = _snapshot_file(src, path)
             # -o FILE: the file you named is replaced (as plain http fetch -o does)
             if not (same or plan.output is not None or _mine(plan, path, st, before)):
                 raise ForeignPathError(f"{path} is in the way of {uri} (where it publishes {f.path}): this source "
@@ -437,6 +452,14 @@ def _content_is(path: Path, sha256: object, blob: object) -> bool:
     except OSError:
         return False
     return h.hexdigest() == (sha256 if isinstance(sha256, str) else blob)
+
+
+def _snapshot_file(src: Path, path: Path) -> bool:
+    """``path`` is the snapshot's file ``src``, verified and unchanged since."""
+    if not _samefile(src, path):
+        return False
+    record = VerifiedRecord.load(src)
+    return record is not None and record.matches(src)
 
 
 def _samefile(a: Path, b: Path) -> bool:

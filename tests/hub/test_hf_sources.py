@@ -682,3 +682,15 @@ def test_find_clash_finds_exactly_the_paths_two_sources_share(mine, theirs, http
     if message is not None:
         assert "belongs to one source" in message and "\n" not in message
     assert find_clash([plan("hf://datasets/o/mine", mine), plan("hf://datasets/o/mine", mine)]) is None  # one source
+
+
+def test_two_selections_of_one_repository_at_one_commit_share_its_files(shards_hub, tmp_path):
+    out = tmp_path / "out"
+    env = {"HF_ENDPOINT": shards_hub.endpoint}
+    one = f"hf://datasets/org/shards/{SHARDS[0]}"
+    proc = cli("fetch", SOURCE, one, "-d", str(out), env=env)  # the very same file of one snapshot: no clash
+    assert proc.returncode == 0, proc.stderr
+    # A glob edited in a config: the new one takes over the old one's files, nothing is rewritten.
+    inode = (out / SHARDS[0]).stat().st_ino
+    r = fetch_hf("hf://datasets/org/shards/data/train-*.parquet", out, endpoint=shards_hub.endpoint, progress=False)
+    assert list(r.paths) == SHARDS and (out / SHARDS[0]).stat().st_ino == inode and hub_files_current(r)
