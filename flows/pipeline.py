@@ -169,12 +169,28 @@ def main(argv: list[str] | None = None) -> int:
     except (Unreachable, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    last_lines = _print_last()
     state = train_pipeline(config=cfg, return_state=True)
     if not state.is_completed():
         print(f"error: train-pipeline {state.type.value.lower()}: {failure_reason(state)}", file=sys.stderr)
         return 1
-    print("\n".join(output_lines(state.result())), flush=True)
+    last_lines(output_lines(state.result()))
     return 0
+
+
+def _print_last():
+    """A function printing lines as the run's very last: with Prefect's temporary server (no
+    PREFECT_API_URL), after its "Stopping temporary server" line at exit (atexit runs the handlers
+    registered before the server's own last); else at once."""
+    from prefect.settings import PREFECT_API_URL
+
+    if PREFECT_API_URL.value():
+        return lambda lines: print("\n".join(lines), flush=True)
+    import atexit
+
+    pending: list[str] = []
+    atexit.register(lambda: pending and print("\n".join(pending), flush=True))
+    return pending.extend
 
 
 def preflight(cfg: PipelineConfig, source: str) -> None:
