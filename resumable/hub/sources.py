@@ -540,8 +540,8 @@ def _no_symlinks_in(folder: Path, uri: HfUri, recursive: bool) -> None:
             raise local_error(exc, folder) from None
         for entry in entries:
             if entry.is_symlink():
-                raise ForeignPathError(f"{entry.path} is a symlink in the snapshot folder of {uri}, which never "
-                                       "writes through one: remove it")
+                raise ForeignPathError(f"{entry.path} is a symlink in the folder where {uri} keeps its snapshot "
+                                       "and records, and it never writes through one: remove it")
             if recursive and entry.is_dir(follow_symlinks=False):
                 stack.append(Path(entry.path))
 
