@@ -45,6 +45,7 @@ command -v prefect >/dev/null || die "the prefect command is not installed; run:
 port_free() { "$PY" - "$1" <<'EOF'
 import socket, sys
 s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: a TIME_WAIT is no owner
 try:
     s.bind(("127.0.0.1", int(sys.argv[1])))
 except OSError:
