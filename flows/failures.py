@@ -30,8 +30,10 @@ def raise_first_failure(model, model_spec: ModelSpec | None, datasets: list[Data
         for step, what, hub, future in steps:
             exc = _error_of(future)
             if exc is not None:
-                # hf:// sources have no mirrors: their other setting is the endpoint
-                setting = "the url (or its endpoint)" if hub else "the url (and mirrors)"
+                # hf:// sources have no mirrors: their other setting is the endpoint; bytes that do
+                # not match what the entry expects point at its hash or size first
+                setting = ("the hash or size (or the url)" if _is_integrity(exc)
+                           else "the url (or its endpoint)" if hub else "the url (and mirrors)")
                 origin = origins.get(d.spec.name, f"dataset {d.spec.name!r}")
                 _raise(f"dataset {d.spec.name!r}: {step} {what}", exc, step == "fetch", f"{setting} of {origin}")
     exc = _error_of(model)
@@ -43,6 +45,12 @@ def raise_first_failure(model, model_spec: ModelSpec | None, datasets: list[Data
     for future in all_futures(model, datasets, trained):
         if _error_of(future) is not None:
             future.state.result()  # raises the step's own error: the flow run fails with it
+
+
+def _is_integrity(exc: Exception) -> bool:
+    from resumable.errors import IntegrityError
+
+    return isinstance(exc, IntegrityError)
 
 
 def _error_of(future) -> Exception | None:

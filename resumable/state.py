@@ -175,7 +175,7 @@ def local_error(exc: OSError, path: Path | str | None = None) -> Exception:
     where = exc.filename or path or "?"
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskSpaceError(f"{where}: no space left on the device (or quota); free some space and run again: "
-                              "the partial download is kept and resumes")
+                              "the partial download is kept for the next run")
     fix = _FIXES.get(exc.errno, exc.strerror or type(exc).__name__)
     return LocalFileError(f"{where}: {fix}")
 
