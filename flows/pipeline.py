@@ -142,7 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=(
             "Run the train-pipeline flow locally: snapshot the model and fetch/verify/extract the datasets "
             "(concurrently, resumable, cached across runs), then fine-tune. With no options it runs the "
-            "offline sample end to end on 127.0.0.1 (under a minute on CPU). A re-run after a failure "
+            "offline sample end to end on 127.0.0.1 (about 30 s on CPU). A re-run after a failure "
             "executes only from the failed step on."
         ),
     )
