@@ -166,6 +166,17 @@ def _pipeline(config, cwd):
                           env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)})
 
 
+def _fails_before_prefect(config, cwd) -> str:
+    """``python flows/pipeline.py --config config`` exits 1 with its one error line, and no Prefect
+    server was started; returns that line."""
+    r = _pipeline(config, cwd)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr and "temporary server" not in r.stderr + r.stdout, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(errors) == 1, r.stderr
+    return errors[0]
+
+
 @pytest.mark.parametrize("dead", ["dns", "refused"])
 def test_pipeline_command_fails_before_starting_prefect(tmp_path, dead):
     """The whole failure is the check before the run: no Prefect server is started (the 6-16 s
@@ -175,12 +186,7 @@ def test_pipeline_command_fails_before_starting_prefect(tmp_path, dead):
     config = tmp_path / "c.yaml"
     config.write_text(f"datasets: [billboards]\nregistry: {registry}\ntrain: null\ndata_dir: {tmp_path / 'data'}\n"
                       f"models_cache: {tmp_path / 'models'}\nresults_dir: {tmp_path / 'results'}\n")
-    r = _pipeline(config, tmp_path)
-    assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stderr and "temporary server" not in r.stderr + r.stdout, r.stderr
-    errors = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(errors) == 1, r.stderr
-    line = errors[0]
+    line = _fails_before_prefect(config, tmp_path)
     assert line.startswith("error: dataset 'billboards': billboards.tar.gz: no source can be reached")
     assert f"host {host}: {DNS if dead == 'dns' else REFUSED}" in line
     assert line.endswith(f"of entry 'billboards' in {registry}")
@@ -308,12 +314,7 @@ def test_pipeline_command_checks_the_hub_endpoints_before_starting_prefect(tmp_p
     dead = f"http://127.0.0.1:{free_port()}"
     config, registry = _hub_config(tmp_path, dead if which == "model" else hub.endpoint,
                                    dead if which == "hf source" else hub.endpoint)
-    r = _pipeline(config, tmp_path)
-    assert r.returncode == 1, r.stderr
-    assert "Traceback" not in r.stderr and "temporary server" not in r.stderr + r.stdout, r.stderr
-    errors = [ln for ln in r.stderr.splitlines() if ln.strip()]
-    assert len(errors) == 1, r.stderr
-    line = errors[0]
+    line = _fails_before_prefect(config, tmp_path)
     assert f"host {dead.removeprefix('http://')}: {REFUSED}" in line
     if which == "model":
         assert line.startswith("error: model: org/tiny: ") and line.endswith(f"fix model.endpoint (or HF_ENDPOINT) of {config}")

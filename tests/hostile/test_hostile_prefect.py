@@ -18,7 +18,6 @@ import json
 import os
 import pickle
 import re
-import socket
 import subprocess
 import sys
 import tarfile
@@ -237,12 +236,6 @@ SECRETS = ("SECRETSIG123", "SECRETTOK456", "SECRETMIR789", "SECRETPW999")
 SIGNED = "?X-Amz-Signature=SECRETSIG123&token=SECRETTOK456"
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed once the socket is: connections are refused
-
-
 def _leaks(root: Path) -> list[str]:
     """Files under ``root`` whose bytes contain a secret (sqlite databases and their WAL included)."""
     found = []
@@ -264,14 +257,16 @@ def test_signed_url_secrets_never_reach_prefect_storage_or_output(tmp_path, pref
     assert good.returncode == 0, good.stdout + good.stderr
     assert files.bytes_sent_total(ARCHIVE) == _archive_spec(files)["size"]
 
-    port = _closed_port()
+    # A server that is there but lacks the file: the run starts (the check before it only stops
+    # sources that cannot be reached at all) and fails inside Prefect, which records the failure.
+    missing = files.url("not-there.bin") + SIGNED
+    where = missing.split("/")[2]
     broken = _config(tmp_path, data_dir=str(tmp_path / "data-broken"), task_retries=1, task_retry_delay=0,
-                     datasets=[{"name": "broken", "files": [
-                         {"url": f"http://127.0.0.1:{port}/x.bin{SIGNED}", "mirrors": [mirror]}]}])
+                     datasets=[{"name": "broken", "files": [{"url": missing, "mirrors": [mirror]}]}])
     bad = run_cli(tmp_path, prefect_home, broken, name="broken")
     output = good.stdout + good.stderr + bad.stdout + bad.stderr
     assert bad.returncode == 1, output
-    assert f"127.0.0.1:{port}" in bad.stderr  # the failure is reported (without its secrets)
+    assert where in bad.stderr  # the failure is reported (without its secrets)
 
     leaks = [f"output: {s}" for s in SECRETS if s in output]
     leaks += _leaks(prefect_home)  # Prefect's database (flow and task runs, states, logs, events), WAL included
@@ -279,7 +274,7 @@ def test_signed_url_secrets_never_reach_prefect_storage_or_output(tmp_path, pref
     assert not leaks, "\n".join(leaks) + "\n\n" + output
     # The database did record this run's failure: its message, without the secrets.
     db = b"".join(p.read_bytes() for p in prefect_home.rglob("*.db*") if p.is_file())
-    assert f"127.0.0.1:{port}".encode() in db
+    assert f"{where}/not-there.bin".encode() in db
 
 
 def test_signed_url_secrets_never_reach_the_engine_records(tmp_path, prefect_home, files):

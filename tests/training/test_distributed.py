@@ -178,12 +178,13 @@ def _two(grace: float = 3.0) -> DistributedConfig:
 ])
 def test_a_dying_worker_fails_with_its_rank_and_last_error(fake_worker_path, mode, expected):
     lines = []
+    before = descendants(os.getpid())  # the session's own servers (nginx, Prefect) are not ours to judge
     started = time.monotonic()
     with pytest.raises(WorkerFailed) as info:
         run_workers(_two(), {"mode": mode}, log=lines.append, module="dist_fake_worker")
     assert str(info.value).startswith(expected) and "\n" not in str(info.value), str(info.value)
-    assert time.monotonic() - started < 30  # rank 0 (sleeping) was stopped, not waited for
-    assert not descendants(os.getpid())
+    assert time.monotonic() - started < 300  # rank 0 sleeps 600 s: it was stopped, not waited for
+    assert not descendants(os.getpid()) - before
     if mode == "fail":
         assert "[rank 1] reading shard 7" in lines
 
@@ -201,10 +202,11 @@ def test_an_exception_in_the_parent_stops_every_worker(fake_worker_path):
         if len(seen) == 2:
             raise Cancelled
 
+    before = descendants(os.getpid())
     with pytest.raises(Cancelled):
         run_workers(_two(), {"mode": "hang"}, log=log, module="dist_fake_worker")
     assert len(seen) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in seen)
-    assert not descendants(os.getpid())
+    assert not descendants(os.getpid()) - before
 
 
 def test_killing_the_parent_leaves_no_orphans(fake_worker_path, tmp_path):

@@ -30,7 +30,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class FileSpec(_Strict):
+class _WithEndpoint(_Strict):
+    """A spec with a Hub ``endpoint`` (a file's hf:// source, the model): checked by the snapshot's
+    own rule, and stored without userinfo or query."""
+
+    @field_validator("endpoint", check_fields=False)
+    @classmethod
+    def _check_endpoint(cls, v: str | None) -> str | None:
+        return None if v is None else check_endpoint(v)
+
+    @field_serializer("endpoint", when_used="json", check_fields=False)
+    def _endpoint_redacted(self, v: str | None) -> str | None:
+        return None if v is None else redact(v)
+
+
+class FileSpec(_WithEndpoint):
     """One file of a dataset."""
 
     url: str = Field(description="http(s) URL of the file, or an hf:// source (hf://datasets/ORG/NAME[@REV][/PATH-OR-GLOB])")
@@ -48,14 +62,6 @@ class FileSpec(_Strict):
             return v
         return check_url(v)
 
-    @field_validator("endpoint")
-    @classmethod
-    def _check_endpoint(cls, v: str | None) -> str | None:
-        return None if v is None else check_endpoint(v)  # the snapshot's own rule
-
-    @field_serializer("endpoint", when_used="json")
-    def _endpoint_redacted(self, v: str | None) -> str | None:
-        return None if v is None else redact(v)
 
     @field_validator("mirrors")
     @classmethod
@@ -187,7 +193,7 @@ class DatasetSpec(_Strict):
         return self
 
 
-class ModelSpec(_Strict):
+class ModelSpec(_WithEndpoint):
     """A Hub model repository, snapshotted into ``models_cache``."""
 
     repo_id: str = Field(description="Hub repository, e.g. Qwen/Qwen2-VL-2B-Instruct")
@@ -236,14 +242,6 @@ class ModelSpec(_Strict):
                 raise ValueError(f"pattern {pattern!r} can match no file name; write a glob like '*.json'")
         return v
 
-    @field_validator("endpoint")
-    @classmethod
-    def _check_endpoint(cls, v: str | None) -> str | None:
-        return None if v is None else check_endpoint(v)  # the snapshot's own rule
-
-    @field_serializer("endpoint", when_used="json")
-    def _endpoint_redacted(self, v: str | None) -> str | None:
-        return None if v is None else redact(v)  # as FileSpec.url
 
 
 class SampleSpec(_Strict):
