@@ -63,11 +63,16 @@ class _Health(BaseHTTPRequestHandler):
         pass
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        pass  # a port probe that connects and closes is not an error worth a traceback on stderr
+
+
 @pytest.fixture
 def foreign_server():
     """Something answering /api/health on a port: someone else's Prefect server, as up.sh sees it."""
     def serve(port: int):
-        httpd = ThreadingHTTPServer(("127.0.0.1", port), _Health)
+        httpd = _QuietServer(("127.0.0.1", port), _Health)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()
         started.append(httpd)
         return httpd
