@@ -11,9 +11,9 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 _MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -74,6 +74,10 @@ def _check_split(v: str | None) -> str | None:
     return v
 
 
+ImageDir = Annotated[str | None, AfterValidator(_check_image_dir)]
+Split = Annotated[str, AfterValidator(_check_split)]
+
+
 class DatasetSettings(BaseModel):
     """Settings of one dataset of the run (``train.datasets``), by its name. Unset values come
     from the train config's own ``format``, ``fields``, ``image_dir`` and ``split``."""
@@ -84,18 +88,8 @@ class DatasetSettings(BaseModel):
     weight: float = Field(1.0, ge=0, le=1000, description="examples per epoch = weight x rows; 0 = not trained on")
     format: Format | None = None
     fields: DataFields | None = None
-    image_dir: str | None = Field(None, description="folder inside the dataset that image paths are relative to")
-    split: str | None = None
-
-    @field_validator("image_dir")
-    @classmethod
-    def _image_dir(cls, v: str | None) -> str | None:
-        return _check_image_dir(v)
-
-    @field_validator("split")
-    @classmethod
-    def _split(cls, v: str | None) -> str | None:
-        return _check_split(v)
+    image_dir: ImageDir = Field(None, description="folder inside the dataset that image paths are relative to")
+    split: Split | None = None
 
 
 class EvalSettings(BaseModel):
@@ -121,21 +115,11 @@ class DataConfig(BaseModel):
 
     format: Format = Field("auto", description="'auto' = chosen by the files present; or one of " + ", ".join(FORMAT_NAMES))
     fields: DataFields = Field(default_factory=DataFields)
-    image_dir: str | None = Field(None, description="folder inside each dataset that image paths are relative to "
+    image_dir: ImageDir = Field(None, description="folder inside each dataset that image paths are relative to "
                                                     "(default: the folder of the file naming them)")
-    split: str = Field("train", description="files of other splits (test-*.parquet, validation/...) are left out")
+    split: Split = Field("train", description="files of other splits (test-*.parquet, validation/...) are left out")
     datasets: tuple[DatasetSettings, ...] = Field((), description="per dataset: weight, format, fields, image_dir, split")
     eval: EvalSettings | None = None
-
-    @field_validator("image_dir")
-    @classmethod
-    def _image_dir(cls, v: str | None) -> str | None:
-        return _check_image_dir(v)
-
-    @field_validator("split")
-    @classmethod
-    def _split(cls, v: str) -> str:
-        return _check_split(v)
 
     @field_validator("datasets", mode="before")
     @classmethod
