@@ -41,7 +41,10 @@ class Browser:
                 f"--window-size={self.width},{self.height}", "about:blank"]
         if os.geteuid() == 0:
             args.insert(1, "--no-sandbox")  # Chromium refuses to sandbox as root
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Chromium keeps scratch folders (org.chromium.Chromium.*) in TMPDIR and never removes them:
+        # inside the profile, they go with it.
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                      env={**os.environ, "TMPDIR": self._profile})
         port_file = Path(self._profile) / "DevToolsActivePort"
         deadline = time.monotonic() + self.timeout
         while not (port_file.is_file() and port_file.read_text().count("\n") >= 1):
