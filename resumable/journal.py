@@ -123,14 +123,24 @@ def _compact(fd: int, path: Path) -> None:
             os.close(reader)
     if parsed.lines < 2 * len(parsed.records) + 64:
         return  # mostly live: rewriting would not shrink it
-    tmp = path.with_name(f".{NAME}.{os.getpid()}.{threading.get_ident()}.tmp")
-    out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    data = _new_epoch() + b"".join((json.dumps({"name": n, "record": r}, sort_keys=True, separators=(",", ":"))
+                                    + "\n").encode() for n, r in parsed.records.items())
+    tmp = path.with_name(f".{NAME}.{uuid.uuid4().hex}.tmp")
     try:
-        os.write(out, _new_epoch() + b"".join((json.dumps({"name": n, "record": r}, sort_keys=True, separators=(",", ":"))
-                                + "\n").encode() for n, r in parsed.records.items()))
-    finally:
-        os.close(out)
-    os.replace(tmp, path)
+        # O_EXCL: whatever someone planted at that name (a link to another file) is never written
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            with os.fdopen(out, "wb", closefd=False) as f:
+                f.write(data)  # all of it, or an error
+        finally:
+            os.close(out)
+        os.replace(tmp, path)
+    except OSError:
+        # A full disk, say: the record is already appended; the journal stays long until next time.
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _open_for_append(path: Path) -> int:
