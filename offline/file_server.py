@@ -14,6 +14,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -176,7 +177,16 @@ def etag_of(st: os.stat_result) -> str:
     return '"' + hashlib.sha1(f"{st.st_ino}-{st.st_size}-{st.st_mtime_ns}".encode()).hexdigest()[:20] + '"'
 
 
-class _HTTPServer(ThreadingHTTPServer):
+class QuietDisconnects:
+    """A client that drops its connection (a cut, a killed download) is ordinary here: no traceback
+    on stderr for it; anything else is still printed."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
+class _HTTPServer(QuietDisconnects, ThreadingHTTPServer):
     daemon_threads = True
     files: FileServer
     tls: ssl.SSLContext | None

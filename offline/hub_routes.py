@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from offline.file_server import QuietDisconnects
 from offline.hub_repos import Entry, Repo
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class RequestRecord:
     ended: float | None = None  # time.monotonic() when the handler finished: overlaps show concurrency
 
 
-class HubHTTPServer(ThreadingHTTPServer):
+class HubHTTPServer(QuietDisconnects, ThreadingHTTPServer):
     daemon_threads = True
     hub: HubServer
     role: str
