@@ -3,7 +3,9 @@
 It serves a folder with strong ETags, Last-Modified, Range / If-Range and 416 like a real
 server, keeps a log of every request, and on demand misbehaves the ways real networks and
 servers do: cut connections, stalls, ignored Range, 429/503 with Retry-After, flipped
-bytes, lying Content-Length, redirects, auth checks.
+bytes, lying Content-Length, redirects, auth checks. A fault can also hold a body after N bytes
+until the test says go (``hold_after``, ``Fault.wait_held``, ``Fault.release``): a client killed
+while held is certainly mid-body, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -45,6 +47,28 @@ class Fault:
     close_delimited: bool = False      # no Content-Length, no chunking: the body ends when the server closes
     endless: bool = False              # the body never ends (chunked, or close-delimited): generated content gone wrong
     methods: tuple[str, ...] = ("GET",)
+    hold_after: int | None = None      # send this many body bytes, then nothing until release() (the test's "go")
+    held: threading.Event = field(default_factory=threading.Event, repr=False)  # set once a body reached hold_after
+    holds: int = 0                     # how many bodies have reached hold_after
+    _go: threading.Event = field(default_factory=threading.Event, repr=False)
+    _count: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def release(self) -> None:
+        """Held bodies go on, and later ones are no longer held."""
+        self._go.set()
+
+    def wait_held(self, timeout: float = 60.0) -> bool:
+        """Block until a body is held (the client has every byte before ``hold_after`` and waits)."""
+        return self.held.wait(timeout)
+
+    def _hold(self) -> None:
+        with self._count:
+            self.holds += 1
+        self.held.set()
+        self._go.wait(HOLD_LIMIT)
+
+
+HOLD_LIMIT = 600.0  # a hold nobody releases ends by itself (the server's stop() releases every hold)
 
 
 @dataclass
@@ -57,6 +81,7 @@ class Request:
     headers: dict
     bytes_sent: int = 0
     client: tuple = ()
+    at: float = field(default_factory=time.time)  # when the request arrived (wall clock: Retry-After dates)
 
 
 @dataclass
@@ -94,6 +119,7 @@ class FileServer:
         return self
 
     def stop(self) -> None:
+        self.release_holds()
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -124,9 +150,18 @@ class FileServer:
             self._route(relpath).faults.append(f)
         return f
 
+    def release_holds(self) -> None:
+        """Every held body goes on (a test that failed before its release must not leave threads waiting)."""
+        with self._lock:
+            for r in self._routes.values():
+                for f in r.faults:
+                    f.release()
+
     def clear_faults(self) -> None:
         with self._lock:
             for r in self._routes.values():
+                for f in r.faults:
+                    f.release()  # a body held by a fault that goes lets go too
                 r.faults.clear()
 
     def redirect(self, relpath: str, location: str) -> None:
@@ -315,7 +350,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _body(self, file: Path, start: int, stop: int) -> None:
         fault = self._fault
         plain = fault is None or (fault.corrupt_at is None and fault.rate is None and fault.cut_after is None
-                                  and fault.length_delta <= 0 and not fault.chunked and not fault.endless)
+                                  and fault.length_delta <= 0 and not fault.chunked and not fault.endless
+                                  and fault.hold_after is None)
         if not plain:
             return self._faulty_body(file, start, stop, fault)
         with open(file, "rb") as f:
@@ -328,12 +364,18 @@ class _Handler(BaseHTTPRequestHandler):
         """Bytes ``start..stop`` block by block, paced, cut, flipped or chunked as the fault says."""
         if fault.endless:
             return self._endless(fault.chunked)
-        rec, cut = self._rec, fault.cut_after
+        rec, cut, hold = self._rec, fault.cut_after, fault.hold_after
         with open(file, "rb") as f:
             f.seek(start)
             pos, t0 = start, time.monotonic()
             while pos < stop:
+                if hold is not None and rec.bytes_sent >= hold:
+                    fault._hold()  # every byte so far is sent (the socket writer is unbuffered): wait for "go"
+                    hold = None
+                    t0 = time.monotonic() - rec.bytes_sent / fault.rate if fault.rate else t0
                 n = min(_BLOCK, stop - pos)
+                if hold is not None:
+                    n = min(n, hold - rec.bytes_sent)
                 if fault.rate:
                     n = min(n, max(1, fault.rate // 20))
                 if cut is not None:
