@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Callable
 from urllib.parse import unquote, urlsplit
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -34,7 +35,7 @@ class Fault:
 
     times: int | None = 1
     status: int | None = None          # answer this status instead (e.g. 503, 429, 404)
-    retry_after: str | None = None     # Retry-After value sent with ``status``
+    retry_after: str | Callable[[], str] | None = None  # Retry-After sent with ``status`` (a callable: made when sent)
     headers: dict | None = None        # extra headers sent with ``status`` (e.g. RateLimit)
     cut_after: int | None = None       # close the connection after this many body bytes
     stall: float = 0.0                 # sleep this long (after cut_after bytes, if set)
@@ -119,9 +120,9 @@ class FileServer:
         return self
 
     def stop(self) -> None:
-        self.release_holds()
         self._httpd.shutdown()
-        self._httpd.server_close()
+        self._httpd.server_close()  # nothing listens any more; then held bodies go on (to a cut, if they have one)
+        self.release_holds()
 
     def __enter__(self) -> "FileServer":
         return self.start()
@@ -294,7 +295,8 @@ class _Handler(BaseHTTPRequestHandler):
         elif route.auth and self.headers.get("Authorization") != route.auth:
             self._simple(401, extra={"WWW-Authenticate": "Bearer"})
         elif fault and fault.status:
-            extra = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            value = fault.retry_after() if callable(fault.retry_after) else fault.retry_after
+            extra = {"Retry-After": value} if value else {}
             extra.update(fault.headers or {})
             self._simple(fault.status, extra=extra)
         else:
