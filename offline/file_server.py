@@ -54,8 +54,12 @@ class Fault:
     _go: threading.Event = field(default_factory=threading.Event, repr=False)
     _count: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def release(self) -> None:
-        """Held bodies go on, and later ones are no longer held."""
+    _dropped: bool = field(default=False, repr=False)
+
+    def release(self, drop: bool = False) -> None:
+        """Held bodies go on (``drop``: their connections are closed instead), and later ones are no
+        longer held."""
+        self._dropped = self._dropped or drop
         self._go.set()
 
     def wait_held(self, timeout: float = 60.0) -> bool:
@@ -121,7 +125,7 @@ class FileServer:
 
     def stop(self) -> None:
         self._httpd.shutdown()
-        self._httpd.server_close()  # nothing listens any more; then held bodies go on (to a cut, if they have one)
+        self._httpd.server_close()  # nothing listens any more; then held bodies end, their connections closed
         self.release_holds()
 
     def __enter__(self) -> "FileServer":
@@ -152,17 +156,18 @@ class FileServer:
         return f
 
     def release_holds(self) -> None:
-        """Every held body goes on (a test that failed before its release must not leave threads waiting)."""
+        """Every held body ends, its connection closed (a test that failed before its release must not
+        leave threads waiting)."""
         with self._lock:
             for r in self._routes.values():
                 for f in r.faults:
-                    f.release()
+                    f.release(drop=True)
 
     def clear_faults(self) -> None:
         with self._lock:
             for r in self._routes.values():
                 for f in r.faults:
-                    f.release()  # a body held by a fault that goes lets go too
+                    f.release(drop=True)  # a body held by a fault that goes ends: its connection is closed
                 r.faults.clear()
 
     def redirect(self, relpath: str, location: str) -> None:
@@ -373,6 +378,8 @@ class _Handler(BaseHTTPRequestHandler):
             while pos < stop:
                 if hold is not None and rec.bytes_sent >= hold:
                     fault._hold()  # every byte so far is sent (the socket writer is unbuffered): wait for "go"
+                    if fault._dropped:
+                        return self._drop()
                     hold = None
                     t0 = time.monotonic() - rec.bytes_sent / fault.rate if fault.rate else t0
                 n = min(_BLOCK, stop - pos)

@@ -41,3 +41,22 @@ def wait_for_port(port: int, timeout: float = 10) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def kill_when(proc, reached, what: str, timeout: float = 60) -> None:
+    """SIGKILL ``proc`` once ``reached()`` is true: progress the test made certain to come and certain
+    not to be passed (a server-side hold keeps the child mid-body), so the kill lands there whatever
+    the machine's load. Fails if the child ends first or the progress never comes."""
+    import signal
+
+    deadline = time.monotonic() + timeout
+    try:
+        while not reached():
+            if proc.poll() is not None:
+                raise AssertionError(f"the child ended before {what} (exit {proc.returncode})")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not happen in {timeout} s")
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()

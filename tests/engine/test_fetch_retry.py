@@ -195,7 +195,7 @@ def test_a_server_refusing_after_bytes_came_is_waited_for_and_resumed(tmp_path):
     digest = make_file(root / "f.bin", 4 << 20)
     port = free_port()
     first = FileServer(root, port=port).start()
-    held = first.fault("f.bin", hold_after=1 << 20, cut_after=1 << 20)  # 1 MiB, silence, then (on go) the cut
+    held = first.fault("f.bin", hold_after=1 << 20)  # 1 MiB, then silence until the server stops
     refused, fetch_over = threading.Event(), []
     restarted = []
 
@@ -206,7 +206,7 @@ def test_a_server_refusing_after_bytes_came_is_waited_for_and_resumed(tmp_path):
 
     def restart():
         if held.wait_held(60):
-            first.stop()  # nothing listens any more, then the held body goes on to its cut
+            first.stop()  # nothing listens any more, and the held connection is closed
             if refused.wait(60) and not fetch_over:
                 restarted.append(FileServer(root, port=port).start())
 
