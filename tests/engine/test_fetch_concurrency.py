@@ -141,27 +141,32 @@ def test_segmented_server_ignoring_range_restarts_cleanly(tmp_path):
 def test_segmented_part_resumes_even_when_rerun_with_one_connection(served, tmp_path):
     # A .part preallocated by a multi-connection run has holes: its size is not its progress.
     import signal
-    import time
 
+    from engine_helpers import kill_when
     from resumable.state import PartState
 
     srv, root = served
     size = 70 << 20
     digest = make_file(root / "f.bin", size)
-    srv.fault("f.bin", rate=40 << 20, times=None)
+    hold = srv.fault("f.bin", hold_after=6 << 20, times=None)  # every segment stops after 6 MiB until the kill
     dest = tmp_path / "f.bin"
     code = ("import sys; from resumable import fetch; "
             "fetch(sys.argv[1], sys.argv[2], connections=4, progress=False)")
     proc = subprocess.Popen([sys.executable, "-c", code, srv.url("f.bin"), str(dest)])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def segments_on_record() -> int:
         state = PartState.load(dest)
-        if state and state.segments and sum(d - s for s, _, d in state.segments) > 8 << 20:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    srv.clear_faults()
+        return sum(d - s for s, _, d in state.segments) if state and state.segments else 0
+
+    try:
+        assert hold.wait_held(60)
+        kill_when(proc, lambda: segments_on_record() >= 6 << 20, "6 MiB of segments on record")
+    finally:
+        proc.kill()
+        proc.wait()
+        srv.clear_faults()
+    assert proc.returncode == -signal.SIGKILL and len(PartState.load(dest).segments) >= 2
+    assert part_path(dest).stat().st_size == size  # sparse, full size: its size is not its progress
     # No expected hash: nothing but the resume logic stands between the holes and the result.
     result = fetch(srv.url("f.bin"), dest, connections=1, progress=False)
     assert sha256_of(dest) == digest and result.status == "resumed"
