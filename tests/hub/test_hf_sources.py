@@ -239,27 +239,30 @@ def test_registry_rules_for_hf_sources(tmp_path):
 # -- resume, corruption, offline, token ------------------------------------------------------------
 @pytest.mark.slow
 def test_killed_fetch_resumes_mid_file(shards_root, tmp_path):
-    with HubServer(shards_root) as hub:
+    from hub_faults import FaultyHub
+
+    with FaultyHub(shards_root) as hub:
         commit = hub.repo("org/big", "dataset").commit
         out = tmp_path / "out"
         snap_file = hub_cache(out) / "datasets--org--big" / commit / BIG
         part = part_path(snap_file)
-        hub.slow = 6_000_000.0
+        hub.hold(Path(BIG).name, 6 << 20)  # the body stops half-way until the kill: certainly mid-file
         proc = subprocess.Popen([sys.executable, "-m", "train_pipeline.cli", "fetch", f"hf://datasets/org/big/{BIG}",
                                  "-d", str(out), "-q"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 env={**os.environ, "HF_ENDPOINT": hub.endpoint})
         deadline = time.monotonic() + 60
         try:
-            while not (part.exists() and part.stat().st_size >= 6 << 20):
+            assert hub.held.wait(60), "the download never got half-way"
+            while not (part.exists() and part.stat().st_size >= 6 << 20):  # what the server sent is on disk
                 assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "the download never got half-way"
+                assert time.monotonic() < deadline, "the bytes sent never reached the disk"
                 time.sleep(0.02)
             had = part.stat().st_size
         finally:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            proc.communicate()
+            hub.release()
         assert proc.returncode == -signal.SIGKILL and not (out / BIG).exists()
-        hub.slow = None
         mark = len(hub.settle())
         r = fetch_hf(f"hf://datasets/org/big/{BIG}", out, endpoint=hub.endpoint, progress=False)
         log = hub.settle()[mark:]

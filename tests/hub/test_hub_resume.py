@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from offline.hub_server import HubServer
+from hub_faults import FaultyHub
 from resumable.hub import snapshot, snapshot_is_complete
 from resumable.state import part_path
 
@@ -28,6 +28,8 @@ def start_download(endpoint: str, dest: Path) -> subprocess.Popen:
 
 
 def wait_for_part(proc: subprocess.Popen, part: Path, size: int, timeout: float = 60.0) -> int:
+    """The size of ``part`` once it holds ``size`` bytes (the server holds the body there, so the
+    child waits mid-file for as long as the test takes)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if part.exists() and part.stat().st_size >= size:
@@ -41,29 +43,29 @@ def wait_for_part(proc: subprocess.Popen, part: Path, size: int, timeout: float 
 @pytest.mark.slow
 @pytest.mark.parametrize("cdn", [False, True], ids=["hub", "cdn-expired-url"])
 def test_killed_snapshot_resumes_with_a_range_request(big_root, tmp_path, cdn):
-    with HubServer(big_root, cdn=cdn, cdn_ttl=1.0) as hub:
+    with FaultyHub(big_root, cdn=cdn) as hub:
         commit = hub.repo("org/big").commit
         weights = tmp_path / "org--big" / commit / "model.safetensors"
         part = part_path(weights)
-        hub.slow = 8_000_000.0  # ~4 s for the whole file: time to kill it half-way
+        hub.hold("model.safetensors", KILL_AFTER)  # the body stops there until the kill
         proc = start_download(hub.endpoint, tmp_path)
         try:
+            assert hub.held.wait(60), "the download never reached the hold"
             had = wait_for_part(proc, part, KILL_AFTER)
         finally:
             proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            proc.communicate()
+            hub.release()
         assert proc.returncode == -signal.SIGKILL and not weights.exists()
         assert not snapshot_is_complete(weights.parent)
-        hub.slow = None
-        if cdn:  # let the signed URL handed to the killed process expire
+        if cdn:  # the signed URL handed to the killed process dies now, whatever the clock says
             old = [r for r in hub.settle() if r.server == "cdn"][-1]
-            time.sleep(1.2)
+            hub.expire_signed_urls()
+            with pytest.raises(urllib.error.HTTPError, match="403"):
+                urllib.request.urlopen(f"{hub.cdn_endpoint}{old.path}?{old.query}", timeout=30)
         mark = len(hub.settle())
         result = snapshot("org/big", dest_root=tmp_path, endpoint=hub.endpoint, progress=False)
         log = hub.settle()[mark:]
-        if cdn:  # the URL the killed process held is dead now
-            with pytest.raises(urllib.error.HTTPError, match="403"):
-                urllib.request.urlopen(f"{hub.cdn_endpoint}{old.path}?{old.query}", timeout=10)
 
     assert result.status == "resumed" and snapshot_is_complete(result.path)
     assert filecmp.cmp(weights, big_root / "org/big/model.safetensors", shallow=False)
@@ -73,7 +75,7 @@ def test_killed_snapshot_resumes_with_a_range_request(big_root, tmp_path, cdn):
     ranged = [r for r in log if r.path.endswith("model.safetensors") and r.status == 206]
     assert len(ranged) == 1 and int(ranged[0].range.split("=")[1].rstrip("-")) >= had - 1024 * 1024
     assert ranged[0].server == ("cdn" if cdn else "hub")
-    if cdn:  # the resume resolved again and got a fresh signature, not the expired one
-        resolves = [r for r in log if "/resolve/" in r.path and r.path.endswith("model.safetensors")]
-        assert resolves and resolves[0].status == 302
+    if cdn:  # the resume asked the Hub again and got a fresh signature; the dead URL was never tried
+        weights_log = [(r.server, r.status) for r in log if r.path.endswith("model.safetensors")]
+        assert weights_log == [("hub", 302), ("cdn", 206)]
         assert ranged[0].query != old.query

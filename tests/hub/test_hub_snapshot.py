@@ -116,16 +116,25 @@ def test_dropped_connection_is_resumed_within_the_run(hub, repos_root, tmp_path)
 
 
 def test_signed_cdn_url_expired_between_retries_is_resolved_again(repos_root, tmp_path):
-    from offline.hub_server import HubServer
+    """The CDN cuts the body, and the signed URL it was fetched with dies at that moment (not after
+    some seconds of a clock): the retry must go back to the Hub for a fresh one. An engine that
+    retried the URL it had been redirected to would get 403 and fail."""
+    import urllib.error
+    import urllib.request
 
-    with HubServer(repos_root, cdn=True, cdn_ttl=0.3) as hub:  # expires before the engine's retry backoff ends
-        hub.cut_after = 1024 * 1024
+    from hub_faults import FaultyHub
+
+    with FaultyHub(repos_root, cdn=True) as hub:
+        hub.cut_after, hub.expire_on_cut = 1024 * 1024, True
         result = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, include="*.safetensors",
                           progress=False)
         log = [r for r in hub.settle() if r.path.endswith("model.safetensors")]
+        with pytest.raises(urllib.error.HTTPError, match="403"):  # the URL of the cut body is dead indeed
+            urllib.request.urlopen(f"{hub.cdn_endpoint}{log[1].path}?{log[1].query}", timeout=30)
     assert same_files(result.path, repos_root / "org" / "tiny", ["model.safetensors"])
+    # one Hub resolve per CDN request: every attempt asked the Hub for a URL first
     assert [(r.server, r.status) for r in log] == [("hub", 302), ("cdn", 200), ("hub", 302), ("cdn", 206)]
-    assert log[1].query != log[3].query  # a fresh signature, not the expired one
+    assert log[1].query != log[3].query and log[3].range == f"bytes={1024 * 1024}-"
 
 
 def test_server_bytes_that_never_match_the_listing_are_a_clear_error(hub, tmp_path):
@@ -197,16 +206,25 @@ def test_private_repo_with_token(hub, tmp_path, monkeypatch):
     assert result.files == 1 and snapshot_is_complete(result.path)
 
 
-def test_rate_limited_metadata_and_files_are_retried(hub, repos_root, tmp_path):
-    hub.rate_limit, hub.retry_after = 1, 0  # the revision request gets 429, then our retry succeeds
+def test_rate_limited_metadata_waits_what_the_hub_asks(hub, tmp_path):
+    # 429 with Retry-After: 3 and RateLimit t=3; our own backoff would come back after 1-2 s
+    hub.rate_limit, hub.retry_after = 1, 3
     result = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False, include="*.json")
-    statuses = [(r.path.split("/")[-2], r.status) for r in metadata(hub)]
-    assert statuses[:2] == [("revision", 429), ("revision", 200)] and result.files == 1
-    hub.rate_limit = 1  # now a file request gets 429: the transfer engine waits and retries
+    api = metadata(hub)
+    assert [(r.path.split("/")[-2], r.status) for r in api[:2]] == [("revision", 429), ("revision", 200)]
+    assert api[1].started - api[0].started >= 3 - 0.05  # as the server saw it: asked again after 3 s
+    assert result.files == 1 and snapshot_is_complete(result.path)
+
+
+def test_rate_limited_file_waits_what_the_hub_asks(hub, repos_root, tmp_path):
+    first = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False, include="*.json")
+    hub.rate_limit, hub.retry_after = 1, 3  # now the file request gets 429: the transfer engine waits
     mark = len(hub.settle())
-    result = snapshot("org/tiny", revision=result.commit, dest_root=tmp_path, endpoint=hub.endpoint,
+    result = snapshot("org/tiny", revision=first.commit, dest_root=tmp_path, endpoint=hub.endpoint,
                       include="README.md", progress=False)
-    assert [r.status for r in hub.settle()[mark:]] == [429, 200]
+    log = hub.settle()[mark:]
+    assert [(r.path.rsplit("/", 1)[-1], r.status) for r in log] == [("README.md", 429), ("README.md", 200)]
+    assert log[1].started - log[0].started >= 3 - 0.05
     assert same_files(result.path, repos_root / "org" / "tiny", ["README.md"])
 
 
@@ -282,6 +300,8 @@ def test_bad_arguments_are_usage_errors(tmp_path, kwargs, words):
     ids=["ratelimit-wins", "retry-after", "capped"],
 )
 def test_metadata_retry_waits_what_the_server_asks(headers, wait):
+    """The rule on its own (the waits above are it, end to end): RateLimit's reset wins over
+    Retry-After, and no wait exceeds the cap (which a test through the Hub would sit out)."""
     from types import SimpleNamespace
 
     from resumable.hub.api import _hub_wait
