@@ -155,8 +155,7 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
         _current.guard = guard
         try:
             with WATCHDOG.watching(guard):
-                resp = session.request(method, current, headers=hdrs, timeout=timeout, stream=True,
-                                       allow_redirects=False)
+                resp = _send(session, method, current, hdrs, timeout)
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError) as exc:
             raise UsageError(f"URL {redact(current)!r}: {describe_network_error(exc)}") from None
         except requests.exceptions.RequestException as exc:
@@ -181,6 +180,36 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
         resp.guard = guard  # type: ignore[attr-defined]
         return resp
     raise TransferError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects; check the URL")
+
+
+def _send(session: requests.Session, method: str, url: str, headers: dict, timeout) -> requests.Response:
+    """One request, no redirect followed. Straight to the session's adapter when the session takes
+    nothing from the environment and the URL needs no preparing (no userinfo, nothing to quote or
+    IDNA-encode): Session.request spends ~0.3 ms of CPU per request on cookies, hooks and merged
+    settings that we do not use, a sixth of a small file's cost."""
+    if session.trust_env or session.auth or session.params or session.cookies or not _plain_url(url):
+        return session.request(method, url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
+    prepared = requests.PreparedRequest()
+    prepared.method, prepared.url, prepared.body = method.upper(), url, None
+    prepared.headers = requests.structures.CaseInsensitiveDict(session.headers)
+    prepared.headers.update(headers)
+    prepared._cookies = None
+    prepared.hooks = {"response": []}
+    adapter = session.get_adapter(url)
+    return adapter.send(prepared, stream=True, timeout=timeout, verify=session.verify, cert=session.cert, proxies={})
+
+
+_PLAIN_URL = re.compile(r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-F]{2})*"
+                        r"(\?(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?]|%[0-9A-F]{2})+)?", re.ASCII)
+_DOT_SEGMENT = re.compile(r"/\.\.?(/|\?|$)")
+
+
+def _plain_url(url: str) -> bool:
+    """``url`` is already what requests would send: a lower-case ASCII host, a port, a path without
+    dot segments, no userinfo or fragment, every other byte an allowed one or an upper-case
+    %-escape of a reserved one."""
+    return (_PLAIN_URL.fullmatch(url) is not None and not _DOT_SEGMENT.search(url.partition("?")[0])
+            and requests.utils.requote_uri(url) == url)
 
 
 def connect_error(url: str, exc: BaseException) -> TransferError:
