@@ -18,7 +18,7 @@ from typing import Iterator
 import requests
 
 from . import http, segments
-from .body import HASH_BUFFERS, receive_into
+from .body import HASH_BUFFERS, READ_SIZE, receive_into
 from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, RestartFromZero, TransferError
 from .hashes import BackgroundHasher, ExpectedHash, InlineHasher
 from .part import PartFile
@@ -114,7 +114,7 @@ class Download:
                                  "the file changed upstream or the expected size is wrong")
             err.transient = False
             raise err
-        if total is not None:
+        if total is not None and total - have > READ_SIZE:  # a body of one read: the write says ENOSPC itself
             need = total - have
             free = shutil.disk_usage(self.dest.parent).free
             if need > free:

@@ -95,6 +95,8 @@ class PartFile:
     def discard(self) -> None:
         paths = (self.path,) if self.private else (self.path, state_path(self.dest))
         for path in paths:
+            if not os.path.lexists(path):
+                continue  # an unlink that finds nothing still waits for the folder's lock (~25 us)
             try:
                 os.unlink(path)
             except FileNotFoundError:
