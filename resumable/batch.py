@@ -28,9 +28,12 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False,
     Two items with one destination are refused before anything is fetched: one of them would be
     reported done with the other's bytes."""
     seen: dict[Path, str] = {}
+    real: dict[Path, str] = {}  # folder -> its real path (one lstat per component: once per folder)
     for item in items:
         path = Path(item.dest).absolute()
-        dest = Path(os.path.realpath(path.parent)) / path.name  # 'a/../f' and 'link/f' name real folders
+        if path.parent not in real:
+            real[path.parent] = os.path.realpath(path.parent)
+        dest = Path(real[path.parent]) / path.name  # 'a/../f' and 'link/f' name real folders
         if dest in seen:
             raise UsageError(f"{http.redact(seen[dest])} and {http.redact(item.url)} would both be saved as {dest}; "
                              "give one of them another name or folder")

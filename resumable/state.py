@@ -95,14 +95,15 @@ def temp_path(dest: Path) -> Path:
 
 
 # -- the file system, touched safely ------------------------------------------------------------
-def check_destination(dest: Path) -> None:
-    """``dest`` may be created or replaced: it is absent or a regular file, and its name is not ours."""
+def check_destination(dest: Path) -> bool:
+    """``dest`` may be created or replaced: it is absent or a regular file, and its name is not ours.
+    Returns whether it is there."""
     if dest.name in ("", ".", "..") or dest.name == RECORD_DIR:
         raise UsageError(f"destination {str(dest)!r}: choose a file name (not '{dest.name or dest}')")
     try:
         st = os.lstat(dest)
     except FileNotFoundError:
-        return
+        return False
     except NotADirectoryError:
         raise UsageError(f"destination {dest}: a parent of it is a file, not a folder; choose another path") from None
     except OSError as exc:
@@ -110,18 +111,24 @@ def check_destination(dest: Path) -> None:
     if not stat.S_ISREG(st.st_mode):
         raise UsageError(f"destination {dest} is a {_kind(st.st_mode)}, not a regular file; remove it or choose "
                          "another path (downloads replace only regular files)")
+    return True
 
 
 def ensure_record_dir(dest: Path) -> Path:
     """``.resumable/`` beside ``dest``, created if needed; a symlink or a file there is refused."""
     folder = record_dir(dest)
     try:
-        os.mkdir(folder)
-    except FileExistsError:
-        pass
+        st = os.lstat(folder)  # usually there: a mkdir that fails still waits for the folder's lock
+    except FileNotFoundError:
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            raise local_error(exc, folder) from None
+        st = os.lstat(folder)
     except OSError as exc:
         raise local_error(exc, folder) from None
-    st = os.lstat(folder)
     if not stat.S_ISDIR(st.st_mode):
         raise UsageError(f"{folder} is a {_kind(st.st_mode)}, not the engine's record folder; remove it "
                          "(downloads keep their partial files and records there)")

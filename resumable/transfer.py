@@ -129,21 +129,23 @@ def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedH
            options: dict) -> FetchResult:
     check_destination(dest)
     try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not os.path.isdir(dest.parent):  # usually there: a mkdir that fails still waits for a lock
+            dest.parent.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
         raise LocalFileError(f"{dest.parent}: a file stands where the destination's folder should be; "
                              "choose another path") from None
     ensure_record_dir(dest)
     t0 = time.monotonic()
     with _exclusive(dest, lock):
-        check_destination(dest)
-        cached = _existing(dest, size, expected, sources, t0)
+        present = check_destination(dest)
+        cached = present and _existing(dest, size, expected, sources, t0)
         if cached:
             return cached
         failures: list[ResumableError] = []
         fresh_starts = FreshStarts()  # shared by the mirrors: bad bytes from each do not buy more full copies
         for source in sources:
-            download = Download(source, dest, size, expected, revalidate=_revalidation(dest, source, size, expected),
+            revalidate = _revalidation(dest, source, size, expected) if present else None
+            download = Download(source, dest, size, expected, revalidate=revalidate,
                                  fresh_starts=fresh_starts, **options)
             try:
                 return _run(download, t0)
