@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,8 +97,29 @@ def test_one_training_per_output_dir(finished_run, tiny_model_dir, sample_data_d
 
 
 def test_training_is_complete_is_false_for_empty_or_partial_dirs(tmp_path, finished_run):
+    import shutil
+
+    result, config, _ = finished_run
     assert not training_is_complete(tmp_path)
     assert not training_is_complete(tmp_path / "missing")
+
+    def finished_copy(name: str) -> Path:
+        """The finished run's output folder, copied (train_result.json names its own folder)."""
+        out = tmp_path / name
+        shutil.copytree(result.output_dir, out, ignore=shutil.ignore_patterns("checkpoint-*"))
+        record = out / "train_result.json"
+        record.write_text(record.read_text().replace(str(result.output_dir), str(out)))
+        return out
+
+    assert training_is_complete(finished_copy("whole"), config)  # the copy as it is: complete
+    for missing in ("train_result.json", "final", "final/model.safetensors", "final/processor_config.json"):
+        out = finished_copy(missing.replace("/", "-"))
+        gone = out / missing
+        shutil.rmtree(gone) if gone.is_dir() else gone.unlink()
+        assert not training_is_complete(out), missing
+        assert not training_is_complete(out, config), missing
+    other = config.model_copy(update={"max_steps": config.max_steps + 1})
+    assert not training_is_complete(finished_copy("other-settings"), other)  # made with other settings
 
 
 def test_lora_adapter_trains_and_reloads(tiny_model_dir, one_batch_data_dir, tmp_path, fast_config):

@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -117,22 +116,20 @@ def test_sigkill_between_checkpoints_then_resume_matches(name, config, reference
     _assert_same_training(tmp_path, ref)
 
 
-def test_sigkill_while_saving_then_resume_matches(reference, tiny_model_dir, sample_data_dir, tmp_path):
-    """Kill from outside the moment checkpoint-4 appears (often mid-save; 8 steps remain, so the
-    kill lands before the end); also leave a half-written checkpoint-12 behind, as a kill during
-    that save would. Resume skips both and starts over when no checkpoint is complete."""
+@pytest.mark.parametrize(("kill_at", "resumed_from"), [("saving:8", 4), ("saving:4", None)])
+def test_sigkill_while_saving_then_resume_matches(kill_at, resumed_from, reference, tiny_model_dir, sample_data_dir,
+                                                  tmp_path):
+    """Killed while Trainer writes a checkpoint (its weights, optimizer and scheduler there, its RNG
+    state and trainer_state.json not yet); also leave a half-written checkpoint-12 behind, as a kill
+    during that save would. The resume skips both: it continues from checkpoint-4 when that one is
+    whole, and starts over when no checkpoint is."""
     ref = reference("full", BASE)
-    proc = subprocess.Popen(
-        _child(tiny_model_dir, sample_data_dir, tmp_path, BASE), env=_env(),
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        while not (tmp_path / "checkpoint-4").exists() and proc.poll() is None:
-            time.sleep(0.001)
-        proc.send_signal(signal.SIGKILL)
-    finally:
-        _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == -signal.SIGKILL, f"training ended before the kill: {stderr[-3000:]}"
+    killed = _run(_child(tiny_model_dir, sample_data_dir, tmp_path, BASE, kill_at=kill_at))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    step = int(kill_at.removeprefix("saving:"))
+    half = tmp_path / f"checkpoint-{step}"
+    assert (half / "optimizer.pt").is_file() and not is_complete_checkpoint(half)  # half-written, by Trainer
+    assert [s for s, p in checkpoint_dirs(tmp_path) if is_complete_checkpoint(p)] == ([4] if step == 8 else [])
 
     partial = tmp_path / "checkpoint-12"
     partial.mkdir()
@@ -142,7 +139,7 @@ def test_sigkill_while_saving_then_resume_matches(reference, tiny_model_dir, sam
     assert not is_complete_checkpoint(partial)
 
     result = _finish(_child(tiny_model_dir, sample_data_dir, tmp_path, BASE))
-    assert result["resumed_from_step"] in (None, 4)  # None: killed before checkpoint-4 was whole
+    assert result["resumed_from_step"] == resumed_from and result["steps"] == 12
     _assert_same_training(tmp_path, ref)
     assert is_complete_checkpoint(tmp_path / "checkpoint-12")  # rewritten whole by the resumed run
 

@@ -5,6 +5,8 @@ Usage: python train_child.py MODEL_DIR DATA_DIR OUTPUT_DIR CONFIG_JSON [KILL_AT]
 KILL_AT is where the child kills itself:
   N              at step N, after the optimizer step, before that step's log and checkpoint
   saved:N        right after checkpoint-N is whole (and older ones rotated away)
+  saving:N       while checkpoint-N is written: weights, optimizer and scheduler are in it, the RNG
+                 state and trainer_state.json are not (a half-written checkpoint, by Trainer itself)
   final-partial  while saving final/: the weights are in final.partial, the processor and the
                  rename to final/ are not done
   final          after final/ is in place, before train_result.json is written
@@ -63,6 +65,21 @@ def _kill_while_saving_final() -> None:
     finetune._resumable_trainer_class = killing_class
 
 
+def _kill_while_saving_checkpoint(step: int) -> None:
+    make_class = finetune._resumable_trainer_class
+
+    def killing_class() -> type:
+        class KillingTrainer(make_class()):
+            def _save_rng_state(self, output_dir):
+                if self.state.global_step == step:
+                    _die()
+                super()._save_rng_state(output_dir)
+
+        return KillingTrainer
+
+    finetune._resumable_trainer_class = killing_class
+
+
 def _kill_after_final() -> None:
     save_final = finetune.save_final
 
@@ -81,6 +98,8 @@ def main(argv: list[str]) -> None:
         _kill_while_saving_final()
     elif kill_at == "final":
         _kill_after_final()
+    elif kill_at is not None and kill_at.startswith("saving:"):
+        _kill_while_saving_checkpoint(int(kill_at.removeprefix("saving:")))
     elif kill_at is not None and kill_at.startswith("saved:"):
         callbacks.append(KillAt(int(kill_at.removeprefix("saved:")), after_save=True))
     elif kill_at is not None:
