@@ -4,16 +4,26 @@ Prefect reads its settings at import time, so the isolated PREFECT_HOME, result 
 server timeouts are set here, before any test module imports prefect. Everything a session
 writes outside pytest's own tmp_path lives under one folder, removed when the session ends
 (also after ``--collect-only``); only a session that is killed leaves it behind.
+
+Every process the session starts inherits TRAIN_PIPELINE_TEST_SESSION (this session's folder):
+after the last fixture has stopped, one that still carries it outlived the test that started it.
+It is killed and named on stderr, and the session fails (tests/test_suite_hygiene.py relies on it).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import time
 from pathlib import Path
 
+import pytest
+
 _SESSION_ROOT = Path(tempfile.mkdtemp(prefix="train-pipeline-tests-"))
+os.environ["TRAIN_PIPELINE_TEST_SESSION"] = str(_SESSION_ROOT)
 os.environ["PREFECT_HOME"] = str(_SESSION_ROOT / "prefect-home")
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_SESSION_ROOT / "prefect-results")
 os.environ["TRAIN_PIPELINE_RESULT_STORAGE"] = str(_SESSION_ROOT / "prefect-results")
@@ -29,10 +39,57 @@ os.environ.pop("HF_TOKEN", None)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Dask's LocalCluster spills into <tmp>/dask-scratch-space unless told otherwise (also in subprocesses).
 os.environ["DASK_TEMPORARY_DIRECTORY"] = str(_SESSION_ROOT / "dask")
+# torch makes <tmp>/torchinductor_USER as soon as a test module imports it (collection included).
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_SESSION_ROOT / "torchinductor")
 
 
-def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+# A test that needs one of these pays for a Prefect server (10-20 s to start) or a deployment.
+SLOW_FIXTURES = {"prefect_server", "deployed"}
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
+def session_processes() -> dict[int, str]:
+    """{pid: command line} of the live processes, other than this one, that carry this session's
+    TRAIN_PIPELINE_TEST_SESSION (also those a test started in a process group or session of its own)."""
+    marker = f"TRAIN_PIPELINE_TEST_SESSION={_SESSION_ROOT}".encode()
+    found = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in Path(entry.path, "environ").read_bytes().split(b"\0"):  # a zombie's reads empty
+                found[int(entry.name)] = Path(entry.path, "cmdline").read_bytes().replace(b"\0", b" ").decode(
+                    errors="replace").strip()
+        except OSError:  # gone meanwhile, or not ours to read
+            pass
+    return found
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_sessionfinish(session, exitstatus):
+    """After every fixture's teardown (the hook's other implementations run inside the yield): no
+    process the session started may still run."""
+    result = yield
+    if not sys.platform.startswith("linux"):
+        return result
+    deadline = time.monotonic() + 5  # one that was just told to stop gets a moment to exit
+    while (left := session_processes()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid, cmdline in left.items():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+        sys.stderr.write(f"test session: process {pid} outlived the test that started it, killed now: {cmdline[:300]}\n")
+    if left and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    return result
 
 
 def pytest_unconfigure(config):
