@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -44,20 +46,49 @@ def deployed(checkout, tmp_path_factory):
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PYTHON": sys.executable,
     })
-    up = subprocess.run(check=False, args=["bash", "deployments/up.sh"], cwd=checkout, env=env, capture_output=True, text=True, timeout=240)
     state = checkout / ".prefect"
-    try:
+    try:  # up.sh inside: a start that fails or times out half-way still gets down.sh and the kill below
+        up = subprocess.run(check=False, args=["bash", "deployments/up.sh"], cwd=checkout, env=env, capture_output=True,
+                            text=True, timeout=240)
         assert up.returncode == 0, up.stdout + up.stderr
         api_url = (state / "api_url").read_text().strip()
         env["PREFECT_API_URL"] = api_url
         with httpx.Client(base_url=api_url, timeout=30) as api:
             yield Deployed(checkout, api_url, env, api)
     finally:
-        pids = {name: int((state / f"{name}.pid").read_text()) for name in ("server", "worker")
-                if (state / f"{name}.pid").is_file()}
-        down = subprocess.run(check=False, args=["bash", "deployments/down.sh"], cwd=checkout, env=env, capture_output=True, text=True,
-                              timeout=180)
+        pids = {name: pid for name in ("server", "worker") if (pid := _pid(state / f"{name}.pid"))}
+        try:
+            down = subprocess.run(check=False, args=["bash", "deployments/down.sh"], cwd=checkout, env=env,
+                                  capture_output=True, text=True, timeout=180)
+        finally:
+            # Whatever down.sh did (or if it timed out), nothing up.sh started outlives the module; the
+            # assertions below still say what down.sh left running.
+            survivors = {name: pid for name, pid in pids.items() if alive(pid)}
+            for pid in pids.values():
+                _kill_group(pid, pid in survivors.values())  # also the group of one that exited: its children
         assert down.returncode == 0, down.stdout + down.stderr
-        for name, pid in pids.items():
-            assert not alive(pid), f"{name} (pid {pid}) still running after down.sh"
+        assert not survivors, f"still running after down.sh: {survivors}"
         assert "SIGTERM" not in down.stderr, down.stderr  # stopped by SIGINT, gracefully
+
+
+def _pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _kill_group(pid: int, running: bool) -> None:
+    """SIGKILL the process group up.sh started ``pid`` in (its own; while a member lives, the kernel
+    gives no other process that number); a ``running`` one that has no group of its own alone."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        if running:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
