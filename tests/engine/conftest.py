@@ -42,7 +42,11 @@ def stdlib_server(tmp_path):
         yield f"http://127.0.0.1:{port}", root
     finally:
         proc.terminate()
-        proc.wait()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session")
@@ -77,10 +81,16 @@ http {{
     proc = subprocess.Popen([binary, "-c", str(conf), "-p", str(base)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     try:
-        wait_for_port(port)
-    except RuntimeError:
-        proc.kill()
-        pytest.fail(f"nginx did not start: {proc.stderr.read().decode()[-500:]}")
-    yield f"http://127.0.0.1:{port}", root, base / "access.log"
-    proc.terminate()
-    proc.wait()
+        try:
+            wait_for_port(port)
+        except RuntimeError:
+            proc.kill()
+            pytest.fail(f"nginx did not start: {proc.stderr.read().decode()[-500:]}")
+        yield f"http://127.0.0.1:{port}", root, base / "access.log"
+    finally:  # whatever failed: nginx (master and worker) does not outlive the session
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

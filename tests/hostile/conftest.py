@@ -72,9 +72,11 @@ def raw_server():
         threading.Thread(target=loop, daemon=True).start()
         return f"http://127.0.0.1:{srv.getsockname()[1]}"
 
-    yield start
-    for srv in servers:
-        srv.close()
+    try:
+        yield start
+    finally:
+        for srv in servers:
+            srv.close()
 
 
 @pytest.fixture()
