@@ -63,6 +63,7 @@ def test_bad_task_runner_is_one_line(value, message):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_bad_task_runner_from_the_command_line(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("sample: true\ntask_runner: {type: dask, address: 'localhost'}\n")

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from deploy_helpers import SMALL_SAMPLE, free_port
 
+pytestmark = pytest.mark.slow  # a real deployment: up.sh, a Prefect server and a worker
+
 DATASET = "outdoor_advertising_sample"  # the sample's archive dataset (offline.sample)
 TRAINED = "tiny-qwen2-vl-outdoor_advertising_sample+billboard_parquet_sample"  # trained on both sample datasets
 

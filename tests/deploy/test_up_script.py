@@ -115,6 +115,7 @@ def _taken(port: int) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_without_prefect_api_url_a_server_on_4200_is_not_reused(checkout, foreign_server):
     root, env = checkout
     if not _taken(4200):
@@ -147,6 +148,7 @@ def test_a_taken_server_port_is_refused_in_one_line(checkout, foreign_server):
     assert not (root / ".prefect" / "server.pid").exists()
 
 
+@pytest.mark.slow
 def test_prefect_api_url_is_used_as_given(checkout, foreign_server):
     root, env = checkout
     port = free_port()
