@@ -79,6 +79,7 @@ def test_interrupted_names_servers_that_cannot_resume(monkeypatch):
                                           "those downloads start over from byte 0")
 
 
+@pytest.mark.slow
 def test_datasets_download_says_run_again_only_for_what_a_rerun_fixes(served, tmp_path):
     """A file that is gone (404) needs another URL; one whose server is busy (503) needs a re-run."""
     srv, root = served

@@ -43,6 +43,7 @@ def test_connections_1_keeps_one_connection_on_the_same_server(served, tmp_path)
     assert [x.range for x in gets(srv)] == [None]
 
 
+@pytest.mark.slow
 def test_small_files_and_servers_without_ranges_keep_one_connection(served, stdlib_server, tmp_path):
     srv, root = served
     digest = make_file(root / "small.bin", 8 << 20)

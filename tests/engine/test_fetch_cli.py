@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from engine_helpers import make_file, sha256_of
 
 
@@ -13,6 +15,7 @@ def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
                           timeout=timeout)
 
 
+@pytest.mark.slow
 def test_fetch_to_file_with_hash_and_size(served, tmp_path):
     srv, root = served
     digest = make_file(root / "a.bin", 300_000)
@@ -39,6 +42,7 @@ def test_several_urls_into_a_directory_one_failing(served, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_bad_inputs_give_one_line_errors(served, tmp_path):
     srv, root = served
     make_file(root / "a.bin", 1000)

@@ -169,6 +169,7 @@ def test_python_http_server_without_range_support(stdlib_server, tmp_path):
     assert sha256_of(dest) == digest and result.size == 3 << 20
 
 
+@pytest.mark.slow
 def test_nginx_resume_after_kill(nginx, tmp_path):
     base, root, access_log = nginx
     size = 24 << 20

@@ -48,6 +48,7 @@ def gaps(srv) -> list[float]:
     return [b.at - a.at for a, b in zip(srv.log, srv.log[1:])]
 
 
+@pytest.mark.slow
 def test_retry_after_seconds_is_honoured(served, tmp_path, caplog):
     srv, root = served
     digest = make_file(root / "f.bin", 1000)
@@ -60,6 +61,7 @@ def test_retry_after_seconds_is_honoured(served, tmp_path, caplog):
     assert gaps(srv)[0] >= 2.0 - 0.05  # and waited that long before asking again
 
 
+@pytest.mark.slow
 def test_ratelimit_header_is_honoured_without_retry_after(served, tmp_path, caplog):
     srv, root = served
     make_file(root / "f.bin", 1000)
@@ -70,6 +72,7 @@ def test_ratelimit_header_is_honoured_without_retry_after(served, tmp_path, capl
     assert retry_waits(caplog) == [2.0] and gaps(srv)[0] >= 2.0 - 0.05
 
 
+@pytest.mark.slow
 def test_retry_after_http_date_is_honoured(served, tmp_path, caplog):
     """``Retry-After: <HTTP-date>``: the retry comes at that moment, not after our own backoff."""
     srv, root = served
@@ -150,6 +153,7 @@ def test_gives_up_after_retries_without_progress(served, tmp_path):
     assert len(srv.log) == 4
 
 
+@pytest.mark.slow
 def test_stalled_connection_times_out_and_resumes(served, tmp_path):
     srv, root = served
     digest = make_file(root / "f.bin", 1 << 20)

@@ -44,6 +44,7 @@ def test_a_file_over_https_arrives_whole_and_verified(tls_server, tmp_path):
     assert [q.method for q in server.log] == ["GET"]
 
 
+@pytest.mark.slow
 def test_a_cut_https_connection_resumes_from_the_last_byte_received(tls_server, tmp_path):
     server, data = tls_server
     cut = (10 << 20) + 12345  # not on a TLS record boundary
@@ -55,6 +56,7 @@ def test_a_cut_https_connection_resumes_from_the_last_byte_received(tls_server, 
     assert gets[1].range == f"bytes={cut}-"  # every byte of the cut response was kept
 
 
+@pytest.mark.slow
 def test_several_connections_over_https(tls_server, tmp_path):
     server, _ = tls_server
     data = os.urandom(80 << 20)  # segments are at least 32 MiB

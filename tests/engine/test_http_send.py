@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 
+import pytest
 import requests
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
@@ -17,6 +18,7 @@ _URL_CHARS = st.one_of(st.sampled_from(list("aZ09-._~!$&'()*+,;=:@/%?#[] \"<>^`{
                        st.characters(codec="utf-8", exclude_categories=("Cs",)))
 
 
+@pytest.mark.slow
 @settings(max_examples=600, deadline=None)
 @given(host=st.sampled_from(["127.0.0.1", "example.com", "a-b.example", "EXAMPLE.org", "xn--bcher-kva.de", "bücher.de", "[::1]"]),
        port=st.one_of(st.none(), st.integers(1, 65535)),

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,7 @@ def _record(size: int) -> dict:
             "source": None, "validator": None}
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(st.tuples(names, st.one_of(st.none(), st.integers(0, 1 << 40))), max_size=30))
 def test_the_last_line_for_each_name_wins(tmp_path_factory, ops):
