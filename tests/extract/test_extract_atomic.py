@@ -199,6 +199,7 @@ def test_sigkill_while_replacing_keeps_the_old_version(sandbox):
     assert temp_folders(sandbox) == []
 
 
+@pytest.mark.slow
 def test_concurrent_extractions_of_one_target_serialise(sandbox):
     archive = big_archive(sandbox / "big.tar.gz")
     target = sandbox / "target"
