@@ -81,6 +81,7 @@ def _cli(*args, cwd):
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_help_and_bad_config_exit_without_traceback(tmp_path):
     r = _cli("--help", cwd=tmp_path)
     assert r.returncode == 0 and "--config" in r.stdout and "--check" in r.stdout

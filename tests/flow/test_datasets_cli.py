@@ -9,6 +9,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from train_pipeline.config import PROJECT_ROOT
 
 
@@ -26,6 +28,7 @@ def test_list_shows_the_guide_names(tmp_path):
             assert name in r.stdout
 
 
+@pytest.mark.slow
 def test_custom_urls_download_as_a_batch_then_cached(tmp_path, served, dataset_archive):
     shutil.copy(dataset_archive.path, served.root / "second.tar.gz")
     (served.root / "notes.txt").write_text("hello\n")
@@ -53,6 +56,7 @@ def test_no_extract_keeps_the_archive(tmp_path, served):
     assert not (tmp_path / "d" / "custom").exists()
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(tmp_path, served):
     cases = [
         (("download", "nope"), "unknown dataset 'nope'"),

@@ -255,6 +255,7 @@ def test_dotdot_after_a_symlink_means_what_the_system_makes_of_it(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_the_datasets_cli_respects_the_other_datasets_folders(tmp_path):
     """`datasets download B` may not write into dataset A's extraction target (here through a
     symlinked downloads folder), A's files being unknown to the registry (custom) or not."""

@@ -177,6 +177,7 @@ def _fails_before_prefect(config, cwd) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dead", ["dns", "refused"])
 def test_pipeline_command_fails_before_starting_prefect(tmp_path, dead):
     """The whole failure is the check before the run: no Prefect server is started (the 6-16 s
@@ -307,6 +308,7 @@ def hub(tmp_path):
         yield server
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["model", "hf source"])
 def test_pipeline_command_checks_the_hub_endpoints_before_starting_prefect(tmp_path, hub, which):
     """The model's and an hf:// source's Hub endpoint are checked like any host: a dead one fails
