@@ -180,6 +180,7 @@ def hub(tmp_path):
         yield server
 
 
+@pytest.mark.slow
 def test_model_download_into_a_folder_under_a_regular_file(tmp_path, hub):
     work = tmp_path / "work"
     work.mkdir()

@@ -249,6 +249,7 @@ CHECK = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("text, key", CHECK.values(), ids=CHECK.keys())
 def test_check_refuses_with_one_line_and_exit_2(tmp_path, text, key):
     path = _write(tmp_path, text)
@@ -320,6 +321,7 @@ def test_any_value_anywhere_validates_or_is_one_config_error(base, path, value):
     _outcome(_assign(base, path, value))
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, database=None)
 @given(data=st.dictionaries(st.sampled_from(sorted(PipelineConfig.model_fields)) | st.text(max_size=8), _values,
                             max_size=5))

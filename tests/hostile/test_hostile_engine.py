@@ -91,6 +91,7 @@ def test_an_unreachable_url_never_reports_a_file_in_place_as_done(tmp_path):
     assert dest.read_bytes() == b"whatever was here"  # kept: nothing verified replaced it
 
 
+@pytest.mark.slow
 def test_without_size_or_hash_a_file_is_revalidated_by_a_conditional_request(files, tmp_path, write_random):
     srv, root = files
     write_random(root / "f.bin", 200_000, seed=1)
@@ -381,6 +382,7 @@ def test_an_overstated_content_length_completes_when_the_hash_agrees(files, tmp_
     assert sha256(tmp_path / "f.bin") == digest and len(gets(srv)) == 2  # the body, then a 416 for the rest
 
 
+@pytest.mark.slow
 def test_a_trickle_is_a_stall_that_ends(files, tmp_path, write_random):
     srv, root = files
     write_random(root / "f.bin", 100_000)
@@ -425,6 +427,7 @@ def test_a_malformed_url_is_one_line(url, tmp_path):
     assert_one_line_error(run_cli("fetch", url, "-o", str(tmp_path / "f"), "-q"))
 
 
+@pytest.mark.slow
 def test_bad_destinations_are_one_line(files, tmp_path, write_random):
     srv, root = files
     write_random(root / "f.bin", 1000)
@@ -636,6 +639,7 @@ def _forever(conn, first: bytes, then: bytes, pause: float = 0.0) -> None:
         time.sleep(pause)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("reply", [
     lambda conn, head: _forever(conn, b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a", pause=0.2),  # a header, a byte at a time
     lambda conn, head: _forever(conn, b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # interim answers, never the final one

@@ -94,6 +94,7 @@ edits = st.lists(st.tuples(st.booleans(), st.one_of(st.sampled_from(RECORD_KEYS 
                            st.one_of(st.just("delete"), json_values)), min_size=1, max_size=4)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(edits)
 def test_a_tampered_record_loads_soundly_or_not_at_all_and_the_check_never_raises(extracted, changes):

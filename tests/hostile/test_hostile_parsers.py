@@ -10,6 +10,7 @@ import os
 import string
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -150,6 +151,7 @@ record_like = st.fixed_dictionaries({}, optional={
 })
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.one_of(record_like, json_values, st.binary(max_size=200)))
 def test_any_record_on_disk_loads_as_a_sound_record_or_none(tmp_path_factory, content):
