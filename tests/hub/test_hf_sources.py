@@ -102,6 +102,7 @@ def read_rows(folder: Path) -> list[str]:
 
 
 # -- fetch ---------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fetch_glob_into_dir_matches_what_huggingface_hub_sees(shards_hub, shards_root, tmp_path):
     from huggingface_hub import HfApi, HfFileSystem, hf_hub_download
 
@@ -134,6 +135,7 @@ def test_fetch_glob_into_dir_matches_what_huggingface_hub_sees(shards_hub, shard
     assert not [r for r in shards_hub.settle()[mark:] if "/resolve/" in r.path]
 
 
+@pytest.mark.slow
 def test_fetch_one_file_to_output_with_size_and_hash_checked(shards_hub, shards_root, tmp_path):
     want = (shards_root / "datasets/org/shards" / SHARDS[1]).read_bytes()
     sha = hashlib.sha256(want).hexdigest()
@@ -154,6 +156,7 @@ def test_fetch_one_file_to_output_with_size_and_hash_checked(shards_hub, shards_
     assert "--mirror" in line and "HF_ENDPOINT" in line
 
 
+@pytest.mark.slow
 def test_a_glob_or_name_that_matches_nothing_lists_what_the_repository_has(shards_hub, tmp_path):
     env = {"HF_ENDPOINT": shards_hub.endpoint}
     line = one_line_error(cli("fetch", "hf://datasets/org/shards/test-*.parquet", "-d", str(tmp_path), env=env))
@@ -175,6 +178,7 @@ def test_a_folder_path_selects_its_files_and_a_model_source_works_too(shards_hub
 
 
 # -- datasets download ---------------------------------------------------------------------------
+@pytest.mark.slow
 def test_datasets_download_registry_entry_and_urls(shards_hub, shards_root, tmp_path):
     registry = tmp_path / "registry.yaml"
     registry.write_text(f"datasets:\n  - name: billboards\n    files:\n      - url: {SOURCE}\n"
@@ -274,6 +278,7 @@ def test_killed_fetch_resumes_mid_file(shards_root, tmp_path):
     assert hub_files_current(r)
 
 
+@pytest.mark.slow
 def test_a_corrupted_byte_is_detected_in_transit_and_on_disk(shards_hub, shards_root, tmp_path):
     out = tmp_path / "out"
     shards_hub.corrupt_at = 100
@@ -307,6 +312,7 @@ def test_a_corrupted_byte_is_detected_in_transit_and_on_disk(shards_hub, shards_
     assert hub_files_current(r)
 
 
+@pytest.mark.slow
 def test_offline_rerun_works_from_the_manifest(shards_hub, tmp_path):
     out = tmp_path / "out"
     first = cli("fetch", SOURCE, "-d", str(out), env={"HF_ENDPOINT": shards_hub.endpoint})
@@ -322,6 +328,7 @@ def test_offline_rerun_works_from_the_manifest(shards_hub, tmp_path):
     assert "offline" in line and "run once online" in line
 
 
+@pytest.mark.slow
 def test_token_goes_to_the_hub_origin_only_and_is_never_printed(shards_root, tmp_path):
     with HubServer(shards_root, cdn=True, token="hf_good") as hub:
         source = "hf://datasets/org/secret/data/*.parquet"
@@ -393,6 +400,7 @@ def published_files(folder: Path) -> list[str]:
                   and p.is_file())
 
 
+@pytest.mark.slow
 def test_two_hf_sources_of_one_path_are_refused_before_any_transfer(two_repos, tmp_path):
     hub, repos = two_repos
     env = {"HF_ENDPOINT": hub.endpoint}
@@ -434,6 +442,7 @@ def test_a_registry_entry_with_two_hf_sources_of_one_path_is_refused(two_repos, 
     assert not [r for r in hub.settle()[mark:] if "/resolve/" in r.path]
 
 
+@pytest.mark.slow
 def test_an_http_file_named_like_an_hf_path_is_refused(two_repos, tmp_path):
     hub, repos = two_repos
     env = {"HF_ENDPOINT": hub.endpoint}
@@ -455,6 +464,7 @@ def test_an_http_file_named_like_an_hf_path_is_refused(two_repos, tmp_path):
     assert f"{other / 'README.md'} is in the way of {whole}" in line
 
 
+@pytest.mark.slow
 def test_a_symlink_between_the_folder_and_a_file_is_never_written_through(shards_hub, tmp_path):
     env = {"HF_ENDPOINT": shards_hub.endpoint}
     elsewhere = tmp_path / "elsewhere"
@@ -484,6 +494,7 @@ def test_a_symlink_between_the_folder_and_a_file_is_never_written_through(shards
     assert list(elsewhere.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_a_file_of_yours_at_a_published_path_is_never_replaced(shards_hub, tmp_path):
     env = {"HF_ENDPOINT": shards_hub.endpoint}
     d2 = tmp_path / "d2"
@@ -580,6 +591,7 @@ def test_an_edited_published_file_is_kept_when_the_repository_drops_it(shards_ro
     assert not (out / SHARDS[0]).exists()  # the source's, unchanged: removed
 
 
+@pytest.mark.slow
 def test_a_file_failing_the_given_size_or_hash_is_never_published(shards_hub, shards_root, tmp_path):
     from resumable.hub.sources import published_record
 
@@ -611,12 +623,14 @@ def test_redaction_never_mangles_an_hf_source(shards_hub, tmp_path):
     assert source in line
 
 
+@pytest.mark.slow
 def test_a_revision_after_the_path_gets_a_hint(shards_hub, tmp_path):
     line = one_line_error(cli("fetch", "hf://datasets/org/shards/data/*.parquet@main", "-d", str(tmp_path),
                               env={"HF_ENDPOINT": shards_hub.endpoint}))
     assert "goes right after the repository name: hf://datasets/org/shards@main/data/*.parquet" in line
 
 
+@pytest.mark.slow
 def test_hints_name_what_each_command_has(shards_hub, tmp_path):
     dead = "http://127.0.0.1:9"
     line = one_line_error(cli("fetch", SOURCE, "-d", str(tmp_path / "a"), env={"HF_ENDPOINT": dead,
@@ -635,6 +649,7 @@ def test_hints_name_what_each_command_has(shards_hub, tmp_path):
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.slow
 def test_output_ending_in_a_slash_is_refused(shards_hub, tmp_path):
     env = {"HF_ENDPOINT": shards_hub.endpoint}
     for url in (f"hf://datasets/org/shards/{SHARDS[0]}", f"{shards_hub.endpoint}/datasets/org/shards/resolve/main/README.md"):

@@ -127,6 +127,7 @@ _PATH = st.one_of(st.none(), st.lists(_COMPONENT, min_size=1, max_size=4).map("/
                   st.lists(_COMPONENT, min_size=1, max_size=3).map(lambda c: "/".join(c) + "/"))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(repo_type=st.sampled_from(["model", "dataset"]), org=_ORG, name=_NAME, revision=_REVISION, path=_PATH)
 def test_round_trip(repo_type, org, name, revision, path):

@@ -166,6 +166,7 @@ def test_fault_cut_after_drops_the_connection_once(hub, repos_root):
     assert status == 200 and len(body) == (repos_root / "org/tiny/model.safetensors").stat().st_size
 
 
+@pytest.mark.slow
 def test_fault_rate_limit_then_real_client_retries_listing(hub):
     hub.rate_limit, hub.retry_after = 1, 0
     status, headers, _ = request(f"{hub.endpoint}/api/models/org/tiny/revision/main")
@@ -181,6 +182,7 @@ def test_fault_slow_throttles_and_logs_bytes(hub):
     assert status == 206 and len(body) == 100_000 and hub.settle()[-1].bytes_sent == 100_000
 
 
+@pytest.mark.slow
 def test_real_client_resumes_a_cut_download_with_range(big_root, tmp_path):
     # huggingface_hub reads 10 MiB chunks, so only a cut past 10 MiB leaves it something to resume from
     with HubServer(big_root) as hub:

@@ -107,6 +107,7 @@ def test_corrupted_files_on_disk_are_fetched_again(hub, repos_root, tmp_path):
     assert fetched == ["config.json", "model.safetensors"] and again.status == "downloaded"
 
 
+@pytest.mark.slow
 def test_dropped_connection_is_resumed_within_the_run(hub, repos_root, tmp_path):
     hub.cut_after = 1024 * 1024
     result = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, include="*.safetensors", progress=False)
@@ -115,6 +116,7 @@ def test_dropped_connection_is_resumed_within_the_run(hub, repos_root, tmp_path)
     assert [r.range for r in gets] == [None, f"bytes={1024 * 1024}-"] and gets[-1].status == 206
 
 
+@pytest.mark.slow
 def test_signed_cdn_url_expired_between_retries_is_resolved_again(repos_root, tmp_path):
     """The CDN cuts the body, and the signed URL it was fetched with dies at that moment (not after
     some seconds of a clock): the retry must go back to the Hub for a fresh one. An engine that
@@ -206,6 +208,7 @@ def test_private_repo_with_token(hub, tmp_path, monkeypatch):
     assert result.files == 1 and snapshot_is_complete(result.path)
 
 
+@pytest.mark.slow
 def test_rate_limited_metadata_waits_what_the_hub_asks(hub, tmp_path):
     # 429 with Retry-After: 3 and RateLimit t=3; our own backoff would come back after 1-2 s
     hub.rate_limit, hub.retry_after = 1, 3
@@ -216,6 +219,7 @@ def test_rate_limited_metadata_waits_what_the_hub_asks(hub, tmp_path):
     assert result.files == 1 and snapshot_is_complete(result.path)
 
 
+@pytest.mark.slow
 def test_rate_limited_file_waits_what_the_hub_asks(hub, repos_root, tmp_path):
     first = snapshot("org/tiny", dest_root=tmp_path, endpoint=hub.endpoint, progress=False, include="*.json")
     hub.rate_limit, hub.retry_after = 1, 3  # now the file request gets 429: the transfer engine waits
