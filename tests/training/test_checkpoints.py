@@ -30,6 +30,7 @@ def _truncate(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(data[: int(len(data) * keep)])
 
 
+@pytest.mark.slow
 def test_trainer_checkpoints_are_complete(run_copy):
     assert is_complete_checkpoint(run_copy / "checkpoint-3")
     assert latest_complete_checkpoint(run_copy) == run_copy / "checkpoint-6"

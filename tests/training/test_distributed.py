@@ -83,6 +83,7 @@ _hosts = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(host=_hosts, port=st.integers(1, 65535))
 def test_endpoint_round_trips(host, port):
@@ -95,6 +96,7 @@ def test_ipv6_endpoint_round_trips(address, port):
     assert parse_endpoint(f"[{address}]:{port}") == (str(address), port)
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(st.one_of(st.text(max_size=40), st.from_regex(r"\A[\w.:\[\]-]{0,30}:[0-9]{0,7}\Z"), st.integers(), st.none()))
 def test_endpoint_parser_accepts_or_names_the_fix(text):
@@ -172,6 +174,7 @@ def _two(grace: float = 3.0) -> DistributedConfig:
     return DistributedConfig(nproc_per_node=2, stop_grace_s=grace)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("mode", "expected"), [
     ("fail", "distributed training failed: rank 1: ValueError: second line"),
     ("die", "distributed training failed: rank 1: killed by SIGKILL"),
@@ -189,6 +192,7 @@ def test_a_dying_worker_fails_with_its_rank_and_last_error(fake_worker_path, mod
         assert "[rank 1] reading shard 7" in lines
 
 
+@pytest.mark.slow
 def test_an_exception_in_the_parent_stops_every_worker(fake_worker_path):
     """A cancelled task (any exception while the workers run) ends the whole group."""
     seen: set[int] = set()
@@ -209,6 +213,7 @@ def test_an_exception_in_the_parent_stops_every_worker(fake_worker_path):
     assert not descendants(os.getpid()) - before
 
 
+@pytest.mark.slow
 def test_killing_the_parent_leaves_no_orphans(fake_worker_path, tmp_path):
     """SIGKILL the process that launched the workers (the flow run, killed): the launcher notices
     its parent is gone and stops its workers; nothing of the group survives."""
@@ -307,6 +312,7 @@ def two_processes(tiny_model_dir, sample_data_dir, tmp_path_factory):
     return out, result, stderr
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_losses_of_one_with_the_whole_batch(one_process, two_processes):
     out, result, stderr = two_processes
     worst = _assert_close(_losses(out), _losses(one_process))
@@ -325,6 +331,7 @@ def test_two_processes_give_the_losses_of_one_with_the_whole_batch(one_process, 
     AutoModelForImageTextToText.from_pretrained(out / "final")
 
 
+@pytest.mark.slow
 def test_killed_distributed_run_resumes_exactly(two_processes, tiny_model_dir, sample_data_dir, tmp_path):
     """SIGKILL every process of a 2-process run once checkpoint-4 is whole; the same command
     resumes from it, and the per-step numbers equal the uninterrupted 2-process run's."""
@@ -356,6 +363,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_nodes_on_one_machine(one_process, tiny_model_dir, sample_data_dir, tmp_path):
     """nnodes=2 x 1 process, two launchers meeting at a c10d rendezvous on 127.0.0.1: the same
     losses as one process with the whole batch. The output folder is shared (as on a shared volume)."""

@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 
 def _mode(path) -> int:
     return stat.S_IMODE(os.stat(path).st_mode)
@@ -77,6 +79,7 @@ LOAD = NO_TORCHVISION + textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_the_final_model_loads_without_torchvision(finished_run):
     from train_pipeline.training.processor import LOAD_HINT
 

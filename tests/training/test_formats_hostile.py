@@ -152,6 +152,7 @@ def test_an_image_path_never_reads_outside_the_dataset_folder(world, data):
         assert ref.path is None or str(ref.path).startswith(os.path.realpath(world["ds"]) + os.sep)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data())
 def test_imagefolder_sharegpt_and_llava_rows(world, data):
@@ -164,6 +165,7 @@ def test_imagefolder_sharegpt_and_llava_rows(world, data):
         _check(data_dir, format=fmt)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data())
 def test_parquet_and_arrow_columns_of_any_type(world, data):

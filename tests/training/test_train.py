@@ -24,6 +24,7 @@ def _batch_loss(model, processor, data_dir) -> float:
         return float(model(**batch).loss)
 
 
+@pytest.mark.slow
 def test_overfits_one_batch(tiny_model_dir, one_batch_data_dir, tmp_path, fast_config):
     config = fast_config(max_steps=20, save_steps=100, lr_scheduler_type="constant", learning_rate=5e-3)
     result = train(tiny_model_dir, one_batch_data_dir, tmp_path, config)
@@ -122,6 +123,7 @@ def test_training_is_complete_is_false_for_empty_or_partial_dirs(tmp_path, finis
     assert not training_is_complete(finished_copy("other-settings"), other)  # made with other settings
 
 
+@pytest.mark.slow
 def test_lora_adapter_trains_and_reloads(tiny_model_dir, one_batch_data_dir, tmp_path, fast_config):
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText
@@ -141,6 +143,7 @@ def test_lora_adapter_trains_and_reloads(tiny_model_dir, one_batch_data_dir, tmp
     assert _batch_loss(tuned, processor, one_batch_data_dir) < base_loss
 
 
+@pytest.mark.slow
 def test_frozen_vision_tower_stays_put(tiny_model_dir, one_batch_data_dir, tmp_path, fast_config):
     from transformers import AutoModelForImageTextToText
 

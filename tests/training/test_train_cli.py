@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from train_pipeline.training.__main__ import main
 from train_pipeline.training.finetune import training_is_complete
 
@@ -15,6 +17,7 @@ def test_sample_data_command(tmp_path, capsys):
     assert len((tmp_path / "d" / "metadata.jsonl").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow
 def test_train_command_with_config_file_and_overrides(tiny_model_dir, one_batch_data_dir, tmp_path, capsys):
     config = tmp_path / "pipeline.yaml"
     config.write_text(

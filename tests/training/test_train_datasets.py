@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
 from data_builders import parquet_dataset, sharegpt_dataset
@@ -14,6 +15,7 @@ from train_pipeline.training.finetune import train, training_is_complete
 from train_pipeline.training.metrics import eval_rows, read_metrics, train_rows
 
 
+@pytest.mark.slow
 def test_trains_on_every_dataset_and_evaluates_every_n_steps(tiny_model_dir, sample_data_dir, tmp_path, fast_config):
     shards = parquet_dataset(sample_data_dir, tmp_path / "shards", n=6)
     demo = sharegpt_dataset(sample_data_dir, tmp_path / "demo", n=4)
@@ -42,6 +44,7 @@ def test_trains_on_every_dataset_and_evaluates_every_n_steps(tiny_model_dir, sam
     assert training_is_complete(tmp_path / "out", config)
 
 
+@pytest.mark.slow
 def test_command_line_takes_several_named_datasets(tiny_model_dir, sample_data_dir, tmp_path, capsys):
     shards = parquet_dataset(sample_data_dir, tmp_path / "shards", n=4)
     out = tmp_path / "out"

@@ -18,6 +18,7 @@ def _snapshot(paths):
     return {p: (p.read_bytes(), p.stat().st_ino) for p in paths}
 
 
+@pytest.mark.slow
 def test_a_new_training_keeps_others_files_in_its_output_folder(tiny_model_dir, one_batch_data_dir, tmp_path,
                                                                  fast_config):
     out = tmp_path / "out"
@@ -39,6 +40,7 @@ def test_a_new_training_keeps_others_files_in_its_output_folder(tiny_model_dir, 
     assert not (out / "final.partial").exists()
 
 
+@pytest.mark.slow
 def test_a_foreign_file_where_the_new_final_model_writes_stops_the_swap(tiny_model_dir, one_batch_data_dir, tmp_path,
                                                                         fast_config):
     out = tmp_path / "out"
