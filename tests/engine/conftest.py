@@ -94,3 +94,6 @@ http {{
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        # The files tests served (100 MiB and more) are not kept with the basetemp of a session that
+        # failed; nginx's own logs are.
+        shutil.rmtree(root, ignore_errors=True)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -59,7 +61,7 @@ BIG_SIZE = 32 * 1024 * 1024 + 4321  # the kill-and-resume file: big enough to ki
 
 
 @pytest.fixture(scope="session")
-def big_root(tmp_path_factory) -> Path:
+def big_root(tmp_path_factory) -> Iterator[Path]:
     """org/big: one large LFS file and a config; org/multi: four 256 KiB LFS files (concurrency)."""
     root = tmp_path_factory.mktemp("hub-big")
     big = root / "org" / "big"
@@ -73,4 +75,5 @@ def big_root(tmp_path_factory) -> Path:
     multi.mkdir(parents=True)
     for i in range(4):
         (multi / f"part-{i}.safetensors").write_bytes(os.urandom(256 * 1024))
-    return root
+    yield root
+    shutil.rmtree(root, ignore_errors=True)  # 33 MiB: not kept with the basetemp of a session that failed
