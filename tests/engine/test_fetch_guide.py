@@ -64,6 +64,7 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("index", range(len(examples())))
 def test_guide_example_runs(guide_server, tmp_path, downloads, monkeypatch, capsys, index):
     srv, digest = guide_server

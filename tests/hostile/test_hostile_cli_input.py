@@ -57,6 +57,7 @@ DATASETS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", DATASETS.values(), ids=DATASETS.keys())
 def test_datasets_download_bad_input_is_one_line(tmp_path, args, words):
     name = "../x" if "NAME" in words else "custom"
@@ -143,6 +144,7 @@ MODEL = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, words", MODEL.values(), ids=MODEL.keys())
 def test_model_download_bad_input_is_one_line(tmp_path, args, words):
     repo = "org/name"
@@ -158,6 +160,7 @@ def test_model_download_bad_input_is_one_line(tmp_path, args, words):
     assert _files_under(tmp_path) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("env, words", [
     ({"HF_ENDPOINT": "http://hub.example:99999"}, ["HF_ENDPOINT", "fix or unset"]),
     ({"HF_ENDPOINT": f"{NOBODY}/?x"}, ["HF_ENDPOINT", "no '?query'"]),

@@ -140,6 +140,7 @@ def test_a_file_changed_in_place_with_its_mtime_restored_is_not_trusted(files, t
     assert result.status == "downloaded" and sha256(dest) == digest
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".part", ".part.json", ".corrupt", ".lock", ".verified.json"])
 def test_a_server_chosen_name_equal_to_a_sidecar_takes_nothing_from_the_other_file(files, tmp_path, write_random,
                                                                                   suffix):
@@ -421,6 +422,7 @@ def test_an_endless_body_stops_at_a_full_disk_with_one_line_and_a_resumable_part
 
 
 # -- 5. bad input is one line -------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("url", ["http://h:abc/x", "http://h:99999/x", "http://[::1/x", "http://h/a%00b",
                                  "ftp://h/x", "http://"])
 def test_a_malformed_url_is_one_line(url, tmp_path):
@@ -593,6 +595,7 @@ def test_a_name_over_name_max_is_one_line(files, tmp_path):
             fetch(srv.url("f.bin"), dest, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("answer", [b"<html>proxy login</html>", b'[{"type": "file", "path": "a"}]',
                                     b'[{"type": "file", "path": "a", "size": "6", "oid": "' + b"0" * 40 + b'"}]'],
                          ids=["html", "no-size", "size-as-text"])

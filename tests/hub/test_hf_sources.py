@@ -365,6 +365,7 @@ def test_snapshot_errors_name_the_source(shards_hub, tmp_path):
         fetch_hf("hf://datasets/org/shards@v9", tmp_path, endpoint=shards_hub.endpoint, progress=False)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where", ["no such host", "refused"])
 def test_an_endpoint_that_is_not_there_fails_at_the_first_try(tmp_path, where):
     import socket

@@ -77,6 +77,7 @@ def test_the_output_folder_never_overlaps_what_training_reads(tiny_model_dir, on
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["made by hand", "damaged record", "a symlink"])
 def test_a_final_folder_without_a_valid_record_is_refused_before_training(tiny_model_dir, one_batch_data_dir, tmp_path,
                                                                           fast_config, case):
