@@ -6,6 +6,8 @@ ARCHIVE = "billboards.tar.gz"  # the dataset archive on the test file server (te
 
 import shutil
 
+import pytest
+
 
 def test_rerun_transfers_nothing_and_every_step_is_cached(dataset_config, served, run_pipeline, task_states,
                                                           dataset_archive):
@@ -118,6 +120,7 @@ def test_many_small_files_go_through_one_batch_task(tmp_path, dataset_config, se
     assert [r.path for r in served.log[before:] if r.method == "GET"] == ["/label_3.txt"]
 
 
+@pytest.mark.slow
 def test_download_cache_key_names_the_bytes_not_where_they_come_from():
     from types import SimpleNamespace
 

@@ -20,6 +20,7 @@ def _datasets(*args, cwd):
                           env={**__import__("os").environ, "PYTHONPATH": str(PROJECT_ROOT)})
 
 
+@pytest.mark.slow
 def test_list_shows_the_guide_names(tmp_path):
     for args in (("list",), ("--list",)):
         r = _datasets(*args, cwd=tmp_path)
