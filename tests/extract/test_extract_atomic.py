@@ -176,6 +176,7 @@ def run_child_and_kill(archive: Path, target: Path) -> None:
     assert child.returncode == -signal.SIGKILL
 
 
+@pytest.mark.slow
 def test_sigkill_mid_extraction_leaves_no_target_and_the_next_run_succeeds(sandbox):
     archive = big_archive(sandbox / "big.tar.gz")
     target = sandbox / "target"
@@ -187,6 +188,7 @@ def test_sigkill_mid_extraction_leaves_no_target_and_the_next_run_succeeds(sandb
     assert temp_folders(sandbox) == []
 
 
+@pytest.mark.slow
 def test_sigkill_while_replacing_keeps_the_old_version(sandbox):
     old = write(sandbox / "old.tar.gz", version(V1))
     target = sandbox / "target"
@@ -230,6 +232,7 @@ def test_crash_between_publish_and_record_is_recovered(sandbox, had_target):
     assert extraction_is_current(archive, target) and tree(target) == V1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("err", [errno.EINVAL, errno.EOPNOTSUPP], ids=["EINVAL", "EOPNOTSUPP"])
 def test_replacement_without_rename_exchange(sandbox, err):
     """Where the kernel or file system cannot exchange two folders (renameat2 answers EINVAL or

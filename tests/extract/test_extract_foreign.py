@@ -64,6 +64,7 @@ def snapshot(target: Path, paths: list[str]) -> dict[str, tuple[bytes | str, int
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exchange", [True, False])
 def test_foreign_files_survive_new_versions_byte_for_byte(sandbox, exchange):
     from no_exchange import extract_without_exchange
@@ -179,6 +180,7 @@ def kill_when_parked(archive: Path, target: Path, point: str) -> None:
         marker.unlink(missing_ok=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["before-swap", "after-swap"])
 def test_sigkill_during_the_replacement_loses_no_foreign_file(sandbox, point):
     archive = write(sandbox / "data.tar.gz", version(V1))
@@ -295,6 +297,7 @@ def test_a_kill_before_the_swap_does_not_claim_the_new_versions_paths(sandbox):
     assert (target / "new.txt").read_bytes() == b"the user's\n"
 
 
+@pytest.mark.slow
 def test_a_foreign_tree_of_any_depth_is_kept(sandbox):
     import resource
 
