@@ -42,6 +42,7 @@ def test_the_last_line_for_each_name_wins(tmp_path_factory, ops):
         assert journal.lookup(folder, escaped_name(name)) == record
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.lists(st.one_of(st.binary(max_size=120), st.text(max_size=80).map(str.encode),
                           st.builds(lambda n, r: json.dumps({"name": n, "record": r}).encode(), st.just("f.bin"),
@@ -70,6 +71,7 @@ def test_a_torn_line_loses_at_most_the_record_written_after_it(tmp_path):
     assert journal.lookup(folder, "b") is None
 
 
+@pytest.mark.slow
 def test_threads_and_processes_appending_at_once_lose_no_line_and_compaction_keeps_the_last(tmp_path):
     folder = tmp_path / RECORD_DIR
     folder.mkdir()
