@@ -64,6 +64,7 @@ def _other_config_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
     return other
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("change", ["other data", "another model configuration", "other settings",
                                     "another world size"])
 def test_run_json_refuses_a_resume_with_other_inputs(interrupted, tiny_model_dir, one_batch_data_dir, sample_data_dir,
@@ -90,6 +91,7 @@ def test_run_json_refuses_a_resume_with_other_inputs(interrupted, tiny_model_dir
     assert sorted(p.name for p in out.iterdir()) == before  # nothing touched
 
 
+@pytest.mark.slow
 def test_resume_false_starts_over_in_an_output_of_other_inputs(interrupted, tiny_model_dir, sample_data_dir):
     out, config = interrupted
     result = train(tiny_model_dir, sample_data_dir, out, config.model_copy(update={"resume": False}))
@@ -97,6 +99,7 @@ def test_resume_false_starts_over_in_an_output_of_other_inputs(interrupted, tiny
     assert json.loads((out / "data_report.json").read_text())["train_examples"] == 16  # the new data's rows
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="README: the model fingerprint is config.json plus file names and sizes; "
                                        "other weights of the same shapes are not told apart")
 def test_run_json_refuses_a_resume_with_another_model_of_the_same_shapes(interrupted, one_batch_data_dir,
@@ -128,6 +131,7 @@ def test_bf16_auto_is_fp32_on_cpu(tiny_model_dir, one_batch_data_dir, tmp_path, 
     assert losses[True] != losses[False]  # autocast on CPU would show
 
 
+@pytest.mark.slow
 def test_the_offline_builders_then_the_train_command(tmp_path, capsys):
     from offline.__main__ import main as offline_main
     from train_pipeline.training.__main__ import main as train_main
@@ -145,6 +149,7 @@ def test_the_offline_builders_then_the_train_command(tmp_path, capsys):
     assert (tmp_path / "out" / "final" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_a_row_whose_images_could_exceed_max_length_is_dropped_and_reported(tiny_model_dir, one_batch_data_dir,
                                                                             tmp_path, fast_config):
     """max_pixels 112x112 = 16 image tokens an image; with max_length 64, three images (48 + 32 for the
