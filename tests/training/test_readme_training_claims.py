@@ -3,9 +3,8 @@ test covered:
 
 - ``run.json``: a resume with other data, another model configuration, other settings or another
   world size is refused
-  with one line (and ``resume: false`` starts over there, as that line says); a model whose weights
-  differ at the same file sizes is not told apart (README: the model's fingerprint is its
-  config.json and file sizes) -- an xfail that turns into a failure the day it is;
+  with one line (and ``resume: false`` starts over there, as that line says), also a model whose
+  weights differ at the same shapes;
 - bf16 ``"auto"``: fp32 on CPU -- the same per-step losses as ``bf16: false``, while ``bf16: true``
   (autocast) gives others;
 - a row whose images could exceed ``max_length`` in image tokens is dropped and reported;
@@ -100,8 +99,6 @@ def test_resume_false_starts_over_in_an_output_of_other_inputs(interrupted, tiny
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason="README: the model fingerprint is config.json plus file names and sizes; "
-                                       "other weights of the same shapes are not told apart")
 def test_run_json_refuses_a_resume_with_another_model_of_the_same_shapes(interrupted, one_batch_data_dir,
                                                                          tmp_path_factory):
     from offline.tiny_model import build_tiny_qwen2vl

@@ -27,7 +27,8 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from resumable.state import write_json
+from resumable.hashes import file_digest
+from resumable.state import RECORD_DIR, VerifiedRecord, write_json
 from train_pipeline.training.checkpoints import (
     checkpoint_dirs,
     latest_complete_checkpoint,
@@ -536,11 +537,21 @@ def _check_length_budget(processor: Any, config: TrainConfig, data: Any) -> None
 
 
 def _fingerprint_model(model_dir: Path) -> str:
-    """Config bytes plus file names and sizes: cheap, and changes when the snapshot does."""
-    h = hashlib.sha256((model_dir / "config.json").read_bytes())
-    for path in sorted(p for p in model_dir.rglob("*") if p.is_file()):
-        h.update(f"{path.relative_to(model_dir)}:{path.stat().st_size}\n".encode())
+    """Each file's name and sha256: another fine-tune of the same shapes is another model. The
+    digest comes from the engine's record where the file is unchanged since the snapshot verified
+    it (no re-hash of gigabytes), else the file is hashed here. The engine's own records
+    (``.resumable/``) are not the model."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in model_dir.rglob("*") if p.is_file() and RECORD_DIR not in p.relative_to(model_dir).parts):
+        h.update(f"{path.relative_to(model_dir).as_posix()}:{_sha256_of(path)}\n".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
+
+
+def _sha256_of(path: Path) -> str:
+    record = VerifiedRecord.load(path)
+    if record is not None and "sha256" in record.digests and record.matches(path):
+        return record.digests["sha256"]
+    return file_digest(path.resolve(), "sha256")
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
