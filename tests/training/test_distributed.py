@@ -333,27 +333,44 @@ def test_two_processes_give_the_losses_of_one_with_the_whole_batch(one_process, 
 
 @pytest.mark.slow
 def test_killed_distributed_run_resumes_exactly(two_processes, tiny_model_dir, sample_data_dir, tmp_path):
-    """SIGKILL every process of a 2-process run once checkpoint-4 is whole; the same command
-    resumes from it, and the per-step numbers equal the uninterrupted 2-process run's."""
+    """SIGKILL every process of a 2-process run right after checkpoint-4 is saved: the run goes
+    through the training command line with its workers held there (train_child.py --cli-held: each
+    worker, once its part of checkpoint-4 is written, says so and waits), so the kill lands between
+    checkpoint-4 and step 5 whatever the machine's load. The same command resumes from checkpoint-4,
+    and the per-step numbers equal the uninterrupted 2-process run's."""
     reference, _, _ = two_processes
-    out = tmp_path / "out"
-    proc = subprocess.Popen(_cli(tiny_model_dir, sample_data_dir, out, TWO), env=dict(_env(), TMPDIR=str(tmp_path)), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    out, held = tmp_path / "out", tmp_path / "held"
+    held.mkdir()
+    command = _cli(tiny_model_dir, sample_data_dir, out, TWO)
+    assert command[1:3] == ["-m", "train_pipeline.training"]
+    log = tmp_path / "held-run.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen([sys.executable, str(HERE / "train_child.py"), "--cli-held", "4", str(held), *command[3:]],
+                                env=dict(_env(), TMPDIR=str(tmp_path)), cwd=REPO, stdout=sink, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    group: set[int] = set()
     try:
-        while proc.poll() is None and not is_complete_checkpoint(out / "checkpoint-4"):
-            time.sleep(0.005)
+        marks = [held / f"held-rank-{rank}" for rank in range(2)]
+        deadline = time.monotonic() + 240
+        while not all(m.exists() for m in marks):  # a held run stays held: no race with the next step
+            assert proc.poll() is None, f"the run ended before it was held:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no worker held after checkpoint-4 in 240 s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.1)
+        assert is_complete_checkpoint(out / "checkpoint-4")
+        assert [s for s, _ in checkpoint_dirs(out)] == [4] and not (out / "train_result.json").exists()
         group = descendants(proc.pid) | {proc.pid}
+        assert len(group) >= 4  # this command, the launcher (torchrun) and the two workers
+    finally:
+        group |= descendants(proc.pid) | {proc.pid}
         for pid in group:  # the machine goes down: everything at once, no cleanup anywhere
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    finally:
-        proc.kill()
         proc.wait()
-    assert not (out / "train_result.json").exists(), "the run finished before the kill"
+    assert not (out / "train_result.json").exists() and not (out / "checkpoint-8").exists()
     result, _ = _finish(_cli(tiny_model_dir, sample_data_dir, out, TWO))
-    assert result["resumed_from_step"] in (4, 8) and result["steps"] == 12
+    assert result["resumed_from_step"] == 4 and result["steps"] == 12
     assert _losses(out) == _losses(reference)  # exact: same world size, same reduction order
 
 

@@ -14,6 +14,16 @@ KILL_AT is where the child kills itself:
 The kill is a real SIGKILL of the training process (no cleanup, no atexit, no flush), sent from
 inside so it lands at a known point; where it lands relative to checkpoint saves is the test's
 choice. Prints the TrainResult as JSON on the last line when training finishes.
+
+A distributed run (worker processes under torchrun) is held instead, for the test to kill:
+
+    python train_child.py --cli-held N FOLDER train MODEL_DIR DATA_DIR OUTPUT_DIR --config FILE ...
+
+runs the training command line (``python -m train_pipeline.training train ...``) with every worker
+started from this file: once checkpoint-N is written (its own part: rank 0 the weights, optimizer,
+scheduler and trainer_state.json, every rank its RNG state) and rotated, a worker writes
+``FOLDER/held-rank-R`` and waits, up to HOLD_LIMIT seconds, then dies. With every rank's file there,
+the run is certainly between checkpoint-N and step N+1, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -22,6 +32,8 @@ import json
 import os
 import signal
 import sys
+import time
+from pathlib import Path
 
 from transformers import TrainerCallback
 
@@ -90,7 +102,68 @@ def _kill_after_final() -> None:
     finetune.save_final = save_then_die
 
 
+HOLD_ENV = "TRAIN_CHILD_HOLD"  # "N:FOLDER", set by --cli-held for the workers it starts
+HOLD_LIMIT = 600.0  # seconds a held worker waits for its kill before it dies by itself
+
+
+class HoldAfterSave(TrainerCallback):
+    """In a worker: once checkpoint-N is saved (on_save: written and rotated), say so in
+    ``FOLDER/held-rank-R`` and wait to be killed."""
+
+    def __init__(self, step: int, folder: Path):
+        self.step, self.folder = step, folder
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            mark = self.folder / f"held-rank-{os.environ.get('RANK', '0')}"
+            mark.with_suffix(".tmp").write_text(str(os.getpid()))
+            os.replace(mark.with_suffix(".tmp"), mark)
+            time.sleep(HOLD_LIMIT)
+            _die()
+
+
+def _held_worker(spec_path: str) -> None:
+    """A torchrun worker of --cli-held: train_pipeline.training.worker with HoldAfterSave added."""
+    step, _, folder = os.environ[HOLD_ENV].partition(":")
+    make_class = finetune._resumable_trainer_class
+
+    def holding_class() -> type:
+        class HoldingTrainer(make_class()):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.add_callback(HoldAfterSave(int(step), Path(folder)))
+
+        return HoldingTrainer
+
+    finetune._resumable_trainer_class = holding_class
+    from train_pipeline.training import worker
+
+    worker.main([spec_path])
+
+
+def _cli_held(argv: list[str]) -> None:
+    """The training command line, its workers started as ``python -m train_child SPEC`` (held)."""
+    step, folder, cli_args = int(argv[0]), argv[1], argv[2:]
+    from train_pipeline.training import distributed
+    from train_pipeline.training.__main__ import main as cli_main
+
+    run_workers = distributed.run_workers
+
+    def held_workers(*args, **kwargs):
+        return run_workers(*args, **{**kwargs, "module": "train_child"})
+
+    distributed.run_workers = held_workers  # finetune imports it when it launches the workers
+    os.environ[HOLD_ENV] = f"{step}:{folder}"
+    here = str(Path(__file__).resolve().parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])
+    sys.exit(cli_main(cli_args))
+
+
 def main(argv: list[str]) -> None:
+    if argv[:1] == ["--cli-held"]:
+        return _cli_held(argv[1:])
+    if os.environ.get(HOLD_ENV) and len(argv) == 1:  # a worker started by --cli-held
+        return _held_worker(argv[0])
     model_dir, data_dir, output_dir, config_json = argv[:4]
     kill_at = argv[4] if len(argv) > 4 else None
     callbacks = []
