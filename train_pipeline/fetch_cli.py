@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         except ResumableError as exc:
             return f"error: {exc}"
         digest = f" {result.digest}" if result.digest else ""  # the result line stays with -q (no bars)
-        print(f"{result.status:>10} {result.path}{digest}", file=sys.stderr)
+        _say(f"{result.status:>10} {result.path}{digest}")
         return None
 
     if args.output is not None:
@@ -152,7 +153,7 @@ def _one_hub(uri, dest, args: argparse.Namespace, progress) -> str | None:
     except OSError as exc:
         return f"error: {_local_error(exc, dest)}"
     for path in r.files:  # the result lines stay with -q (no bars)
-        print(f"{r.status:>10} {path} ({uri}, commit {r.commit[:12]})", file=sys.stderr)
+        _say(f"{r.status:>10} {path} ({uri}, commit {r.commit[:12]})")
     return None
 
 
@@ -223,6 +224,17 @@ def _headers(values: list[str]) -> dict:
             raise UsageError(f"--header {value.split(':')[0]!r}: write it as 'NAME: VALUE'")
         headers[name.strip()] = content.strip()
     return headers
+
+
+_SAYING = threading.Lock()
+
+
+def _say(line: str) -> None:
+    """One whole line on stderr: downloads finish on several threads, and a print() is two writes
+    (the text, then the newline), so two at once would share a line and leave an empty one."""
+    with _SAYING:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
 
 
 def _fail(message: str) -> int:

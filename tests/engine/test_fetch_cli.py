@@ -78,3 +78,17 @@ def test_mirror_is_used_when_the_first_source_fails(served, tmp_path):
     r = cli("fetch", "-q", "--retries", "0", srv.url("gone.bin"), "--mirror", srv.url("a.bin"), "-o",
             str(tmp_path / "a.bin"), "--hash", digest)
     assert r.returncode == 0 and sha256_of(tmp_path / "a.bin") == digest
+
+
+def test_result_lines_of_files_finishing_together_stay_whole(served, tmp_path):
+    """Files finish on several threads at once: each result line is printed whole, never two on
+    one line with an empty one after (a print() is two writes)."""
+    srv, root = served
+    names = [f"f{i:03d}.bin" for i in range(120)]
+    for name in names:
+        make_file(root / name, 100)
+    r = cli("fetch", "-q", "--jobs", "16", "-d", str(tmp_path / "d"), *(srv.url(n) for n in names))
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert len(lines) == len(names) and all(line.split()[0] == "downloaded" and line.count(" sha256:") == 1
+                                            for line in lines), r.stderr
