@@ -45,16 +45,19 @@ class Browser:
         # inside the profile, they go with it.
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                       env={**os.environ, "TMPDIR": self._profile})
-        port_file = Path(self._profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + self.timeout
-        while not (port_file.is_file() and port_file.read_text().count("\n") >= 1):
-            if self._proc.poll() is not None or time.monotonic() > deadline:
-                self.__exit__(None, None, None)
-                raise RuntimeError("Chromium did not start (no DevToolsActivePort)")
-            time.sleep(0.05)
-        port = int(port_file.read_text().splitlines()[0])
-        self._page = Page(connect(f"ws://127.0.0.1:{port}{self._page_path(port)}", max_size=None), self.timeout)
-        self._page.call("Page.enable")
+        try:  # whatever fails from here on, Chromium and its profile go
+            port_file = Path(self._profile) / "DevToolsActivePort"
+            deadline = time.monotonic() + self.timeout
+            while not (port_file.is_file() and port_file.read_text().count("\n") >= 1):
+                if self._proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("Chromium did not start (no DevToolsActivePort)")
+                time.sleep(0.05)
+            port = int(port_file.read_text().splitlines()[0])
+            self._page = Page(connect(f"ws://127.0.0.1:{port}{self._page_path(port)}", max_size=None), self.timeout)
+            self._page.call("Page.enable")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
         return self._page
 
     def _page_path(self, port: int) -> str:
