@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from engine_helpers import free_port, wait_for_port
+from engine_helpers import free_port, stop, wait_for_port
 from offline.file_server import FileServer
 
 
@@ -41,12 +41,7 @@ def stdlib_server(tmp_path):
         wait_for_port(port)
         yield f"http://127.0.0.1:{port}", root
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @pytest.fixture(scope="session")
@@ -88,12 +83,7 @@ http {{
             pytest.fail(f"nginx did not start: {proc.stderr.read().decode()[-500:]}")
         yield f"http://127.0.0.1:{port}", root, base / "access.log"
     finally:  # whatever failed: nginx (master and worker) does not outlive the session
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         # The files tests served (100 MiB and more) are not kept with the basetemp of a session that
         # failed; nginx's own logs are.
         shutil.rmtree(root, ignore_errors=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -41,6 +42,16 @@ def wait_for_port(port: int, timeout: float = 10) -> None:
                 return
         time.sleep(0.05)
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def stop(proc, grace: float = 10) -> None:
+    """End a server process: SIGTERM, then SIGKILL if it ignores that for ``grace`` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def kill_when(proc, reached, what: str, timeout: float = 60) -> None:
