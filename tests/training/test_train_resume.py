@@ -5,7 +5,8 @@ resumed run equal those of an uninterrupted run with the same seed, and so do th
 Equality is exact (==): on CPU with one thread the kernels are deterministic and Trainer restores
 data order, optimizer, scheduler and RNG states, so any difference is a resume bug (such as
 transformers#43701, where resumed Qwen2-VL runs silently restarted from the base weights).
-Each run is a child process (tests/training/train_child.py), so the kill is a real SIGKILL.
+Each run is a child process (tests/training/train_child.py, forked from a process that has
+imported torch and transformers: children.py), so the kill is a real SIGKILL.
 """
 
 from __future__ import annotations
@@ -15,19 +16,17 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
+from children import Children, forked_children
 from train_pipeline.training.checkpoints import checkpoint_dirs, is_complete_checkpoint
 from train_pipeline.training.metrics import eval_rows, read_metrics, train_rows
 
 pytestmark = pytest.mark.slow
 
-CHILD = Path(__file__).with_name("train_child.py")
-REPO = Path(__file__).resolve().parents[2]
 # 12 steps of 2 micro-batches of 4 over 16 images: crosses epoch boundaries, checkpoints at 4, 8, 12.
 BASE = {
     "max_steps": 12,
@@ -51,19 +50,30 @@ END_LORA = {**LORA, "max_steps": 11}
 
 
 def _child(model_dir: Path, data_dir: Path, out: Path, config: dict, kill_at: int | str | None = None) -> list[str]:
-    """``kill_at``: a step number or one of train_child.py's named kill points."""
-    args = [sys.executable, str(CHILD), str(model_dir), str(data_dir), str(out), json.dumps(config)]
+    """train_child.py's arguments; ``kill_at``: a step number or one of its named kill points."""
+    args = [str(model_dir), str(data_dir), str(out), json.dumps(config)]
     return args + ([str(kill_at)] if kill_at else [])
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    return env
+    return dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
+
+
+_CHILDREN: list[Children] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def children(tmp_path_factory):
+    with forked_children(tmp_path_factory.mktemp("children")) as c:
+        _CHILDREN.append(c)
+        try:
+            yield c
+        finally:
+            _CHILDREN.remove(c)
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, env=_env(), capture_output=True, text=True, timeout=240)
+    return _CHILDREN[-1].run(args, _env(), timeout=240)
 
 
 def _finish(args: list[str]) -> dict:
@@ -87,7 +97,7 @@ def _assert_same_training(resumed: Path, reference: Path, max_steps: int = 12) -
 
 
 @pytest.fixture(scope="module")
-def reference(tiny_model_dir, sample_data_dir, tmp_path_factory):
+def reference(children, tiny_model_dir, sample_data_dir, tmp_path_factory):
     """Uninterrupted runs, one per config, computed on first use."""
     cache: dict[str, Path] = {}
 
