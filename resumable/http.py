@@ -187,7 +187,8 @@ def _send(session: requests.Session, method: str, url: str, headers: dict, timeo
     nothing from the environment and the URL needs no preparing (no userinfo, nothing to quote or
     IDNA-encode): Session.request spends ~0.3 ms of CPU per request on cookies, hooks and merged
     settings that we do not use, a sixth of a small file's cost."""
-    if session.trust_env or session.auth or session.params or session.cookies or not _plain_url(url):
+    if (session.trust_env or session.auth or session.params or session.cookies or session.proxies
+            or any(session.hooks.values()) or not _plain_url(url)):  # a caller's session: as it is configured
         return session.request(method, url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
     prepared = requests.PreparedRequest()
     prepared.method, prepared.url, prepared.body = method.upper(), url, None

@@ -62,3 +62,13 @@ def test_userinfo_in_the_url_still_becomes_basic_auth(served):
     assert not http._plain_url(url)
     headers = _fetch_and_headers(served, url)
     assert headers["authorization"] == "Basic " + base64.b64encode(b"alice:s3cret").decode()
+
+
+def test_a_callers_session_with_its_own_proxies_or_hooks_is_used_as_configured(served):
+    srv, root = served
+    (root / "f.bin").write_bytes(b"z" * 1000)
+    seen = []
+    session = http.new_session()
+    session.hooks["response"].append(lambda resp, **kwargs: seen.append(resp.status_code))
+    resumable.fetch(srv.url("f.bin"), root.parent / "out" / "f.bin", progress=False, session=session)
+    assert seen == [200]  # the hook ran: the request went through the Session
