@@ -76,12 +76,12 @@ def served(tmp_path, dataset_archive):
 
 
 @pytest.fixture
-def dataset_config(tmp_path, served, dataset_archive):
-    """A download-only pipeline config over the served archive, in this test's own folders."""
-    from train_pipeline.config import parse_config
+def dataset_config_data(tmp_path, served, dataset_archive):
+    """The plain (YAML) form of a download-only pipeline config over the served archive, in this
+    test's own folders: ``make(**overrides)``."""
 
     def make(**overrides):
-        data = {
+        return {
             "datasets": [{
                 "name": "billboards",
                 "files": [{"url": served.url(ARCHIVE), "size": dataset_archive.size, "hash": dataset_archive.hash}],
@@ -93,11 +93,18 @@ def dataset_config(tmp_path, served, dataset_archive):
             "results_dir": str(tmp_path / "results"),
             "task_retries": 0,
             "retries": 1,
+            **overrides,
         }
-        data.update(overrides)
-        return parse_config(data, "test config")
 
     return make
+
+
+@pytest.fixture
+def dataset_config(dataset_config_data):
+    """The same config, parsed."""
+    from train_pipeline.config import parse_config
+
+    return lambda **overrides: parse_config(dataset_config_data(**overrides), "test config")
 
 
 def _task_runs(flow_run_id, timeout: float = 30):

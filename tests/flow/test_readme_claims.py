@@ -29,21 +29,6 @@ ARCHIVE = "billboards.tar.gz"  # the dataset archive on the test file server (te
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _download_config(tmp_path, served, dataset_archive, **overrides) -> dict:
-    """The plain (YAML) form of a download-only config over the served archive."""
-    return {
-        "datasets": [{"name": "billboards", "extract_to": "billboards",
-                      "files": [{"url": served.url(ARCHIVE), "size": dataset_archive.size, "hash": dataset_archive.hash}]}],
-        "train": None,
-        "data_dir": str(tmp_path / "data"),
-        "models_cache": str(tmp_path / "models_cache"),
-        "results_dir": str(tmp_path / "results"),
-        "task_retries": 0,
-        "retries": 1,
-        **overrides,
-    }
-
-
 def _summary(flow_run_id) -> list[dict]:
     """The rows of the run's download-summary table artifact (what the UI shows)."""
     from prefect.client.orchestration import get_client
@@ -59,13 +44,13 @@ def _summary(flow_run_id) -> list[dict]:
 # -- config_file ----------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_config_file_reads_a_profile_relative_to_the_working_directory_and_not_with_config(
-        tmp_path, served, dataset_archive, prefect_server, task_states, monkeypatch):
+        tmp_path, dataset_config_data, prefect_server, task_states, monkeypatch):
     from flows.pipeline import train_pipeline
     from train_pipeline.config import parse_config
 
     from prefect.client.orchestration import get_client
 
-    data = _download_config(tmp_path, served, dataset_archive)
+    data = dataset_config_data()
     data["datasets"][0]["files"][0]["url"] += "?X-Signature=SECRET123"  # a signed URL (README: via config_file)
     (tmp_path / "profiles").mkdir()
     (tmp_path / "profiles" / "download.yaml").write_text(yaml.safe_dump(data))
@@ -194,7 +179,8 @@ def test_a_batch_of_small_files_uses_max_workers_connections(counting_server, da
 # -- datasets download, then the pipeline ------------------------------------------------------------
 @pytest.mark.slow
 def test_files_from_datasets_download_are_found_by_a_later_pipeline_run(tmp_path, served, dataset_archive,
-                                                                        run_pipeline, task_states):
+                                                                        dataset_config_data, run_pipeline,
+                                                                        task_states):
     from train_pipeline.config import parse_config
 
     registry = tmp_path / "registry.yaml"
@@ -209,7 +195,7 @@ def test_files_from_datasets_download_are_found_by_a_later_pipeline_run(tmp_path
     assert (tmp_path / "data" / "billboards" / "billboards" / "metadata.jsonl").is_file()
     requests = len(served.log)
 
-    data = _download_config(tmp_path, served, dataset_archive, registry=str(registry))
+    data = dataset_config_data(registry=str(registry))
     data["datasets"] = ["billboards"]  # the registry entry, by name
     state = run_pipeline(parse_config(data, "test"))
     assert state.is_completed(), state.message
@@ -259,8 +245,8 @@ def test_the_default_folders():
 
 # -- block: result storage -------------------------------------------------------------------------
 @pytest.mark.slow
-def test_block_result_storage_holds_the_cache_of_a_real_run(tmp_path, served, dataset_archive, run_pipeline,
-                                                            task_states):
+def test_block_result_storage_holds_the_cache_of_a_real_run(tmp_path, served, dataset_archive, dataset_config_data,
+                                                            run_pipeline, task_states):
     from prefect.filesystems import LocalFileSystem
 
     from train_pipeline.config import parse_config
@@ -269,7 +255,7 @@ def test_block_result_storage_holds_the_cache_of_a_real_run(tmp_path, served, da
     store = tmp_path / "block-store"
     block_id = LocalFileSystem(basepath=str(store)).save(name)
     try:
-        cfg = parse_config(_download_config(tmp_path, served, dataset_archive, result_storage=f"block:local-file-system/{name}"),
+        cfg = parse_config(dataset_config_data(result_storage=f"block:local-file-system/{name}"),
                            "test")
         first = run_pipeline(cfg)
         assert first.is_completed(), first.message
@@ -298,7 +284,7 @@ def _prefect(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_prefect_flow_run_retry_of_a_deployment_run_continues_from_the_failed_step(
-        tmp_path, served, dataset_archive, prefect_server, task_runs):
+        tmp_path, served, dataset_archive, dataset_config_data, prefect_server, task_runs):
     """The CLI equivalent of the UI's Retry (deployments/README.md): `prefect flow-run retry ID` puts
     the deployment's failed run back to Scheduled and a process worker (`prefect worker start
     --run-once` here) runs it again."""
@@ -320,7 +306,7 @@ def test_prefect_flow_run_retry_of_a_deployment_run_continues_from_the_failed_st
         blocker.parent.mkdir(parents=True)
         blocker.write_text("not a folder")
         flow_run_id = str(run_deployment(f"train-pipeline/{pool}", timeout=0,
-                                         parameters={"config": _download_config(tmp_path, served, dataset_archive)}).id)
+                                         parameters={"config": dataset_config_data()}).id)
 
         # The first attempt runs here, in-process (what the worker would start; cheaper); the retry below
         # is the worker's.
