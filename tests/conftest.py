@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -45,6 +46,23 @@ os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_SESSION_ROOT / "torchinductor")
 
 # A test that needs one of these pays for a Prefect server (10-20 s to start) or a deployment.
 SLOW_FIXTURES = {"prefect_server", "deployed"}
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One Prefect test server for the session (its database in a folder of its own); while it is up,
+    PREFECT_API_URL points this process at it, and ``prefect_server.api_url`` is there for children."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_DATABASE_CONNECTION_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield PrefectServer(PREFECT_API_URL.value(),
+                            Path(PREFECT_SERVER_DATABASE_CONNECTION_URL.value().split(":///", 1)[1]).parent)
+
+
+class PrefectServer(NamedTuple):
+    api_url: str
+    database_dir: Path  # the sqlite database and its WAL
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects

@@ -1,7 +1,8 @@
-"""Flow tests: one Prefect test server for the session; real file and Hub servers on 127.0.0.1.
+"""Flow tests: real file and Hub servers on 127.0.0.1.
 
 The root conftest has already pointed PREFECT_HOME and TRAIN_PIPELINE_RESULT_STORAGE at
-temporary folders before anything imported prefect.
+temporary folders before anything imported prefect, and holds the session's Prefect test server
+(``prefect_server``).
 """
 
 from __future__ import annotations
@@ -20,14 +21,6 @@ if str(PROJECT_ROOT) not in sys.path:  # flows/ and tasks/ are imported from the
     sys.path.insert(0, str(PROJECT_ROOT))
 
 ARCHIVE = "billboards.tar.gz"
-
-
-@pytest.fixture(scope="session")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Hostile conditions on the Prefect side of the pipeline, through the real command line
-(`python flows/pipeline.py --config FILE`, its own PREFECT_HOME and temporary server) against real
-HTTP servers on 127.0.0.1:
+(`python flows/pipeline.py --config FILE`, its own PREFECT_HOME, against the session's Prefect
+server as a deployment's runs would be) and real HTTP servers on 127.0.0.1:
 
 - whoever can write to the result storage must not run code in a later run: a stored record that
   is a pickle, JSON naming a class to import, garbage or data of the wrong shape is a cache miss
@@ -40,8 +40,15 @@ STEPS = ("snapshot", "fetch", "verify", "extract")
 # -- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def prefect_home(tmp_path_factory) -> Path:
-    """One PREFECT_HOME for this module's runs (its temporary server's database lives there)."""
+    """One PREFECT_HOME for this module's runs (the client side: settings, local storage)."""
     return tmp_path_factory.mktemp("hostile-prefect-home")
+
+
+@pytest.fixture
+def cli(tmp_path, prefect_home, prefect_server):
+    """``run(config, name=..., pythonpath=...)``: the command line against the session's server
+    (starting a temporary server per run would cost each run ~8 s and test nothing more here)."""
+    return lambda config, **kw: run_cli(tmp_path, prefect_home, prefect_server.api_url, config, **kw)
 
 
 @pytest.fixture
@@ -91,15 +98,16 @@ def _config(tmp_path, **overrides) -> dict:
     return cfg
 
 
-def run_cli(tmp_path: Path, prefect_home: Path, config: dict, name: str = "pipeline",
+def run_cli(tmp_path: Path, prefect_home: Path, api_url: str, config: dict, name: str = "pipeline",
             pythonpath: Path | None = None) -> subprocess.CompletedProcess:
-    """`python flows/pipeline.py --config FILE` in a fresh process on ``prefect_home``."""
+    """`python flows/pipeline.py --config FILE` in a fresh process on ``prefect_home``, talking to ``api_url``."""
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")
            and k not in ("TRAIN_PIPELINE_RESULT_STORAGE", "PYTHONPATH")}
     env.update({
         "PREFECT_HOME": str(prefect_home),
+        "PREFECT_API_URL": api_url,
         "PREFECT_LOCAL_STORAGE_PATH": str(prefect_home / "storage"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
@@ -190,7 +198,7 @@ def _assert_rerun_safely(run, marker: Path, planted: dict[Path, bytes]) -> None:
         assert path.read_bytes() != content, path  # overwritten by the step's new result
 
 
-def test_hostile_stored_results_are_cache_misses_never_executed(tmp_path, prefect_home, files, hub):
+def test_hostile_stored_results_are_cache_misses_never_executed(tmp_path, cli, files, hub):
     marker = tmp_path / "EXECUTED"
     modules = tmp_path / "modules"
     modules.mkdir()
@@ -202,7 +210,7 @@ def test_hostile_stored_results_are_cache_misses_never_executed(tmp_path, prefec
                   datasets=[{"name": "labels", "extract_to": "labels",
                              "files": [{"url": files.url(ARCHIVE), **_archive_spec(files)}]}])
 
-    first = run_cli(tmp_path, prefect_home, cfg, pythonpath=modules)
+    first = cli(cfg, pythonpath=modules)
     out = first.stdout + first.stderr
     assert first.returncode == 0, out
     assert task_states(out) == dict.fromkeys(STEPS, "Completed"), out
@@ -212,7 +220,7 @@ def test_hostile_stored_results_are_cache_misses_never_executed(tmp_path, prefec
     # 1. Every file of the result storage replaced by a hostile record (each kind lands on some step).
     blob = storage / "planted-pickle"
     planted = _plant(stored, _hostile_records(marker, blob))
-    _assert_rerun_safely(run_cli(tmp_path, prefect_home, cfg, name="again", pythonpath=modules), marker, planted)
+    _assert_rerun_safely(cli(cfg, name="again", pythonpath=modules), marker, planted)
     blob.unlink()
 
     # 2. The records left as the run wrote them, the results they point at replaced: by another
@@ -220,10 +228,10 @@ def test_hostile_stored_results_are_cache_misses_never_executed(tmp_path, prefec
     payloads = sorted(p for p in storage.rglob("*") if p.is_file() and not _is_metadata(p))
     assert len(payloads) == len(STEPS), payloads
     planted = _plant(payloads, [payloads[1].read_bytes()] + _hostile_payloads(marker))
-    _assert_rerun_safely(run_cli(tmp_path, prefect_home, cfg, name="payloads", pythonpath=modules), marker, planted)
+    _assert_rerun_safely(cli(cfg, name="payloads", pythonpath=modules), marker, planted)
 
     # The cache is whole again: the next run is Cached throughout, without warnings.
-    last = run_cli(tmp_path, prefect_home, cfg, name="last", pythonpath=modules)
+    last = cli(cfg, name="last", pythonpath=modules)
     out = last.stdout + last.stderr
     assert last.returncode == 0, out
     assert task_states(out) == dict.fromkeys(STEPS, "Cached"), out
@@ -245,7 +253,7 @@ def _leaks(root: Path) -> list[str]:
     return found
 
 
-def test_signed_url_secrets_never_reach_prefect_storage_or_output(tmp_path, prefect_home, files):
+def test_signed_url_secrets_never_reach_prefect_storage_or_output(tmp_path, prefect_home, prefect_server, cli, files):
     # The server wants the credentials of the URL's userinfo: the flow must download with the
     # real URL, while Prefect keeps none of its secrets.
     files.require_auth(ARCHIVE, "Basic " + base64.b64encode(b"user:SECRETPW999").decode())
@@ -253,7 +261,7 @@ def test_signed_url_secrets_never_reach_prefect_storage_or_output(tmp_path, pref
     mirror = "http://user:SECRETPW999@nonexistent.invalid/labels.tar.gz?sig=SECRETMIR789"
     ok = _config(tmp_path, datasets=[{"name": "labels", "extract_to": "labels", "files": [
         {"url": url, "mirrors": [mirror], **_archive_spec(files)}]}])
-    good = run_cli(tmp_path, prefect_home, ok, name="signed")
+    good = cli(ok, name="signed")
     assert good.returncode == 0, good.stdout + good.stderr
     assert files.bytes_sent_total(ARCHIVE) == _archive_spec(files)["size"]
 
@@ -263,31 +271,32 @@ def test_signed_url_secrets_never_reach_prefect_storage_or_output(tmp_path, pref
     where = missing.split("/")[2]
     broken = _config(tmp_path, data_dir=str(tmp_path / "data-broken"), task_retries=1, task_retry_delay=0,
                      datasets=[{"name": "broken", "files": [{"url": missing, "mirrors": [mirror]}]}])
-    bad = run_cli(tmp_path, prefect_home, broken, name="broken")
+    bad = cli(broken, name="broken")
     output = good.stdout + good.stderr + bad.stdout + bad.stderr
     assert bad.returncode == 1, output
     assert where in bad.stderr  # the failure is reported (without its secrets)
 
     leaks = [f"output: {s}" for s in SECRETS if s in output]
-    leaks += _leaks(prefect_home)  # Prefect's database (flow and task runs, states, logs, events), WAL included
+    leaks += _leaks(prefect_server.database_dir)  # flow and task runs, states, logs, events; WAL included
+    leaks += _leaks(prefect_home)  # the client's side: settings, local storage
     leaks += _leaks(tmp_path / "result-storage")
     assert not leaks, "\n".join(leaks) + "\n\n" + output
     # The database did record this run's failure: its message, without the secrets.
-    db = b"".join(p.read_bytes() for p in prefect_home.rglob("*.db*") if p.is_file())
+    db = b"".join(p.read_bytes() for p in prefect_server.database_dir.rglob("*.db*") if p.is_file())
     assert f"{where}/not-there.bin".encode() in db
 
 
-def test_signed_url_secrets_never_reach_the_engine_records(tmp_path, prefect_home, files):
+def test_signed_url_secrets_never_reach_the_engine_records(tmp_path, cli, files):
     """The engine's own records beside the downloads (`.resumable/`, `.part.json`) after a success and
     after a transfer cut short (the engine's part of the redaction: kept apart so that a failure
     here names it)."""
     files.fault(ARCHIVE, cut_after=100)  # the first transfer is cut short: a .part and its record stay
     cfg = _config(tmp_path, datasets=[{"name": "labels", "files": [
         {"url": files.url(ARCHIVE) + SIGNED, **_archive_spec(files)}]}])
-    cut = run_cli(tmp_path, prefect_home, cfg, name="cut")
+    cut = cli(cfg, name="cut")
     assert cut.returncode == 1, cut.stdout + cut.stderr
     leaks = _leaks(tmp_path / "data")
-    done = run_cli(tmp_path, prefect_home, cfg, name="resumed")
+    done = cli(cfg, name="resumed")
     assert done.returncode == 0, done.stdout + done.stderr
     leaks += _leaks(tmp_path / "data")
     assert not leaks, "\n".join(leaks)
