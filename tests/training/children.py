@@ -15,7 +15,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
-PRELOAD = ["torch", "transformers", "train_child"]
+HERE = Path(__file__).resolve().parent
+
+# matplotlib: the loss curve at the end of every run (~1 s of imports each)
+PRELOAD = ["torch", "transformers", "matplotlib.pyplot", "train_child"]
 
 
 class Children:
@@ -42,6 +45,17 @@ def forked_children(folder: Path):
     """The fork server, started on first use and stopped at the end (nothing outlives the tests)."""
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
+    # Python 3.11's fork server ignores the sys.path it is handed and skips a preload it cannot
+    # import without a word: it finds train_child.py through PYTHONPATH (and _main checks it did).
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), before]))
+    try:
+        multiprocessing.forkserver.ensure_running()
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
     try:
         yield Children(ctx, folder)
     finally:  # their own ways to end them (meant for tests): the server, and the resource tracker it started
@@ -58,6 +72,8 @@ def _main(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
         os.close(target)
     sys.stdout = open(1, "w", buffering=1, closefd=False)
     sys.stderr = open(2, "w", buffering=1, closefd=False)
+    if not set(PRELOAD) <= set(sys.modules):  # each child would pay the imports again (3 s here)
+        raise RuntimeError(f"the fork server did not preload {sorted(set(PRELOAD) - set(sys.modules))}")
     import train_child
 
     train_child.main(argv)
