@@ -43,6 +43,11 @@ os.environ["DASK_TEMPORARY_DIRECTORY"] = str(_SESSION_ROOT / "dask")
 # torch makes <tmp>/torchinductor_USER as soon as a test module imports it (collection included).
 os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_SESSION_ROOT / "torchinductor")
 
+# A suite started in the background of a script (`pytest &`, nohup in a non-interactive shell)
+# inherits SIGINT ignored, and so would everything it starts: the Ctrl-C tests and down.sh's
+# graceful stop would meet processes deaf to it. With a handler here, each child gets the default back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # A test that needs one of these pays for a Prefect server (10-20 s to start) or a deployment.
 SLOW_FIXTURES = {"prefect_server", "deployed"}
