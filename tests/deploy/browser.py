@@ -132,8 +132,9 @@ class Page:
 
     def click_text(self, text: str, inside: str = "*") -> str:
         """Click the innermost element showing exactly ``text`` (its closest ``inside`` ancestor,
-        e.g. ``a`` for a card that is a link); what was clicked."""
-        return self.js(f"""(() => {{
+        e.g. ``a`` for a card that is a link) once the page shows it (a page that is still
+        rendering, on a busy machine, may not yet); what was clicked."""
+        return self.wait_for(f"""(() => {{
             const leaf = Array.from(document.querySelectorAll('*'))
                 .find(e => e.children.length === 0 && e.textContent.trim() === {json.dumps(text)});
             const target = leaf && leaf.closest({json.dumps(inside)});
@@ -141,7 +142,7 @@ class Page:
             target.scrollIntoView();
             target.click();
             return target.tagName + ' ' + (target.href || '');
-        }})()""")
+        }})()""", f"an element showing {text!r} inside {inside!r}")
 
     def screenshot(self, path: Path) -> Path:
         shot = self.call("Page.captureScreenshot", format="png")
