@@ -18,6 +18,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from bench.harness.files import make_random_file
 from chaos.plan import plan_for
 from chaos.proxy import FaultPolicy, FaultProxy
 from chaos.trial import compare, outputs, run_attempts, run_trial, train_rows, write_config
@@ -42,26 +43,6 @@ class Sources:
         return self.hub, self.cdn, self.files
 
 
-def _large_file(path: Path) -> tuple[int, str]:
-    """LARGE_SIZE reproducible bytes at ``path`` (made once), and their sha256."""
-    import hashlib
-    import random
-
-    record = path.with_suffix(".sha256")
-    if path.is_file() and path.stat().st_size == LARGE_SIZE and record.is_file():
-        return LARGE_SIZE, record.read_text().strip()
-    rng, h = random.Random(17), hashlib.sha256()
-    with open(path, "wb") as f:
-        left = LARGE_SIZE
-        while left:
-            block = rng.randbytes(min(left, 8 << 20))
-            f.write(block)
-            h.update(block)
-            left -= len(block)
-    record.write_text("sha256:" + h.hexdigest())
-    return LARGE_SIZE, "sha256:" + h.hexdigest()
-
-
 @contextmanager
 def sample_sources(work: Path, large: bool) -> Iterator[Sources]:
     """The offline sample (built once in ``work``) served by its Hub look-alike (with a CDN) and a file
@@ -72,7 +53,7 @@ def sample_sources(work: Path, large: bool) -> Iterator[Sources]:
     from train_pipeline.config import SampleSpec
 
     assets = build_sample(SampleSpec(n_images=24, seed=0, build_dir=str(work / "sample-build")))
-    big = _large_file(assets.files_root / LARGE_NAME) if large else None
+    big = (LARGE_SIZE, "sha256:" + make_random_file(assets.files_root / LARGE_NAME, LARGE_SIZE)) if large else None
     none = FaultPolicy()
     with ExitStack() as stack:
         hub = stack.enter_context(HubServer(assets.hub_root, cdn=True))
