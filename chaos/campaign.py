@@ -56,10 +56,11 @@ def sample_sources(work: Path, large: bool) -> Iterator[Sources]:
     big = (LARGE_SIZE, "sha256:" + make_random_file(assets.files_root / LARGE_NAME, LARGE_SIZE)) if large else None
     none = FaultPolicy()
     with ExitStack() as stack:
-        hub = stack.enter_context(HubServer(assets.hub_root, cdn=True))
+        # Small listing pages: the pagination links go through the proxies (and their faults) too.
+        hub = stack.enter_context(HubServer(assets.hub_root, cdn=True, tree_page_size=4))
         files = stack.enter_context(FileServer(assets.files_root))
         proxies = [stack.enter_context(FaultProxy(origin, none, 0))
-                   for origin in (hub.endpoint, hub.cdn_endpoint, files.url("").rstrip("/"))]
+                   for origin in (hub.endpoint, hub.cdn_endpoint, files.base_url)]
         for p in proxies:  # a redirect to the CDN, a pagination link: through the proxies as well
             for q in proxies:
                 p.rewrite[q.origin] = q.endpoint

@@ -68,6 +68,7 @@ class FaultProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.proxy = self
+        self._server.handle_error = lambda request, address: None  # a client that hung up: no traceback
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self.rewrite[self.origin] = self.endpoint
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
