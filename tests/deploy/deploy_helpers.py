@@ -25,7 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHECKOUT = ("flows", "tasks", "train_pipeline", "offline", "resumable", "configs", "deployments", "prefect.yaml",
             "pyproject.toml")
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-RUN_TIMEOUT = 300  # seconds a flow run may take before the test gives up (not an assertion on speed)
+RUN_TIMEOUT = 240  # seconds a flow run may take before the test gives up (not an assertion on speed; under pytest's 300)
 
 # Small: 8 images, 2 training steps.
 SMALL_SAMPLE = {"sample": {"n_images": 8, "seed": 0}, "train": {"max_steps": 2, "save_steps": 1, "logging_steps": 1,

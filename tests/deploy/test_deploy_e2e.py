@@ -144,8 +144,12 @@ def dask_cluster(deployed, tmp_path):
 
 def test_downloads_run_on_an_existing_dask_cluster_by_address(deployed, dask_cluster):
     address, worker_log = dask_cluster
-    run = deployed.wait(deployed.run_deployment(
-        "train-pipeline/default", download_only("dask-remote", {"type": "dask", "address": address})))
+    flow_run_id = deployed.run_deployment("train-pipeline/default",
+                                          download_only("dask-remote", {"type": "dask", "address": address}))
+    try:
+        run = deployed.wait(flow_run_id)
+    except AssertionError as e:  # what the Dask worker did meanwhile (its tasks' log lines are there)
+        raise AssertionError(f"{e}\nDask worker log:\n{worker_log.read_text(errors='replace')[-4000:]}") from None
     assert run["state"]["type"] == "COMPLETED", run["state"]
     assert deployed.task_states(run["id"]) == STEPS
     assert deployed.has_log(run["id"], f"downloads run on the Dask cluster at {address}"), deployed.logs(run["id"])
