@@ -193,8 +193,8 @@ def run_campaign(work: Path, out: Path, variant: str, seeds: list[int], keep: bo
                 "seed": seed, "variant": variant, "plan": plan.summary(), "kills": kills,
                 "attempts": [asdict(a) for a in attempts], "completed": completed,
                 "identical": bool(cmp and cmp.identical), "losses_equal": bool(cmp and cmp.losses_equal),
-                "missing": cmp.missing if cmp else [], "extra": cmp.extra if cmp else [],
-                "differing": cmp.differing if cmp else [], "leftovers": cmp.leftovers if cmp else [],
+                "missing": cmp.missing if cmp else [], "differing": cmp.differing if cmp else [],
+                "leftovers": cmp.leftovers if cmp else [],
                 "bytes_resent": extra, "bytes_resent_per_kill": extra / kills if kills else None,
                 "wall_s": round(wall, 1), "wall_per_kill_s": round((wall - ref.wall_s) / kills, 1) if kills else None,
                 "last_attempt": {state: sum(states.count(state) for states in attempts[-1].states.values())

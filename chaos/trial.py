@@ -3,7 +3,6 @@ completes, its outputs then compared with the fault-free reference's."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -15,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from chaos.plan import TrialPlan
+from resumable.hashes import file_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUTS = ("models_cache", "data", "results")
 MAX_ATTEMPTS = 12           # kills + fault failures; a trial that needs more did not complete
 ATTEMPT_TIMEOUT_S = 900     # one attempt that runs longer is stuck (and counted as such)
-LEFTOVER = re.compile(r"(\.part|\.corrupt|\.partial|\.tmp|\.incomplete|\.lock)(\.json)?$|/tmp[^/]*$|^\.?tmp")
 TASK_STATE = re.compile(r"Task run '([a-z-]+)[^']*' - Finished in state (\w+)\(")
 
 
@@ -33,7 +32,8 @@ class Attempt:
 
 
 def tree(root: Path) -> dict[str, str]:
-    """{relative path: sha256 of a file, 'dir', or 'link -> target'} under ``root``."""
+    """{relative path: sha256 of a regular file, 'dir', 'link -> target', or 'special'} under
+    ``root`` (a FIFO or socket is named, never opened)."""
     found: dict[str, str] = {}
     if not root.exists():
         return found
@@ -43,12 +43,10 @@ def tree(root: Path) -> dict[str, str]:
             found[rel] = f"link -> {os.readlink(path)}"
         elif path.is_dir():
             found[rel] = "dir"
+        elif path.is_file():
+            found[rel] = file_digest(path)
         else:
-            h = hashlib.sha256()
-            with open(path, "rb") as f:
-                while block := f.read(1 << 20):
-                    h.update(block)
-            found[rel] = h.hexdigest()
+            found[rel] = "special"
     return found
 
 
@@ -122,9 +120,8 @@ def _kill_group(proc: subprocess.Popen) -> None:
 class Comparison:
     identical: bool
     missing: list[str]
-    extra: list[str]
+    leftovers: list[str]  # paths the reference does not have: a .part, a .corrupt, a temporary folder, ...
     differing: list[str]
-    leftovers: list[str]
     losses_equal: bool
 
 
@@ -133,12 +130,11 @@ def compare(run_dir: Path, reference: dict[str, str], reference_rows: list[dict]
     (``volatile``: times, durations), whose presence alone is compared."""
     got = outputs(run_dir)
     missing = sorted(set(reference) - set(got))
-    extra = sorted(set(got) - set(reference))
+    leftovers = sorted(set(got) - set(reference))
     differing = sorted(p for p in set(got) & set(reference) if p not in volatile and got[p] != reference[p])
-    leftovers = sorted(p for p in extra if LEFTOVER.search(p.rsplit("/", 1)[-1]) or LEFTOVER.search(p))
     rows = train_rows(run_dir)
-    return Comparison(not (missing or extra or differing) and rows == reference_rows, missing, extra, differing,
-                      leftovers, rows == reference_rows)
+    return Comparison(not (missing or leftovers or differing) and rows == reference_rows, missing, leftovers,
+                      differing, rows == reference_rows)
 
 
 def run_trial(plan: TrialPlan, run_dir: Path, config: dict, env: dict[str, str]) -> tuple[list[Attempt], float]:
