@@ -57,21 +57,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(records: list[dict]) -> str:
     """One row per trial, then the totals."""
-    lines = ["| seed | variant | plan | attempts | last attempt: ran / Cached | outcome | bytes re-sent | wall s |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| seed | variant | plan | kills landed | attempts | last attempt: ran / Cached | outcome | bytes re-sent | wall s |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         outcome = ("identical" if r["identical"] else "DIFFERENT") if r["completed"] else "NOT COMPLETED"
         if r["leftovers"]:
             outcome += f", leftovers: {', '.join(r['leftovers'])}"
         last = r.get("last_attempt", {})
-        lines.append(f"| {r['seed']} | {r['variant']} | {r['plan']} | {len(r['attempts'])} | "
+        lines.append(f"| {r['seed']} | {r['variant']} | {r['plan']} | {r['kills']} | {len(r['attempts'])} | "
                      f"{last.get('Completed', 0)} / {last.get('Cached', 0)} | {outcome} | "
                      f"{r['bytes_resent']:,} | {r['wall_s']} |")
     per_kill = [r["bytes_resent_per_kill"] for r in records if r["bytes_resent_per_kill"] is not None]
     walls = [r["wall_per_kill_s"] for r in records if r["wall_per_kill_s"] is not None]
     n = len(records)
     lines += ["", f"trials {n}; completed {sum(r['completed'] for r in records)}/{n}; "
-                  f"identical {sum(r['identical'] for r in records)}/{n}; kills {sum(r['kills'] for r in records)}; "
+                  f"identical {sum(r['identical'] for r in records)}/{n}; kills landed {sum(r['kills'] for r in records)} "
+                  f"of {sum(r.get('kills_planned', r['kills']) for r in records)} planned; "
                   f"bytes re-sent per kill: mean {statistics.fmean(per_kill) if per_kill else 0:,.0f}, "
                   f"max {max(per_kill, default=0):,.0f}; wall per kill: mean "
                   f"{statistics.fmean(walls) if walls else 0:.1f} s; "

@@ -191,6 +191,7 @@ def run_campaign(work: Path, out: Path, variant: str, seeds: list[int], keep: bo
             extra = _bytes_sent(src) - ref.bytes_sent
             record = {
                 "seed": seed, "variant": variant, "plan": plan.summary(), "kills": kills,
+                "kills_planned": len(plan.kill_at),
                 "attempts": [asdict(a) for a in attempts], "completed": completed,
                 "identical": bool(cmp and cmp.identical), "losses_equal": bool(cmp and cmp.losses_equal),
                 "missing": cmp.missing if cmp else [], "differing": cmp.differing if cmp else [],
