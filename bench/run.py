@@ -48,7 +48,7 @@ from bench.harness.files import make_random_file  # noqa: E402
 from bench.harness.report import markdown, print_targets  # noqa: E402
 from bench.harness.results import Results  # noqa: E402
 from bench.harness.servers import Nginx  # noqa: E402
-from bench.harness.tools import ensure_packages  # noqa: E402
+from bench.harness.tools import compile_package, ensure_packages  # noqa: E402
 from bench.harness.units import human  # noqa: E402
 from bench.scenarios import (s1_one_file, s2_capped, s3_resume, s4_small_files, s5_cached_rerun,  # noqa: E402
                              s6_hub_snapshot, s7_extract, s8_startup, s9_tls)
@@ -89,6 +89,7 @@ def main() -> int:
         print(f"warning: {human(free)} free under {WORK.parent}; the scenarios need about {human(4 * size)}",
               file=sys.stderr)
     ensure_packages()
+    compile_package()
     WORK.mkdir(parents=True, exist_ok=True)
     res = Results(args, size)
     print(f"machine: {res.data['machine']}; big file {human(size)}; {runs} runs; work dir {WORK}", flush=True)

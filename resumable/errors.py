@@ -14,6 +14,18 @@ class ResumableError(Exception):
     def __init__(self, *args):
         super().__init__(*(one_line(redact_text(a)) if isinstance(a, str) else a for a in args))
 
+    def __reduce__(self):
+        # Rebuilt as it is, without the subclass's __init__ (whose arguments differ from ``args``):
+        # errors cross processes (batch helpers, Dask workers) whole, attributes included.
+        return _rebuild, (type(self), self.args, self.__dict__)
+
+
+def _rebuild(cls: type, args: tuple, state: dict) -> ResumableError:
+    exc = cls.__new__(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
+
 
 class UsageError(ResumableError, ValueError):
     """Bad input from the caller: a malformed hash, size, URL or path."""

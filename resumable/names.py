@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from email.message import Message
 from pathlib import Path
@@ -47,3 +48,14 @@ def destination_in(directory: Path, name: str | None, url: str) -> Path:
     if dest.parent != folder or name in (".", ".."):  # belt and braces: safe_name already forbids this
         raise UsageError(f"file name {name!r} from {redact(url)!r} would leave {directory}; pass -o FILE")
     return dest
+
+
+def check_output_path(output: str | os.PathLike) -> None:
+    """``-o`` names a file: a path ending in '/' (or '/.', '/..') is a folder, which would silently
+    become a file named after its last component."""
+    text = os.fspath(output)
+    text = text.decode("utf-8", "surrogateescape") if isinstance(text, bytes) else text
+    last = text.replace(os.sep, "/").rsplit("/", 1)[-1]
+    if last in ("", ".", ".."):
+        raise UsageError(f"-o {text}: ends with '{last or '/'}', a folder, and -o names a file: write the file's "
+                         f"path (e.g. {text.rstrip('/.') or '.'}/FILE), or use -d {text} to keep the names")

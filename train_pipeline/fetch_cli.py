@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         headers = _headers(args.header)
         hub = _hub_sources(args)
         if args.output is not None:
-            from resumable.hub.sources import check_output_path
+            from resumable.names import check_output_path
 
             check_output_path(args.output)  # 'dir/' would become a file named 'dir'
     except UsageError as exc:
@@ -110,6 +110,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _hub_sources(args: argparse.Namespace) -> dict:
     """{url: HfUri} for the hf:// sources among the URLs, parsed before any network (UsageError)."""
+    if not any(u[:5].lower() == "hf://" for u in args.urls):
+        return {}  # plain URLs: the Hub code is not even imported (start-up time)
     from resumable.errors import UsageError
     from resumable.hub.uri import is_hf_uri, parse
 

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import LocalFileError, UsageError
 from ..hashes import parse_hash
+from ..names import check_output_path
 from ..state import (
     RECORD_DIR,
     VerifiedRecord,
@@ -194,17 +195,6 @@ def fetch_hf(source: str | HfUri, dest_dir: str | os.PathLike | None = None, *, 
     return HubFiles(str(uri), uri.repo_type, uri.repo_id, uri.revision or "main", snap.commit, snap.path,
                     tuple(f.path for f in chosen), tuple(published), snap.bytes_total, snap.bytes_transferred,
                     snap.status, snap.seconds or time.monotonic() - t0)
-
-
-def check_output_path(output: str | os.PathLike) -> None:
-    """``-o`` names a file: a path ending in '/' (or '/.', '/..') is a folder, which would silently
-    become a file named after its last component."""
-    text = os.fspath(output)
-    text = text.decode("utf-8", "surrogateescape") if isinstance(text, bytes) else text
-    last = text.replace(os.sep, "/").rsplit("/", 1)[-1]
-    if last in ("", ".", ".."):
-        raise UsageError(f"-o {text}: ends with '{last or '/'}', a folder, and -o names a file: write the file's "
-                         f"path (e.g. {text.rstrip('/.') or '.'}/FILE), or use -d {text} to keep the names")
 
 
 def find_clash(plans: list[HubPlan], others: dict[str, str] | None = None) -> str | None:

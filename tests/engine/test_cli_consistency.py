@@ -93,3 +93,21 @@ def test_datasets_download_says_run_again_only_for_what_a_rerun_fixes(served, tm
     assert "2 of 2 file(s) failed" in line and "HTTP 404" in line and "HTTP 503" in line
     assert line.endswith("; check the URLs given with --urls; then run the same command again to resume the others")
     assert "Traceback" not in r.stderr
+
+
+def test_a_fetch_loads_neither_the_hub_code_nor_unused_optional_imports(served, tmp_path):
+    """``fetch`` of a plain URL imports no Hub code, no tornado (tenacity's optional support) and no
+    charset detection (requests' optional guessing): start-up time, bench scenario 8. The same
+    process can still import them afterwards."""
+    srv, root = served
+    (root / "f.bin").write_bytes(b"x" * 1000)
+    code = ("import sys, json\nfrom train_pipeline.cli import main\n"
+            f"rc = main(['fetch', {srv.url('f.bin')!r}, '-o', {str(tmp_path / 'f.bin')!r}, '-q'])\n"
+            "loaded = [m for m in ('tornado', 'charset_normalizer', 'chardet', 'asyncio', 'resumable.hub') "
+            "if m in sys.modules]\n"
+            "import tornado, charset_normalizer, requests\n"
+            "print(json.dumps([rc, loaded, requests.get.__module__]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.splitlines()[-1]) == [0, [], "requests.api"]
+    assert "Warning" not in out.stderr and (tmp_path / "f.bin").read_bytes() == b"x" * 1000

@@ -1,0 +1,99 @@
+"""A helper process of ``fetch_many`` (batch.py): ``python -m resumable.batch_helper``.
+
+It talks pickle over its stdin and stdout with the process that started it, and with nobody else:
+first ``(jobs, options, log level)``; then it asks for items (``("more",)``, answered with a list,
+empty when the queue is dry), and answers each with ``("result", index, FetchResult or error)``;
+log lines go back as ``("log", level, text)``. It dies with its parent (a kill leaves part files
+that resume, as any kill does).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import logging
+import os
+import pickle
+import signal
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+PR_SET_PDEATHSIG = 1
+
+
+class _Channel:
+    def __init__(self, inp, out):
+        self.inp, self.out = inp, out
+        self.send_lock, self.take_lock = threading.Lock(), threading.Lock()
+        self.local: collections.deque = collections.deque()
+        self.dry = False
+
+    def send(self, message: tuple) -> None:
+        with self.send_lock:
+            pickle.dump(message, self.out)
+            self.out.flush()
+
+    def take(self):
+        """The next item (index, FetchItem), or None when the parent's queue is dry."""
+        with self.take_lock:
+            if not self.local and not self.dry:
+                self.send(("more",))
+                got = pickle.load(self.inp)
+                self.local.extend(got)
+                self.dry = not got
+            return self.local.popleft() if self.local else None
+
+
+class _Forward(logging.Handler):
+    def __init__(self, channel: _Channel):
+        super().__init__()
+        self.channel = channel
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.channel.send(("log", record.levelno, "%s", record.getMessage()))
+        except Exception:  # the parent is gone: nobody to tell
+            pass
+
+
+def _die_with_parent(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before we asked
+        os._exit(1)
+
+
+def main() -> int:
+    parent = os.getppid()
+    _die_with_parent(parent)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends us
+    channel = _Channel(sys.stdin.buffer, sys.stdout.buffer)
+    sys.stdout = sys.stderr  # nothing else may write into the channel
+    jobs, options, level = pickle.load(channel.inp)
+    from . import http
+    from .batch import fetch_one
+
+    logger = logging.getLogger("resumable")
+    logger.setLevel(level)
+    logger.addHandler(_Forward(channel))
+    logger.propagate = False
+    session = http.new_session(pool_size=jobs)
+
+    def worker() -> None:
+        while (taken := channel.take()) is not None:
+            index, item = taken
+            channel.send(("result", index, fetch_one(item, False, session, options)))
+
+    with ThreadPoolExecutor(jobs, thread_name_prefix="fetch") as pool:
+        for future in [pool.submit(worker) for _ in range(jobs)]:
+            future.result()
+    session.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

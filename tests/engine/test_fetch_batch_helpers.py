@@ -1,0 +1,158 @@
+"""Long batches shared with helper processes (resumable/batch.py): the work really is shared, the
+total stays within ``jobs``, a helper that dies loses nothing, and none outlives its parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from engine_helpers import make_file, sha256_of
+from resumable import FetchItem, fetch_many
+from resumable.batch import HELPER_MIN_ITEMS
+
+pytestmark = pytest.mark.slow
+
+
+def _held_batch(srv, root, out, count=HELPER_MIN_ITEMS + 8):
+    """``count`` files, each body held after 100 bytes until released; their items."""
+    names = [f"f{i:03d}.bin" for i in range(count)]
+    digests = {n: make_file(root / n, 4096 + i, seed=i) for i, n in enumerate(names)}
+    faults = [srv.fault(n, hold_after=100) for n in names]
+    items = [FetchItem(srv.url(n), out / n, hash=f"sha256:{digests[n]}") for n in names]
+    return names, digests, faults, items
+
+
+def _wait_holds(faults, n: int, timeout: float = 60.0) -> int:
+    """Until ``n`` bodies are held at the server (what the clients are fetching right now)."""
+    deadline = time.monotonic() + timeout
+    while sum(f.holds for f in faults) < n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return sum(f.holds for f in faults)
+
+
+def _helpers_of(pid: int) -> list[psutil.Process]:
+    return [p for p in psutil.Process(pid).children(recursive=True)
+            if "resumable.batch_helper" in " ".join(p.cmdline())]
+
+
+def _run_in_thread(fn):
+    box: dict = {}
+    thread = threading.Thread(target=lambda: box.update(result=fn()), daemon=True)
+    thread.start()
+    return thread, box
+
+
+@pytest.mark.parametrize("helpers", [1, None])
+def test_a_long_batch_is_shared_with_a_helper_process(served, tmp_path, helpers):
+    if helpers is None and len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: no helper by default")
+    srv, root = served
+    names, digests, faults, items = _held_batch(srv, root, tmp_path / "out")
+    thread, box = _run_in_thread(lambda: fetch_many(items, jobs=2, helpers=helpers))
+    try:
+        assert _wait_holds(faults, 2) == 2
+        (helper,) = _helpers_of(os.getpid())
+        # One of the two bodies in flight is the helper's; a third would break the jobs bound.
+        assert [c for c in helper.net_connections("tcp") if c.raddr and c.raddr.port == srv.port]
+        time.sleep(0.3)
+        assert sum(f.holds for f in faults) == 2
+    finally:
+        for f in faults:
+            f.release()
+        thread.join(120)
+    results = box["result"]
+    assert [r.path.name for r in results] == names  # in order
+    assert all(r.status == "downloaded" for r in results)
+    assert all(sha256_of(tmp_path / "out" / n) == d for n, d in digests.items())
+    assert _helpers_of(os.getpid()) == []
+
+
+def test_what_a_killed_helper_had_taken_is_fetched_here(served, tmp_path):
+    srv, root = served
+    names, digests, faults, items = _held_batch(srv, root, tmp_path / "out")
+    thread, box = _run_in_thread(lambda: fetch_many(items, jobs=2, helpers=1, retry_delay=0.05))
+    try:
+        assert _wait_holds(faults, 2) == 2
+        (helper,) = _helpers_of(os.getpid())
+        helper.kill()  # mid-body, with more items taken from the queue than it is fetching
+        helper.wait(30)
+    finally:
+        for f in faults:
+            f.release()
+        thread.join(120)
+    results = box["result"]
+    assert all(r.status in ("downloaded", "resumed") for r in results), [str(r) for r in results]
+    assert all(sha256_of(tmp_path / "out" / n) == d for n, d in digests.items())
+
+
+def test_no_helper_for_short_batches_or_one_job(served, tmp_path):
+    srv, root = served
+    names, digests, faults, items = _held_batch(srv, root, tmp_path / "out", count=HELPER_MIN_ITEMS - 1)
+    for f in faults:
+        f.release()
+    thread, box = _run_in_thread(lambda: fetch_many(items, jobs=4))
+    thread.join(120)
+    assert all(r.status == "downloaded" for r in box["result"])
+    more = [FetchItem(srv.url(n), tmp_path / "one" / n) for n in names] + \
+        [FetchItem(srv.url(names[0]), tmp_path / "one" / f"x{i}") for i in range(8)]
+    assert all(r.status == "downloaded" for r in fetch_many(more, jobs=1))
+
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "kill"])
+def test_a_helper_never_outlives_its_batch(served, tmp_path, how):
+    """Ctrl-C (SIGINT to the terminal's whole process group) stops the helper at once, while this
+    process's own fetches end; a SIGKILL of the parent alone takes the helper with it."""
+    srv, root = served
+    names, digests, faults, items = _held_batch(srv, root, tmp_path / "out")
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, " ".join(i.url for i in items), str(tmp_path / "out")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert _wait_holds(faults, 2) == 2
+        (helper,) = _helpers_of(proc.pid)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.kill()
+        helper.wait(30)  # psutil.TimeoutExpired if it lives on (bodies are still held)
+    finally:
+        for f in faults:
+            f.release()
+        try:
+            proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert proc.returncode != 0
+    assert sum(r.status == 200 for n in names for r in srv.requests_for(n)) < len(names)  # it did stop
+
+
+SCRIPT = """
+import sys
+from pathlib import Path
+from resumable import FetchItem, fetch_many
+urls, out = sys.argv[1].split(), Path(sys.argv[2])
+fetch_many([FetchItem(u, out / u.rsplit("/", 1)[1]) for u in urls], jobs=2, helpers=1)
+"""
+
+
+def test_engine_errors_cross_processes_whole():
+    """A helper's errors reach the batch as raised (type, message, attributes), whatever the
+    subclass's own arguments: Dask workers pickle them the same way."""
+    import pickle
+
+    from resumable.errors import CorruptArchiveError, HTTPStatusError, TransferError
+
+    for exc in (HTTPStatusError("http://h/f", 404, "Not Found", "check the URL"), CorruptArchiveError("bad header"),
+                TransferError("cut")):
+        again = pickle.loads(pickle.dumps(exc))
+        assert type(again) is type(exc) and str(again) == str(exc) and again.__dict__ == exc.__dict__
+    assert pickle.loads(pickle.dumps(HTTPStatusError("http://h/f", 404))).transient is False
