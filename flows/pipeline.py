@@ -78,10 +78,36 @@ def download_runner(cfg: PipelineConfig):
         # plain `python flows/pipeline.py`, which they could not find by themselves).
         api_url = str(FlowRunContext.get().client.api_url)
         runner = DaskTaskRunner(cluster_kwargs={"n_workers": spec.n_workers, "threads_per_worker": spec.threads_per_worker,
-                                                "dashboard_address": None, "env": {"PREFECT_API_URL": api_url}})
+                                                "dashboard_address": None,
+                                                # no statistical profiler: nobody looks at it here, and on some
+                                                # Pythons it can freeze a worker (stop_profiler_if_it_can_deadlock)
+                                                "env": {"PREFECT_API_URL": api_url,
+                                                        "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False"}})
     with runner:
-        get_run_logger().info("downloads run on the Dask cluster at %s", runner.client.scheduler.address)
+        logger = get_run_logger()
+        logger.info("downloads run on the Dask cluster at %s", runner.client.scheduler.address)
+        stopped = {w: v for w, v in runner.client.run(stop_profiler_if_it_can_deadlock).items() if v}
+        if stopped:
+            logger.warning(
+                "Dask workers %s run Python %s, which can freeze for good when a statistical profiler's "
+                "sys._current_frames() meets a thread ending (CPython gh-106883, fixed in 3.11.9 and 3.12.3); the "
+                "downloads start and end threads all the time, so those workers' profilers are now off; upgrade "
+                "Python there, or start them with DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False",
+                ", ".join(sorted(stopped)), ", ".join(sorted(set(stopped.values()))))
         yield runner
+
+
+def stop_profiler_if_it_can_deadlock(dask_worker) -> str | None:
+    """On a Dask worker (``client.run``): turn off its statistical profiler where CPython's
+    ``sys._current_frames()``, which the profiler calls every 10 ms, can deadlock the process
+    against a thread ending (gh-106883: a GC inside it takes the GIL and the thread-state lock in
+    the wrong order). Returns the Python version when it did."""
+    v = sys.version_info
+    callback = dask_worker.periodic_callbacks.get("profile")
+    if callback is None or not (v < (3, 11, 9) or (3, 12) <= v < (3, 12, 3)) or not callback.is_running():
+        return None
+    callback.stop()
+    return f"{v.major}.{v.minor}.{v.micro}"
 
 
 @flow(name="train-pipeline")
