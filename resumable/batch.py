@@ -171,8 +171,9 @@ class _Helper:
             log.info("no helper process (%s): this process fetches the whole batch", exc)
             return None
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "resumable.batch_helper"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, close_fds=True)
+            proc = subprocess.Popen([sys.executable, "-m", "resumable.batch_helper", str(os.getpid())],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+                                    close_fds=True)
         except OSError as exc:
             log.info("no helper process (%s): this process fetches the whole batch", exc)
             return None

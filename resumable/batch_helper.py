@@ -68,8 +68,7 @@ def _die_with_parent(parent: int) -> None:
 
 
 def main() -> int:
-    parent = os.getppid()
-    _die_with_parent(parent)
+    _die_with_parent(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else os.getppid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends us
     channel = _Channel(sys.stdin.buffer, sys.stdout.buffer)
     sys.stdout = sys.stderr  # nothing else may write into the channel
