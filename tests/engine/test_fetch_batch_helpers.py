@@ -92,18 +92,19 @@ def test_what_a_killed_helper_had_taken_is_fetched_here(served, tmp_path):
     assert all(sha256_of(tmp_path / "out" / n) == d for n, d in digests.items())
 
 
-def test_no_helper_for_short_batches_or_one_job(served, tmp_path):
+@pytest.mark.parametrize(("count", "jobs"), [(HELPER_MIN_ITEMS - 1, 4), (HELPER_MIN_ITEMS + 8, 1)])
+def test_no_helper_for_a_short_batch_or_one_job(served, tmp_path, count, jobs):
     srv, root = served
-    names, digests, faults, items = _held_batch(srv, root, tmp_path / "out", count=HELPER_MIN_ITEMS - 1)
-    for f in faults:
-        f.release()
-    thread, box = _run_in_thread(lambda: fetch_many(items, jobs=4))
-    thread.join(120)
+    names, digests, faults, items = _held_batch(srv, root, tmp_path / "out", count=count)
+    thread, box = _run_in_thread(lambda: fetch_many(items, jobs=jobs))
+    try:
+        assert _wait_holds(faults, jobs) == jobs  # every fetch this batch runs at once is in flight
+        assert _helpers_of(os.getpid()) == []
+    finally:
+        for f in faults:
+            f.release()
+        thread.join(120)
     assert all(r.status == "downloaded" for r in box["result"])
-    more = [FetchItem(srv.url(n), tmp_path / "one" / n) for n in names] + \
-        [FetchItem(srv.url(names[0]), tmp_path / "one" / f"x{i}") for i in range(8)]
-    assert all(r.status == "downloaded" for r in fetch_many(more, jobs=1))
-
 
 
 @pytest.mark.parametrize("how", ["ctrl-c", "kill"])
