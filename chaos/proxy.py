@@ -107,6 +107,11 @@ class FaultProxy:
     def etag_changed(self, n: int) -> bool:
         return self.policy.etag_change_after is not None and n >= self.policy.etag_change_after
 
+    def count(self, kind: str) -> None:
+        """A fault that ``draw`` does not deal out (the ETag change), counted with the others."""
+        with self._lock:
+            self.counters.faults[kind] = self.counters.faults.get(kind, 0) + 1
+
     def sent(self, count: int) -> None:
         with self._lock:
             self.counters.body_bytes += count
@@ -147,6 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.kind == "busy":
             return self._reply_plain(fault.status, {"Retry-After": "1"})
         changed = proxy.etag_changed(n)
+        if changed:
+            proxy.count("etag-changed")
         headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_BY_HOP and k.lower() != "host"}
         for name in ("If-Range", "If-None-Match", "If-Match"):
             if name in headers and changed:
