@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 from pathlib import Path
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from chaos.campaign import run_campaign
 
+    # A TERM (kill, a CI's cancel) unwinds like Ctrl-C: the campaign's Prefect server and the
+    # trial's flow are stopped on the way out instead of left running.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.trials < 1:
         parser.error("--trials: give 1 or more")
     seeds = [args.seed] if args.seed is not None else list(range(args.first_seed, args.first_seed + args.trials))
