@@ -23,7 +23,9 @@ import threading
 import uuid
 from pathlib import Path
 
+from .disk import pwrite_all
 from .errors import UsageError
+from .scratch import scratch_for
 
 NAME = ".verified.jsonl"
 _READ_MAX = 64 << 20  # a bigger journal is not ours to parse: it is treated as empty and replaced
@@ -125,22 +127,13 @@ def _compact(fd: int, path: Path) -> None:
         return  # mostly live: rewriting would not shrink it
     data = _new_epoch() + b"".join((json.dumps({"name": n, "record": r}, sort_keys=True, separators=(",", ":"))
                                     + "\n").encode() for n, r in parsed.records.items())
-    tmp = path.with_name(f".{NAME}.{uuid.uuid4().hex}.tmp")
     try:
-        # O_EXCL: whatever someone planted at that name (a link to another file) is never written
-        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            with os.fdopen(out, "wb", closefd=False) as f:
-                f.write(data)  # all of it, or an error
-        finally:
-            os.close(out)
-        os.replace(tmp, path)
+        # O_EXCL: whatever someone planted at the scratch name (a link to another file) is never written
+        with scratch_for(path) as (out, tmp):
+            pwrite_all(out, data, 0)
+            os.replace(tmp, path)
     except OSError:
-        # A full disk, say: the record is already appended; the journal stays long until next time.
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass  # a full disk, say: the record is already appended; the journal stays long until next time
 
 
 def _open_for_append(path: Path) -> int:

@@ -24,7 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from . import journal
+from .disk import pwrite_all
 from .errors import DiskSpaceError, LocalFileError, UsageError
+from .scratch import scratch_for
 
 RECORD_DIR = ".resumable"
 # Escaped names longer than this are replaced by a digest, so that the longest sidecar plus a
@@ -90,8 +92,26 @@ def verified_path(dest: Path) -> Path:
 
 
 def temp_path(dest: Path) -> Path:
-    """A unique scratch name in the record folder (same file system as ``dest``)."""
-    return record_dir(dest) / f".{escaped_name(dest.name)}.{uuid.uuid4().hex[:8]}.tmp"
+    """A unique scratch name in the record folder (same file system as ``dest``), for a link or copy
+    that then replaces ``dest``. Not a name that ``scratch.sweep`` takes (``.new.tmp``): nobody
+    holds a lock on it."""
+    return record_dir(dest) / f".{escaped_name(dest.name)}.{uuid.uuid4().hex[:8]}.new.tmp"
+
+
+def remove_stale_temps(dest: Path) -> None:
+    """Remove the ``temp_path`` files of ``dest`` that killed writers left. Only with ``dest``'s lock
+    held: every writer of them holds it, so none is live."""
+    prefix = f".{escaped_name(dest.name)}."
+    try:
+        names = [e.name for e in os.scandir(record_dir(dest)) if e.name.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        if re.fullmatch(r"[0-9a-f]{8}\.new\.tmp", name[len(prefix):]):
+            try:
+                os.unlink(record_dir(dest) / name)
+            except OSError:
+                pass
 
 
 # -- the file system, touched safely ------------------------------------------------------------
@@ -193,24 +213,15 @@ def write_json(path: Path, data: dict, *, durable: bool = False, readable: bool 
     ``durable``: the bytes reach the disk before the rename, so a power cut leaves the old record
     or the new one, never an empty file. ``readable``: indented, for files people open. ASCII JSON: names that are not UTF-8 round-trip as
     \\udcXX escapes."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    try:
-        with os.fdopen(fd, "w") as f:
-            if readable:
-                f.write(json.dumps(data, sort_keys=True, indent=2) + "\n")
-            else:
-                json.dump(data, f, sort_keys=True, separators=(",", ":"))
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
+    if readable:
+        text = json.dumps(data, sort_keys=True, indent=2) + "\n"
+    else:
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    with scratch_for(path) as (fd, tmp):  # a killed writer's scratch file is removed by the next write
+        pwrite_all(fd, text.encode(), 0)
+        if durable:
+            os.fsync(fd)
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def read_json(path: Path) -> dict | None:

@@ -14,10 +14,10 @@ from typing import Callable
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
 
-from .. import http
+from .. import http, locks
 from ..errors import HTTPStatusError, IntegrityError
 from ..progress import byte_bar
-from ..state import VerifiedRecord, ensure_record_dir, read_json, temp_path
+from ..state import VerifiedRecord, ensure_record_dir, read_json, remove_stale_temps, temp_path
 from ..transfer import FetchResult, fetch
 from ..verify import verify_file
 from .api import HubAPI
@@ -156,14 +156,16 @@ def _link_from_other_commit(dest: Path, f: RemoteFile, others: dict[str, Path]) 
         return False
     dest.parent.mkdir(parents=True, exist_ok=True)
     ensure_record_dir(dest)
-    tmp = temp_path(dest)
-    try:
-        os.link(source, tmp, follow_symlinks=False)
-        linked = True
-    except OSError:
-        shutil.copy2(source, tmp, follow_symlinks=False)  # another file system, or no hard links here
-        linked = False
-    os.replace(tmp, dest)
+    with locks.exclusive(dest):  # as a download of it would: its temp files are this lock holder's
+        remove_stale_temps(dest)
+        tmp = temp_path(dest)
+        try:
+            os.link(source, tmp, follow_symlinks=False)
+            linked = True
+        except OSError:
+            shutil.copy2(source, tmp, follow_symlinks=False)  # another file system, or no hard links here
+            linked = False
+        os.replace(tmp, dest)
     if linked:  # a new link changes the shared inode's ctime: the source's record must follow
         VerifiedRecord.of(source, record.digests, record.source, record.validator).save(source)
     VerifiedRecord.of(dest, record.digests).save(dest)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import time
-import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 from ..errors import UsageError
 from ..http import check_url
 from ..redaction import redact
+from ..scratch import scratch_for
 from ..state import read_json
 from .api import HubAPI
 from .common import COMMIT, RemoteFile, SnapshotError, SnapshotResult
@@ -243,9 +243,9 @@ def _write_ref(repo_dir: Path, revision: str, commit: str) -> None:
         return
     ref = _ref_path(repo_dir, revision)
     ref.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ref.with_name(f".{ref.name}.{uuid.uuid4().hex[:8]}.tmp")  # unique per thread and process
-    tmp.write_text(commit)
-    os.replace(tmp, ref)
+    with scratch_for(ref) as (fd, tmp):  # unique per thread and process; a killed writer's is swept
+        os.write(fd, commit.encode())
+        os.replace(tmp, ref)
 
 
 def _offline_result(snap_dir: Path, repo_id: str, repo_type: str, revision: str, commit: str,

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .. import locks
 from ..errors import LocalFileError, UsageError
 from ..hashes import parse_hash
 from ..names import check_output_path
@@ -47,6 +48,7 @@ from ..state import (
     ensure_record_dir,
     local_error,
     read_json,
+    remove_stale_temps,
     temp_path,
     write_json,
 )
@@ -609,12 +611,14 @@ def _publish(folder: Path, src: Path, dest: Path, uri: HfUri) -> None:
         _records(src, dest, record, linked=False)
         return
     ensure_record_dir(dest)
-    tmp = temp_path(dest)
-    try:
-        os.link(src, tmp, follow_symlinks=False)
-    except OSError:
-        shutil.copy2(src, tmp, follow_symlinks=False)  # no hard links on this file system
-    os.replace(tmp, dest)
+    with locks.exclusive(dest):  # its temp files are this lock holder's: a killed one's are removed
+        remove_stale_temps(dest)
+        tmp = temp_path(dest)
+        try:
+            os.link(src, tmp, follow_symlinks=False)
+        except OSError:
+            shutil.copy2(src, tmp, follow_symlinks=False)  # no hard links on this file system
+        os.replace(tmp, dest)
     _records(src, dest, record, linked=True)
 
 
