@@ -30,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--first-seed", type=int, default=1)
     run.add_argument("--work", type=Path, default=Path("chaos-work"), help="builds, servers' files, trials, results")
     run.add_argument("--keep", action="store_true", help="keep the folders of trials that passed too")
+    run.add_argument("--reference-s", type=float, metavar="SECONDS",
+                     help="draw the kill times over this reference length instead of the one measured now: give a "
+                          "record's reference_s to replay its kills at the same seconds")
     table = sub.add_parser("table", help="a Markdown table and totals of a results file")
     table.add_argument("results", type=Path)
     args = parser.parse_args(argv)
@@ -53,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [args.seed] if args.seed is not None else list(range(args.first_seed, args.first_seed + args.trials))
     work = args.work.resolve()
     out = work / f"results-{args.variant}.jsonl"
-    records = run_campaign(work, out, args.variant, seeds, keep=args.keep)
+    if args.reference_s is not None and not args.reference_s > 0:
+        parser.error("--reference-s: give the seconds of a reference run (a record's reference_s)")
+    records = run_campaign(work, out, args.variant, seeds, keep=args.keep, reference_s=args.reference_s)
     print(render(records))
     print(f"results: {out}")
     return 0 if all(r["identical"] and not r["leftovers"] for r in records) else 1

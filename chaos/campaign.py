@@ -170,8 +170,11 @@ def reference(src: Sources, work: Path, config: dict, env: dict[str, str]) -> Re
     return Reference(a, train_rows(runs[0][0]), volatile, sum(r[1] for r in runs) / 2, runs[0][2])
 
 
-def run_campaign(work: Path, out: Path, variant: str, seeds: list[int], keep: bool = False) -> list[dict]:
-    """Every seed's trial, appended to ``out`` (JSON lines) as it ends; returns the records."""
+def run_campaign(work: Path, out: Path, variant: str, seeds: list[int], keep: bool = False,
+                 reference_s: float | None = None) -> list[dict]:
+    """Every seed's trial, appended to ``out`` (JSON lines) as it ends; returns the records.
+    ``reference_s``: the reference length the kill times are drawn over (a replay gives the one
+    its record names, so the kills come at the same seconds); by default, this machine's now."""
     work.mkdir(parents=True, exist_ok=True)
     records = []
     with sample_sources(work, variant == "large") as src, prefect_server(work) as env:
@@ -180,7 +183,7 @@ def run_campaign(work: Path, out: Path, variant: str, seeds: list[int], keep: bo
         print(f"reference: {ref.wall_s:.1f} s, {ref.bytes_sent} body bytes, {len(ref.outputs)} paths; compared "
               f"by presence only (their bytes differ between two fault-free runs): {sorted(ref.volatile)}", flush=True)
         for seed in seeds:
-            plan = plan_for(seed, variant, ref.wall_s)
+            plan = plan_for(seed, variant, reference_s or ref.wall_s)
             run_dir = work / variant / f"trial-{seed}"
             shutil.rmtree(run_dir, ignore_errors=True)
             _reset(src, plan.hub, plan.files, seed)
@@ -191,7 +194,7 @@ def run_campaign(work: Path, out: Path, variant: str, seeds: list[int], keep: bo
             extra = _bytes_sent(src) - ref.bytes_sent
             record = {
                 "seed": seed, "variant": variant, "plan": plan.summary(), "kills": kills,
-                "kills_planned": len(plan.kill_at),
+                "kills_planned": len(plan.kill_at), "reference_s": round(reference_s or ref.wall_s, 2),
                 "attempts": [asdict(a) for a in attempts], "completed": completed,
                 "identical": bool(cmp and cmp.identical), "losses_equal": bool(cmp and cmp.losses_equal),
                 "missing": cmp.missing if cmp else [], "differing": cmp.differing if cmp else [],
