@@ -154,6 +154,21 @@ def test_sigkill_while_saving_then_resume_matches(kill_at, resumed_from, referen
     assert is_complete_checkpoint(tmp_path / "checkpoint-12")  # rewritten whole by the resumed run
 
 
+def test_sigkill_before_the_rotation_then_the_resume_keeps_save_total_limit(reference, tiny_model_dir,
+                                                                           sample_data_dir, tmp_path):
+    """Killed once checkpoint-11 (the last) is whole but before Trainer's rotation removed
+    checkpoint-4 (save_total_limit 2): the resume has no step left, so Trainer never saves or
+    rotates again; the run removes the extra checkpoint itself (chaos campaign seed 115)."""
+    ref = reference("full-end", END_FULL)
+    killed = _run(_child(tiny_model_dir, sample_data_dir, tmp_path, END_FULL, kill_at="unrotated:11"))
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert [step for step, _ in checkpoint_dirs(tmp_path)] == [4, 8, 11]
+    result = _finish(_child(tiny_model_dir, sample_data_dir, tmp_path, END_FULL))
+    assert result["resumed_from_step"] == 11 and result["steps"] == 11
+    _assert_same_training(tmp_path, ref, max_steps=11)
+    assert [step for step, _ in checkpoint_dirs(tmp_path)] == [8, 11]
+
+
 @pytest.mark.parametrize("kill_at", ["saved:11", "final-partial", "final"])
 @pytest.mark.parametrize(("name", "config"), [("full-end", END_FULL), ("lora-end", END_LORA)])
 def test_sigkill_after_last_checkpoint_then_resume_does_no_step(

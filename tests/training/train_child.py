@@ -5,6 +5,8 @@ Usage: python train_child.py MODEL_DIR DATA_DIR OUTPUT_DIR CONFIG_JSON [KILL_AT]
 KILL_AT is where the child kills itself:
   N              at step N, after the optimizer step, before that step's log and checkpoint
   saved:N        right after checkpoint-N is whole (and older ones rotated away)
+  unrotated:N    checkpoint-N is whole, the rotation that removes older ones beyond
+                 save_total_limit has not run
   saving:N       while checkpoint-N is written: weights, optimizer and scheduler are in it, the RNG
                  state and trainer_state.json are not (a half-written checkpoint, by Trainer itself)
   final-partial  while saving final/: the weights are in final.partial, the processor and the
@@ -92,6 +94,19 @@ def _kill_while_saving_checkpoint(step: int) -> None:
     finetune._resumable_trainer_class = killing_class
 
 
+def _kill_before_rotation(step: int) -> None:
+    import transformers.trainer as hf_trainer
+
+    rotate = hf_trainer.rotate_checkpoints  # Trainer's, called after each save (transformers 5)
+
+    def die_before_rotating(*args, **kwargs):
+        if (Path(kwargs.get("output_dir") or args[0]) / f"checkpoint-{step}").is_dir():
+            _die()
+        return rotate(*args, **kwargs)
+
+    hf_trainer.rotate_checkpoints = die_before_rotating
+
+
 def _kill_after_final() -> None:
     save_final = finetune.save_final
 
@@ -173,6 +188,8 @@ def main(argv: list[str]) -> None:
         _kill_after_final()
     elif kill_at is not None and kill_at.startswith("saving:"):
         _kill_while_saving_checkpoint(int(kill_at.removeprefix("saving:")))
+    elif kill_at is not None and kill_at.startswith("unrotated:"):
+        _kill_before_rotation(int(kill_at.removeprefix("unrotated:")))
     elif kill_at is not None and kill_at.startswith("saved:"):
         callbacks.append(KillAt(int(kill_at.removeprefix("saved:")), after_save=True))
     elif kill_at is not None:

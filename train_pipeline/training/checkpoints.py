@@ -68,6 +68,21 @@ def latest_complete_checkpoint(output_dir: Path) -> Path | None:
     return None
 
 
+def remove_checkpoints_beyond(output_dir: Path, limit: int | None) -> list[Path]:
+    """Delete the oldest checkpoints beyond ``limit`` (save_total_limit), as Trainer's rotation does
+    after each save. A kill between a save and that rotation leaves one too many, and a run that
+    resumes with no step left never saves again: without this it would stay for good (a whole
+    model and optimizer state; chaos campaign seed 115)."""
+    if limit is None:
+        return []
+    found = checkpoint_dirs(output_dir)
+    removed = []
+    for _, path in found[:max(0, len(found) - limit)]:
+        shutil.rmtree(path)
+        removed.append(path)
+    return removed
+
+
 def remove_incomplete_checkpoints(output_dir: Path) -> list[Path]:
     """Delete half-written checkpoints so Trainer's rotation and re-saves never meet them."""
     removed = []

@@ -32,6 +32,7 @@ from resumable.state import RECORD_DIR, VerifiedRecord, write_json
 from train_pipeline.training.checkpoints import (
     checkpoint_dirs,
     latest_complete_checkpoint,
+    remove_checkpoints_beyond,
     remove_incomplete_checkpoints,
 )
 from train_pipeline.config.locations import check_training_folders
@@ -161,7 +162,7 @@ def train(
         if _read_json(out / RUN_NAME) == run and training_is_complete(out):
             logger.info("%s already holds this finished training; nothing to do", out)
             return _read_result(out)  # type: ignore[return-value]
-        resume_from = _prepare_output_dir(out, run, config.resume)
+        resume_from = _prepare_output_dir(out, run, config.resume, config.save_total_limit)
         if world > 1:
             return _run_distributed(model_dir, sources, out, config, data, resume_from, world, progress, log)
         return _run_trainer(model_dir, out, config, data, resume_from, progress, callbacks)
@@ -261,7 +262,8 @@ def _run_distributed(
     return _finish(out, config, data, resume_from, session, world)
 
 
-def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | None:
+def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool, save_total_limit: int | None = None
+                        ) -> Path | None:
     """Check ``out`` belongs to this run, drop half-written state, pick the checkpoint to resume."""
     from train_pipeline.training.metrics import METRICS_NAME, truncate_metrics
 
@@ -288,6 +290,8 @@ def _prepare_output_dir(out: Path, run: dict[str, Any], resume: bool) -> Path | 
             shutil.rmtree(path)
     for path in remove_incomplete_checkpoints(out):
         logger.warning("removed %s: it was interrupted while saving", path)
+    for path in remove_checkpoints_beyond(out, save_total_limit):
+        logger.info("removed %s: beyond save_total_limit (a kill came before the rotation)", path)
     checkpoint = latest_complete_checkpoint(out) if resume else None
     metrics = out / METRICS_NAME
     if checkpoint is None:
