@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import re
+import stat
 import threading
 import uuid
 from contextlib import contextmanager
@@ -35,13 +36,15 @@ def scratch_for(path: Path) -> Iterator[tuple[int, Path]]:
     The caller writes, then renames it over ``path`` inside the block; on an exception it is
     removed. Afterwards, scratch files that dead writers left for ``path`` are removed too."""
     folder = path.parent
-    while True:
+    for _ in range(100):
         tmp = folder / scratch_name(path.name)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
         fcntl.flock(fd, fcntl.LOCK_EX)
         if _is(tmp, fd):
             break
         os.close(fd)  # swept between our create and our lock, as a dead writer's: another name
+    else:
+        raise OSError(errno.EAGAIN, "scratch files removed as fast as they are made", str(folder))
     try:
         yield fd, tmp
     except BaseException:
@@ -76,17 +79,18 @@ def sweep(folder: Path, name: str, *, again: bool = False) -> list[Path]:
             continue
         path = folder / entry
         try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue  # a folder, link, FIFO or device planted under that name: not ours to touch
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
-            continue  # gone already, or a symlink: not a scratch file of ours
+            continue  # gone already
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held: its writer is alive
             if _is(path, fd):
                 os.unlink(path)
                 removed.append(path)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.ENOENT):
-                raise
+        except OSError:
+            pass  # held, gone, or not removable: it stays, as it would have before
         finally:
             os.close(fd)
     return removed

@@ -70,13 +70,18 @@ def test_a_live_writers_scratch_file_is_never_taken(tmp_path):
 
 
 def test_only_this_files_scratch_names_are_swept(tmp_path):
-    """Other files' scratch names, look-alikes and a link are left alone."""
+    """Other files' scratch names, look-alikes, and a link, folder or FIFO under a scratch name are
+    left alone."""
     for name in (".run.json.1234abcd.tmp", ".run.json.x.1234abcd.tmp", ".run.json.1234abcd.new.tmp",
                  ".other.json.1234abcd.tmp", "run.json.1234abcd.tmp", ".run.json.1234ABCD.tmp"):
         (tmp_path / name).write_text("x")
     os.symlink(tmp_path / "elsewhere", tmp_path / ".run.json.abcdef12.tmp")
+    (tmp_path / ".run.json.abcdef34.tmp").mkdir()
+    os.mkfifo(tmp_path / ".run.json.abcdef56.tmp")
     assert [p.name for p in sweep(tmp_path, "run.json")] == [".run.json.1234abcd.tmp"]
-    assert len(os.listdir(tmp_path)) == 6
+    assert len(os.listdir(tmp_path)) == 8
+    write_json(tmp_path / "run.json", {"ok": 1})  # and a write among them works
+    assert read_json(tmp_path / "run.json") == {"ok": 1}
 
 
 def test_a_killed_links_temp_file_goes_with_the_next_link_under_the_lock(tmp_path):
