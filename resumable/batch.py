@@ -71,17 +71,20 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
     helpers = min(helpers, jobs - 1, max(0, len(items) - 1))
     work = _Work(items)
     per_helper = jobs // (helpers + 1)
-    started = [h for h in (_Helper.start(work, per_helper, options) for _ in range(helpers)) if h]
-    own_jobs = jobs - per_helper * len(started)  # this process keeps the remainder
-    session = options.pop("session", None) or http.new_session(pool_size=own_jobs)
+    given = options.pop("session", None)  # the caller's: used here, and closed by the caller
+    session = given or http.new_session(pool_size=jobs)
+    started: list[_Helper] = []
+    pool = None
 
     def worker() -> None:
         while (taken := work.take(1)):
             index, item = taken[0]
             work.done(index, fetch_one(item, progress, session, options))
 
-    pool = ThreadPoolExecutor(own_jobs, thread_name_prefix="fetch")
     try:
+        started += [h for h in (_Helper.start(work, per_helper, options) for _ in range(helpers)) if h]
+        own_jobs = jobs - per_helper * len(started)  # this process keeps the remainder
+        pool = ThreadPoolExecutor(own_jobs, thread_name_prefix="fetch")
         for future in [pool.submit(worker) for _ in range(own_jobs)]:
             future.result()
         for helper in started:
@@ -95,10 +98,12 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
             helper.stop()
         raise
     finally:
-        pool.shutdown(wait=True)
+        if pool is not None:
+            pool.shutdown(wait=True)
         for helper in started:
             helper.stop()
-        session.close()
+        if given is None:
+            session.close()
     return work.results
 
 
