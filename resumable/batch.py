@@ -13,6 +13,7 @@ import collections
 import logging
 import os
 import pickle
+import site
 import subprocess
 import sys
 import threading
@@ -167,8 +168,14 @@ class _Helper:
     def start(cls, work: _Work, jobs: int, options: dict) -> "_Helper | None":
         import resumable
 
-        root = os.path.dirname(os.path.dirname(os.path.abspath(resumable.__file__)))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        env = dict(os.environ)
+        root = os.path.realpath(os.path.dirname(os.path.dirname(os.path.abspath(resumable.__file__))))
+        site_dirs = (*getattr(site, "getsitepackages", list)(), site.getusersitepackages())
+        installed = {os.path.realpath(p) for p in site_dirs}
+        if root not in installed:
+            # A checkout (or a path the caller added): the helper imports this very copy. Never an
+            # installed site-packages: ahead of the standard library it could shadow parts of it.
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
         handshake = (jobs, {k: v for k, v in options.items() if k != "session"}, log.getEffectiveLevel())
         try:
             message = pickle.dumps(handshake)

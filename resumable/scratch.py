@@ -24,6 +24,7 @@ from typing import Iterator
 _SUFFIX = re.compile(r"\.[0-9a-f]{8}\.tmp")
 _cleaned: set[tuple[str, str]] = set()  # (folder, name) already swept by this process
 _cleaned_lock = threading.Lock()
+_CLEANED_MAX = 100_000
 
 
 def scratch_name(name: str) -> str:
@@ -67,6 +68,8 @@ def sweep(folder: Path, name: str, *, again: bool = False) -> list[Path]:
     with _cleaned_lock:
         if key in _cleaned and not again:
             return []
+        if len(_cleaned) >= _CLEANED_MAX:
+            _cleaned.clear()  # a long-lived process: memory stays bounded, a later write sweeps again
         _cleaned.add(key)
     prefix = f".{name}"
     removed = []
