@@ -70,11 +70,29 @@ class PrefectServer(NamedTuple):
     database_dir: Path  # the sqlite database and its WAL
 
 
+# Modules that share something no test can give each its own: up.sh picks port 4200 when it is free.
+XDIST_GROUPS = {"tests/deploy/": "deploy"}
+MAX_WORKERS = 4  # each worker starts its own session servers (Prefect, nginx): more pay less back
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto`` (pyproject's addopts): one worker per core, 1 to MAX_WORKERS."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_WORKERS))
+
+
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        # --dist loadgroup: a module goes whole to one worker (its module-scoped fixtures start once)
+        module = item.nodeid.split("::", 1)[0]
+        group = next((g for prefix, g in XDIST_GROUPS.items() if module.startswith(prefix)), module)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def session_processes() -> dict[int, str]:

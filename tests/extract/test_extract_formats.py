@@ -66,7 +66,7 @@ def test_progress_callback_reaches_the_archive_size(sandbox):
     assert seen and seen[-1] == (archive.stat().st_size, archive.stat().st_size)
 
 
-@pytest.mark.parametrize("content", [b"just some text, not an archive\n" * 40, os.urandom(2048)])
+@pytest.mark.parametrize("content", [b"just some text, not an archive\n" * 40, os.urandom(2048)], ids=["text", "random"])
 def test_unsupported_file_names_the_file(sandbox, content):
     archive = write(sandbox / "mystery.tar.gz", content)
     with pytest.raises(ExtractError, match="mystery.tar.gz: not a supported archive"):
