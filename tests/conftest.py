@@ -130,9 +130,13 @@ def pytest_sessionfinish(session, exitstatus):
         sys.stderr.write(f"test session: process {pid} outlived the test that started it, killed now: {cmdline[:300]}\n")
     if left and session.exitstatus == 0:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    # Here, not only at unconfigure: an xdist worker is told to exit once this hook is done, and one
+    # still busy 5 s later gets a SIGINT from execnet, which would cut a long removal short.
+    shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
     return result
 
 
 def pytest_unconfigure(config):
-    """After the session's fixtures (the Prefect test server among them) have stopped."""
+    """After the session's fixtures (the Prefect test server among them) have stopped; also for a
+    session that never got to pytest_sessionfinish (a usage error)."""
     shutil.rmtree(_SESSION_ROOT, ignore_errors=True)

@@ -43,8 +43,9 @@ class Browser:
             args.insert(1, "--no-sandbox")  # Chromium refuses to sandbox as root
         # Chromium keeps scratch folders (org.chromium.Chromium.*) in TMPDIR and never removes them:
         # inside the profile, they go with it.
+        # A session of its own: its helper processes (network service, renderer) go with it at the end.
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      env={**os.environ, "TMPDIR": self._profile})
+                                      env={**os.environ, "TMPDIR": self._profile}, start_new_session=True)
         try:  # whatever fails from here on, Chromium and its profile go
             port_file = Path(self._profile) / "DevToolsActivePort"
             deadline = time.monotonic() + self.timeout
@@ -86,7 +87,42 @@ class Browser:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.wait()
-        shutil.rmtree(self._profile, ignore_errors=True)
+        # Chromium's helpers outlive it for a moment and write into the profile as they go (its network
+        # service saves "Network Persistent State"): the rest of its group goes before the profile does.
+        _kill_group(self._proc.pid)
+        for _ in range(3):  # a file written while the folder was emptied makes its removal fail: again
+            shutil.rmtree(self._profile, ignore_errors=True)
+            if not os.path.lexists(self._profile):
+                break
+            time.sleep(0.2)
+
+
+def _kill_group(pgid: int, timeout: float = 10) -> None:
+    """SIGKILL what is left of process group ``pgid``, and wait until no member runs (a zombie whose
+    new parent has not reaped it yet counts as gone)."""
+    import signal
+
+    deadline = time.monotonic() + timeout
+    while _group_members(pgid) and time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """The pids of group ``pgid``'s members that have not exited (from /proc)."""
+    members = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                state, _ppid, pgrp = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()[:3]
+            except (OSError, ValueError):
+                continue
+            if int(pgrp) == pgid and state != "Z":
+                members.append(int(entry.name))
+    return members
 
 
 class Page:

@@ -204,7 +204,8 @@ def test_the_ui_shows_the_summary_table_and_the_loss_curve(deployed, tmp_path):
     assert run["state"]["type"] == "COMPLETED", run["state"]
     ui = deployed.api_url.removesuffix("/api")
     shot = os.environ.get("TRAIN_PIPELINE_UI_SCREENSHOT")
-    with Browser(width=1280, height=1400 if shot else 900) as page:
+    browser = Browser(width=1280, height=1400 if shot else 900)
+    with browser as page:
         _artifacts_tab(page, ui, run["id"])
         assert page.click_text("download-summary", "a")
         rows = page.wait_for("document.body.innerText.includes('verified hash') && document.querySelectorAll('tbody tr').length",
@@ -223,3 +224,4 @@ def test_the_ui_shows_the_summary_table_and_the_loss_curve(deployed, tmp_path):
         if shot:
             page.js("window.scrollTo(0, 0)")
             page.screenshot(Path(shot))
+    assert not os.path.lexists(browser._profile)  # Chromium's profile goes with it (the suite leaves no folders)
