@@ -3,7 +3,8 @@
 Prefect reads its settings at import time, so the isolated PREFECT_HOME, result storage and
 server timeouts are set here, before any test module imports prefect. Everything a session
 writes outside pytest's own tmp_path lives under one folder, removed when the session ends
-(also after ``--collect-only``); only a session that is killed leaves it behind.
+(also after ``--collect-only``). A session that is killed leaves it, and what it started, behind:
+the next session removes both (``sweep_killed_sessions``).
 
 Every process the session starts inherits TRAIN_PIPELINE_TEST_SESSION (this session's folder):
 after the last fixture has stopped, one that still carries it outlived the test that started it.
@@ -12,8 +13,10 @@ It is killed and named on stderr, and the session fails (tests/test_suite_hygien
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import stat
 import signal
 import sys
 import tempfile
@@ -23,7 +26,12 @@ from typing import NamedTuple
 
 import pytest
 
-_SESSION_ROOT = Path(tempfile.mkdtemp(prefix="train-pipeline-tests-"))
+_SESSION_PREFIX = "train-pipeline-tests-"
+_SESSION_ROOT = Path(tempfile.mkdtemp(prefix=_SESSION_PREFIX))
+# Held while this session's process lives: a later session that can take it knows the folder (and any
+# process still carrying its name) was left by a session that was killed, and removes them.
+_ALIVE = os.open(_SESSION_ROOT / ".alive", os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+fcntl.flock(_ALIVE, fcntl.LOCK_EX)
 os.environ["TRAIN_PIPELINE_TEST_SESSION"] = str(_SESSION_ROOT)
 os.environ["PREFECT_HOME"] = str(_SESSION_ROOT / "prefect-home")
 os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(_SESSION_ROOT / "prefect-results")
@@ -95,10 +103,10 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.xdist_group(group))
 
 
-def session_processes() -> dict[int, str]:
-    """{pid: command line} of the live processes, other than this one, that carry this session's
-    TRAIN_PIPELINE_TEST_SESSION (also those a test started in a process group or session of its own)."""
-    marker = f"TRAIN_PIPELINE_TEST_SESSION={_SESSION_ROOT}".encode()
+def session_processes(root: Path = _SESSION_ROOT) -> dict[int, str]:
+    """{pid: command line} of the live processes, other than this one, that carry the session ``root``
+    in TRAIN_PIPELINE_TEST_SESSION (also those a test started in a process group or session of its own)."""
+    marker = f"TRAIN_PIPELINE_TEST_SESSION={root}".encode()
     found = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -140,3 +148,42 @@ def pytest_unconfigure(config):
     """After the session's fixtures (the Prefect test server among them) have stopped; also for a
     session that never got to pytest_sessionfinish (a usage error)."""
     shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
+
+
+def sweep_killed_sessions(tmp: Path, grace: float = 60) -> list[Path]:
+    """Remove what sessions that were killed left in ``tmp`` (SIGKILL, or an xdist worker whose
+    teardown outlasted the 10 s xdist gives it after Ctrl-C): their folders, and the processes that
+    still carry their name. A session is dead when its ``.alive`` lock is free; a folder without one
+    is left alone for ``grace`` seconds (a session that is just starting), and for good while a process
+    carries its name (a session of a version without the lock may still run). Only our own folders."""
+    swept = []
+    for folder in tmp.glob(_SESSION_PREFIX + "*"):
+        try:
+            st = os.lstat(folder)
+            if folder == _SESSION_ROOT or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
+                continue
+            try:
+                fd = os.open(folder / ".alive", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            except FileNotFoundError:
+                if time.time() - st.st_mtime < grace or session_processes(folder):
+                    continue
+                fd = None
+            try:
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError: its session lives
+                for pid in session_processes(folder):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                shutil.rmtree(folder, ignore_errors=True)
+                swept.append(folder)
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        except OSError:
+            continue  # gone meanwhile, its session alive, or not ours to touch
+    return swept
+
+
+sweep_killed_sessions(_SESSION_ROOT.parent)

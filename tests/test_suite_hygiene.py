@@ -14,6 +14,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,52 @@ def test_a_run_leaves_no_files_outside_a_small_basetemp_and_no_processes(tmp_pat
     folders = sorted((p for p in basetemps[0].iterdir() if not p.is_symlink()), key=disk_usage)
     assert size < BASETEMP_LIMIT, f"the basetemp keeps {size / (1 << 20):.1f} MiB; the largest: " + ", ".join(
         f"{p.name} {disk_usage(p) / (1 << 20):.1f} MiB" for p in folders[-5:])
+
+
+KILLED_SESSION = '''
+import os, signal, subprocess, sys
+
+def test_start_a_process_then_the_session_is_killed(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    with open(os.environ["KILLED_SESSION_PID_FILE"], "w") as f:
+        f.write(str(proc.pid))
+    os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def test_the_next_session_removes_what_a_killed_session_left(tmp_path):
+    """A session killed outright (SIGKILL; or an xdist worker whose teardown outlasts the 10 s xdist
+    gives it after Ctrl-C) leaves its folder and what it started: the next session removes both."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    killer = tmp_path / "killed" / "test_killed_session.py"
+    killer.parent.mkdir()
+    killer.write_text(KILLED_SESSION)
+    pid_file = tmp_path / "pid"
+    env = {k: v for k, v in os.environ.items() if k not in ("TRAIN_PIPELINE_TEST_SESSION", "PYTEST_ADDOPTS",
+                                                            "PYTEST_CURRENT_TEST")}
+    env.update(TMPDIR=str(tmpdir), KILLED_SESSION_PID_FILE=str(pid_file))
+    base = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-c", str(PROJECT_ROOT / "pyproject.toml"),
+            "--rootdir", str(PROJECT_ROOT), "tests/engine/test_wire_internals.py"]
+    killed = subprocess.run([*base, str(killer)], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    pid = int(pid_file.read_text())
+    try:
+        left = [p.name for p in tmpdir.glob("train-pipeline-tests-*")]
+        assert len(left) == 1 and _running(pid)  # what the killed session left
+
+        nxt = subprocess.run(base, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert nxt.returncode == 0, nxt.stdout + nxt.stderr
+        assert not list(tmpdir.glob("train-pipeline-tests-*")) and not _running(pid)
+    finally:
+        if _running(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """``pid`` exists and has not exited (a zombie nobody reaped yet has)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
