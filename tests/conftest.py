@@ -14,10 +14,11 @@ It is killed and named on stderr, and the session fails (tests/test_suite_hygien
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import shutil
-import stat
 import signal
+import stat
 import sys
 import tempfile
 import time
@@ -141,6 +142,11 @@ def pytest_sessionfinish(session, exitstatus):
     # Here, not only at unconfigure: an xdist worker is told to exit once this hook is done, and one
     # still busy 5 s later gets a SIGINT from execnet, which would cut a long removal short.
     shutil.rmtree(_SESSION_ROOT, ignore_errors=True)
+    # For the same reason: pytest's last act is five full garbage collections (to report unraisable
+    # exceptions), seconds over a heap of torch, transformers and Prefect on a busy machine. One here,
+    # then the survivors frozen out of later ones, keeps those short.
+    gc.collect()
+    gc.freeze()
     return result
 
 
