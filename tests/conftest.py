@@ -169,7 +169,7 @@ def sweep_killed_sessions(tmp: Path, grace: float = 60) -> list[Path]:
             if folder == _SESSION_ROOT or not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid():
                 continue
             try:
-                fd = os.open(folder / ".alive", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                fd = os.open(folder / ".alive", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO: no wait
             except FileNotFoundError:
                 if time.time() - st.st_mtime < grace or session_processes(folder):
                     continue
