@@ -84,12 +84,13 @@ class _Unpooled:
 _UNPOOLED = _Unpooled()
 
 
-def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None, probe=None):
+def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None, probe=None, fill_lock=None):
     """The body as (memoryview, buffer) pairs, each view into a pooled buffer that the consumer
     releases when done with it. One ``readinto1`` per read: what has arrived, up to READ_SIZE, so
     a cut connection loses no received bytes (as ``read_raw``). ``direct``: the (socket file, bytes
     left) of ``wire.plain_body``, when the caller already read part of it. ``probe``: see
-    ``zerocopy.splice_into``."""
+    ``zerocopy.splice_into``. ``fill_lock``: held while the TLS records at hand fill a buffer
+    (``_fill``); the connections of one download share it."""
     direct = direct or wire.plain_body(resp)
     if direct is None:
         for chunk in read_raw(resp, url):
@@ -113,7 +114,11 @@ def body_into(resp: requests.Response, url: str, pool: BufferPool, direct=None, 
             buf.release()
             raise TransferError(f"{http.redact(url)}: {http.describe_network_error(exc)}") from None
         if n and tls:
-            n = _fill(sock, view, n)
+            if fill_lock is None:
+                n = _fill(sock, view, n)
+            else:
+                with fill_lock:
+                    n = _fill(sock, view, n)
         if not n:
             buf.release()
             return
@@ -148,10 +153,11 @@ def _fill(sock: ssl.SSLSocket, view: memoryview, n: int) -> int:
     """
     timeout = sock.gettimeout()
     sock.settimeout(0.0)
+    tls = wire.tls_object(sock)  # one record per call from OpenSSL, without ssl.SSLSocket's Python layers
     try:
         while n < len(view):
             try:
-                m = sock.recv_into(view[n:])
+                m = tls.read(len(view) - n, view[n:]) if tls is not None else sock.recv_into(view[n:])
             except (OSError, ValueError):  # SSLWantReadError (nothing at hand), or a real error
                 break
             if not m:

@@ -208,6 +208,10 @@ class _SegmentedRun:
         self.guard = threading.Lock()
         self.plan = SegmentPlan(state.segments, self.guard)
         self.hasher, self.hashed = prefix or (hashlib.new(d.algorithm), 0)
+        # TLS records are read one per call, each call releasing the GIL: connections filling their
+        # buffers at once hand the GIL back and forth (~260 futex calls per MiB with 4). Taken in
+        # turns, only around reads that never wait: 4 connections over HTTPS 1.93 -> 1.88 s/GiB.
+        self.fill_lock = threading.Lock()
         self.hash_lock = threading.Lock()  # hashed prefix: grown from memory by a worker, or from the file
         self.first = first  # (response, its body's (socket file, bytes left), its position): join_in
         self.ramp = Ramp(time.monotonic(), d.connections, d.transferred, one_rate) if d.auto else None
@@ -373,7 +377,7 @@ class _SegmentedRun:
                flusher: Writeback, direct=None) -> int | None:
         """Write a segment's body from ``pos`` on; returns the position reached, or None when it stopped
         early on purpose (stopping, or a helper took the rest of the segment)."""
-        for chunk, buf in body_into(resp, self.d.url, pool, direct):
+        for chunk, buf in body_into(resp, self.d.url, pool, direct, fill_lock=self.fill_lock):
             try:
                 if self.stop.is_set():
                     return None

@@ -15,6 +15,8 @@ http.client.HTTPResponse:
   ``_close_conn()``     what http.client does at the end of a body (the socket stays open for reuse)
 socket.SocketIO (``fp.raw``):
   ``_sock``             the socket itself, which splice(2) reads (resumable.zerocopy)
+ssl.SSLSocket:
+  ``_sslobj``           its _ssl object, whose ``read(size, buffer)`` reads one record (body.py's fill)
 urllib3.PoolManager:
   ``pool_classes_by_scheme``   the pool class per scheme (resumable.http's guarded connections;
                                not private by name, but undocumented)
@@ -63,6 +65,13 @@ def end_plain_body(resp: requests.Response) -> None:
 def socket_of(fp) -> object | None:
     """The socket under http.client's socket file ``fp``, or None."""
     return getattr(getattr(fp, "raw", None), "_sock", None)
+
+
+def tls_object(sock) -> object | None:
+    """The _ssl object under ``sock`` (an ssl.SSLSocket), whose ``read(size, buffer)`` is what
+    ``SSLSocket.recv_into`` calls through three Python frames; or None."""
+    obj = getattr(sock, "_sslobj", None)
+    return obj if callable(getattr(obj, "read", None)) else None
 
 
 def set_pool_classes(poolmanager, classes: dict) -> None:

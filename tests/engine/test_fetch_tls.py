@@ -69,3 +69,22 @@ def test_several_connections_over_https(tls_server, tmp_path):
     r = resumable.fetch(server.url("bigger.bin"), tmp_path / "bigger.bin", hash=digest, connections=3, progress=False)
     assert r.digest == digest and (tmp_path / "bigger.bin").read_bytes() == data
     assert sum(1 for q in server.log if q.method == "GET" and q.range) >= 2
+
+
+def test_the_tls_object_that_fills_buffers_is_found(tls_server):
+    """body.py fills its buffers through the _ssl object under the socket (wire.tls_object): at run
+    time a missing one only costs speed (SSLSocket.recv_into), so a release that renames it fails here."""
+    from resumable import wire
+    from resumable.http import new_session
+
+    server, data = tls_server
+    with new_session() as session, session.get(server.url("big.bin"), stream=True,
+                                               headers={"Accept-Encoding": "identity"}) as resp:
+        fp, length = wire.plain_body(resp)
+        sock = wire.socket_of(fp)
+        obj = wire.tls_object(sock)
+        assert obj is not None, "ssl.SSLSocket._sslobj is gone or has no read(size, buffer) (see resumable/wire.py)"
+        head = fp.read(len(fp.peek(1)[:length]))  # what http.client buffered with the headers
+        buf = bytearray(1 << 16)
+        n = obj.read(len(buf), buf)
+        assert 0 < n <= len(buf) and bytes(buf[:n]) == data[len(head):len(head) + n]
