@@ -13,7 +13,7 @@ import requests
 import urllib3
 
 from . import http, wire, zerocopy
-from .disk import Writeback, pwrite_all
+from .disk import DirectWriter, Writeback, pwrite_all
 from .errors import TransferError
 from .hashes import BackgroundHasher
 
@@ -199,12 +199,33 @@ def receive_into(resp: requests.Response, url: str, fd: int, pos: int, total: in
         pos, direct = rest
     # reused: fresh memory per read costs page faults; small files get small buffers
     pool = BufferPool(HASH_BUFFERS + 1, READ_SIZE if total is None else min(READ_SIZE, max(1, total - pos)))
+    writer = DirectWriter.start(fd, pos, None if total is None else total - pos)
+    if writer is not None:
+        yield from _receive_direct(body_into(resp, url, pool, direct, probe), writer, hasher)
+        return
     for chunk, buf in body_into(resp, url, pool, direct, probe):
         pwrite_all(fd, chunk, pos)
         hasher.update(chunk, buf.release)
         pos += len(chunk)
         flusher.written(pos)
         yield len(chunk)
+
+
+def _receive_direct(chunks, writer: DirectWriter, hasher: BackgroundHasher) -> Iterator[int]:
+    """``receive_into`` around the page cache (disk.DirectWriter): yields the bytes that reached the
+    file, so the caller never counts one the file lacks."""
+    try:
+        for chunk, buf in chunks:
+            done = writer.write(chunk)  # copied: the buffer goes back to the pool once hashed
+            hasher.update(chunk, buf.release)
+            if done:
+                yield done
+        done = writer.finish()
+    except BaseException:
+        writer.abort()
+        raise
+    if done:
+        yield done
 
 
 def _splice(resp: requests.Response, url: str, fd: int, pos: int, direct, sock, hasher: BackgroundHasher,

@@ -88,3 +88,34 @@ def test_the_tls_object_that_fills_buffers_is_found(tls_server):
         buf = bytearray(1 << 16)
         n = obj.read(len(buf), buf)
         assert 0 < n <= len(buf) and bytes(buf[:n]) == data[len(head):len(head) + n]
+
+
+def test_a_large_https_body_is_written_around_the_page_cache(tls_server, tmp_path):
+    """disk.DirectWriter: the 24 MiB body goes to the file with O_DIRECT (no copy into the page
+    cache on the thread that decrypts), so next to none of the file's pages are cached afterwards;
+    written through the page cache, all 24 MiB would be."""
+    import shutil
+
+    fincore = shutil.which("fincore")
+    if fincore is None:
+        pytest.skip("fincore (util-linux) is not installed")
+    from resumable.disk import DirectWriter
+
+    fd = os.open(tmp_path / "probe", os.O_RDWR | os.O_CREAT)
+    try:
+        if DirectWriter.start(fd, 0, None) is None:
+            pytest.skip(f"the file system under {tmp_path} refuses O_DIRECT")
+    finally:
+        os.close(fd)
+    server, data = tls_server
+    digest = f"sha256:{hashlib.sha256(data).hexdigest()}"
+    r = resumable.fetch(server.url("big.bin"), tmp_path / "big.bin", hash=digest, connections=1, progress=False)
+    assert r.digest == digest and (tmp_path / "big.bin").read_bytes() == data
+    # read_bytes above cached it all again: the check is on a second fetch's fresh file
+    (tmp_path / "again").mkdir()
+    resumable.fetch(server.url("big.bin"), tmp_path / "again" / "big.bin", hash=digest, connections=1,
+                    progress=False)
+    cached = int(subprocess.run([fincore, "--bytes", "--noheadings", "--output", "RES",
+                                 str(tmp_path / "again" / "big.bin")], capture_output=True, text=True,
+                                check=True).stdout.split()[0])
+    assert cached <= 2 << 20, f"{cached} bytes of the 24 MiB file are in the page cache"
