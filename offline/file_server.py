@@ -219,11 +219,11 @@ def etag_of(st: os.stat_result) -> str:
 
 
 class QuietDisconnects:
-    """A client that drops its connection (a cut, a killed download) is ordinary here: no traceback
-    on stderr for it; anything else is still printed."""
+    """A client that drops its connection (a cut, a killed download; over TLS an EOF without
+    close_notify) is ordinary here: no traceback on stderr for it; anything else is still printed."""
 
     def handle_error(self, request, client_address):
-        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLEOFError)):
             super().handle_error(request, client_address)
 
 

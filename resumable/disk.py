@@ -89,7 +89,10 @@ def _sync_file_range():
 ALIGN = 4096
 DIRECT_MIN = 16 << 20  # bodies this long or of unknown length; a small file is one buffered write
 DIRECT_BUFFERS = 8  # staging buffers in flight: bytes received but not yet in the file stay under 8 MiB
-DIRECT_STAGE = 1 << 20  # bytes per direct write (plus up to ALIGN carried over from the last one)
+DIRECT_STAGE = 1 << 20  # bytes a staging buffer holds (plus up to ALIGN carried over from the last one)
+# Queued for writing as soon as this much is aligned: a fast link fills whole buffers anyway, and on
+# a slow or stalled one a kill finds at most this much read but not in the file.
+DIRECT_FLUSH = 64 << 10
 
 
 class DirectWriter:
@@ -103,8 +106,8 @@ class DirectWriter:
     1.67 -> 1.41 s (7 runs, busier). Durability is unchanged: the caller still fsyncs before
     publishing, and a file written this way is not left in memory (nor read back from it).
 
-    Each chunk is copied into the current staging buffer; its aligned part goes to the thread,
-    the rest (< ALIGN) is carried into the next buffer. ``write`` and ``finish`` return the bytes
+    Each chunk is copied into the current staging buffer; once DIRECT_FLUSH bytes of it are
+    aligned they go to the thread, the rest (< ALIGN) is carried into the next buffer. ``write`` and ``finish`` return the bytes
     that reached the file since the last call, so a caller that counts them never counts a byte
     the file lacks. ``finish`` writes the carried tail through the page cache; ``abort`` (on an
     error) does too, best effort, so a cut connection keeps every byte it received.
@@ -166,7 +169,7 @@ class DirectWriter:
             self._stage[self._held:self._held + len(piece)] = piece
             self._held += len(piece)
             aligned = self._held - self._held % ALIGN
-            if aligned >= DIRECT_STAGE:
+            if aligned >= (DIRECT_FLUSH if not view else DIRECT_STAGE):
                 full, rest = self._stage, self._held - aligned
                 self._stage = self._take()
                 self._stage[:rest] = full[aligned:self._held]

@@ -119,3 +119,44 @@ def test_a_large_https_body_is_written_around_the_page_cache(tls_server, tmp_pat
                                  str(tmp_path / "again" / "big.bin")], capture_output=True, text=True,
                                 check=True).stdout.split()[0])
     assert cached <= 2 << 20, f"{cached} bytes of the 24 MiB file are in the page cache"
+
+
+KILLED_CHILD = """
+import sys
+from resumable import fetch
+fetch(sys.argv[1], sys.argv[2], size=int(sys.argv[3]), connections=1, progress=False, retry_delay=0.05)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_while_the_server_stalls_loses_almost_nothing_written_around_the_page_cache(tls_server, tmp_path):
+    """A body written with O_DIRECT (24 MiB, over 16): the server stalls at an unaligned offset,
+    and what was read is in the file within DIRECT_FLUSH (64 KiB), though a staging buffer holds
+    1 MiB; the SIGKILLed download resumes from its part file and ends byte-identical."""
+    import sys
+
+    from engine_helpers import kill_when
+    from resumable.disk import DIRECT_FLUSH
+    from resumable.state import part_path
+
+    server, data = tls_server
+    stall = (9 << 20) + (1 << 19) + 12345  # half a staging buffer past a full one, and unaligned
+    hold = server.fault("big.bin", hold_after=stall, times=1)
+    dest = tmp_path / "out" / "big.bin"
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, server.url("big.bin"), str(dest), str(len(data))],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    part = part_path(dest)
+    try:
+        assert hold.wait_held(60)
+        kill_when(proc, lambda: part.exists() and part.stat().st_size > stall - DIRECT_FLUSH,
+                  f"more than {stall - DIRECT_FLUSH} bytes in the part file")
+    finally:
+        proc.kill()
+        proc.wait()
+        server.clear_faults()
+    proc.stderr.close()
+    kept = part.stat().st_size
+    assert stall - DIRECT_FLUSH < kept <= stall and part.read_bytes() == data[:kept]
+    r = resumable.fetch(server.url("big.bin"), dest, size=len(data), progress=False)
+    assert r.status == "resumed" and dest.read_bytes() == data
+    assert [q.range for q in server.log if q.method == "GET"][-1] == f"bytes={kept}-"
