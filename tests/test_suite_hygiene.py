@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from processes import alive
+
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER and /proc are Linux"),
@@ -168,19 +170,11 @@ def test_the_next_session_removes_what_a_killed_session_left(tmp_path):
     pid = int(pid_file.read_text())
     try:
         left = [p.name for p in tmpdir.glob("train-pipeline-tests-*")]
-        assert len(left) == 1 and _running(pid)  # what the killed session left
+        assert len(left) == 1 and alive(pid)  # what the killed session left
 
         nxt = subprocess.run(base, cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert nxt.returncode == 0, nxt.stdout + nxt.stderr
-        assert not list(tmpdir.glob("train-pipeline-tests-*")) and not _running(pid)
+        assert not list(tmpdir.glob("train-pipeline-tests-*")) and not alive(pid)
     finally:
-        if _running(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
-
-
-def _running(pid: int) -> bool:
-    """``pid`` exists and has not exited (a zombie nobody reaped yet has)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -10,7 +10,6 @@ run`` and read the outcome through the server's REST API (what the UI shows);
 from __future__ import annotations
 
 import json
-import os
 import re
 import socket
 import subprocess
@@ -20,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from processes import alive  # noqa: F401  (the deploy tests import it from here)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHECKOUT = ("flows", "tasks", "train_pipeline", "offline", "resumable", "configs", "deployments", "prefect.yaml",
@@ -126,17 +127,3 @@ class Deployed:
 
     def worker_log(self) -> str:
         return (self.root / ".prefect" / "worker.log").read_text(errors="replace")
-
-
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) counts as stopped.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False

@@ -22,6 +22,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from processes import alive
+
 from train_pipeline.training.checkpoints import checkpoint_dirs, is_complete_checkpoint
 from train_pipeline.training.distributed import WorkerFailed, descendants, run_workers
 from train_pipeline.training.metrics import read_metrics, train_rows
@@ -237,23 +239,17 @@ def test_killing_the_parent_leaves_no_orphans(fake_worker_path, tmp_path):
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and any(_alive(p) for p in group):
+        while time.monotonic() < deadline and any(alive(p) for p in group):
             time.sleep(0.1)
-        assert not [p for p in group if _alive(p)], "orphans survived their parent"
+        assert not [p for p in group if alive(p)], "orphans survived their parent"
         assert not list(tmp_path.glob("train-pipeline-launch-*"))  # the launcher removed the parent's spec folder
     finally:
         parent.kill()
         parent.wait()
         for pid in group:
-            if _alive(pid):
+            if alive(pid):
                 os.kill(pid, signal.SIGKILL)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # ---------------------------------------------------------------- real training on 2 processes
