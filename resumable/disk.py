@@ -114,7 +114,10 @@ class DirectWriter:
     """
 
     def __init__(self, fd: int, pos: int, flags: int):
-        self.fd, self.pos, self.flags = fd, pos, flags
+        # A descriptor of its own: the caller closes ``fd`` after the body, and a number closed
+        # and reused meanwhile must never receive this body's writes
+        self.fd, self.pos, self.flags = os.dup(fd), pos, flags
+        self._drained = False
         self._lead = -pos % ALIGN  # written through the page cache first: O_DIRECT starts aligned
         self.done = self.reported = 0  # bytes in the file / already returned to the caller
         self.error: BaseException | None = None
@@ -213,7 +216,10 @@ class DirectWriter:
         return True
 
     def _drain(self) -> None:
-        """Wait for the queued writes, then write the carried tail through the page cache."""
+        """Wait for the queued writes, then write the carried tail through the page cache; once."""
+        if self._drained:
+            return
+        self._drained = True
         aligned = self._held - self._held % ALIGN
         if aligned and self.error is None:
             self._todo.put((self._stage, aligned, self.pos))  # the tail beyond stays in the buffer
@@ -221,15 +227,18 @@ class DirectWriter:
         self._todo.put(None)
         self._thread.join()
         try:
-            fcntl.fcntl(self.fd, fcntl.F_SETFL, self.flags)
-        except OSError:
-            pass
-        tail = self._held - aligned
-        self._held = 0
-        if self.error is None and tail:
-            pwrite_all(self.fd, memoryview(self._stage)[aligned:aligned + tail], self.pos)
-            self.done += tail
-            self.pos += tail
+            try:
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, self.flags)  # shared with the caller's descriptor
+            except OSError:
+                pass
+            tail = self._held - aligned
+            self._held = 0
+            if self.error is None and tail:
+                pwrite_all(self.fd, memoryview(self._stage)[aligned:aligned + tail], self.pos)
+                self.done += tail
+                self.pos += tail
+        finally:
+            os.close(self.fd)
 
     def finish(self) -> int:
         """Every byte written; returns the bytes that reached the file since the last call."""

@@ -39,6 +39,7 @@ def test_a_short_body_is_left_to_the_page_cache(tmp_path):
 def test_the_file_holds_exactly_the_bytes_given_and_counts_follow_the_file(tmp_path_factory, pos, sizes):
     path = tmp_path_factory.mktemp("direct") / "f.bin"
     data = os.urandom(sum(sizes))
+    open_before = len(os.listdir("/proc/self/fd"))
     fd, writer = direct_writer(path, pos)
     reader = os.open(path, os.O_RDONLY)  # its own descriptor: the writer's has O_DIRECT on
     try:
@@ -56,6 +57,7 @@ def test_the_file_holds_exactly_the_bytes_given_and_counts_follow_the_file(tmp_p
     finally:
         os.close(fd)
         os.close(reader)
+    assert len(os.listdir("/proc/self/fd")) == open_before  # the writer's own descriptor is closed
     with open(path, "rb") as f:
         f.seek(pos)
         assert f.read() == data
