@@ -72,9 +72,10 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it ends us
     channel = _Channel(sys.stdin.buffer, sys.stdout.buffer)
     sys.stdout = sys.stderr  # nothing else may write into the channel
-    jobs, options, level = pickle.load(channel.inp)
-    from . import http
+    from . import http  # before the handshake: a helper started ahead of its batch is ready when it comes
     from .batch import fetch_one
+
+    jobs, options, level = pickle.load(channel.inp)
 
     logger = logging.getLogger("resumable")
     logger.setLevel(level)

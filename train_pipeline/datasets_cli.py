@@ -93,6 +93,11 @@ def _add_download_options(p: argparse.ArgumentParser, default=None) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    urls = getattr(args, "urls", None)
+    if urls:  # a long batch's helper processes start beside this one's imports and checks (~0.3 s each)
+        from resumable.batch import prestart_helpers
+
+        prestart_helpers(sum(not url.startswith("hf://") for url in urls))
     _imports()
     try:
         command = getattr(args, "datasets_command", None)

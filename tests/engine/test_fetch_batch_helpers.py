@@ -15,7 +15,8 @@ import pytest
 
 from engine_helpers import make_file, sha256_of
 from resumable import FetchItem, fetch_many
-from resumable.batch import HELPER_MIN_ITEMS
+from processes import alive
+from resumable.batch import HELPER_MIN_ITEMS, prestart_helpers
 
 pytestmark = pytest.mark.slow
 
@@ -143,6 +144,55 @@ from resumable import FetchItem, fetch_many
 urls, out = sys.argv[1].split(), Path(sys.argv[2])
 fetch_many([FetchItem(u, out / u.rsplit("/", 1)[1]) for u in urls], jobs=2, helpers=1)
 """
+
+
+def test_a_helper_started_ahead_is_the_one_the_batch_uses(served, tmp_path):
+    """``prestart_helpers`` (a command starts its batch's helpers beside its own imports): the next
+    batch hands its work to that very process instead of starting another."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: no helper by default")
+    prestart_helpers(HELPER_MIN_ITEMS)
+    ahead = {p.pid for p in _helpers_of(os.getpid())}
+    assert len(ahead) == 1
+    prestart_helpers(HELPER_MIN_ITEMS)  # already waiting: none more
+    assert {p.pid for p in _helpers_of(os.getpid())} == ahead
+    srv, root = served
+    names, digests, faults, items = _held_batch(srv, root, tmp_path / "out")
+    thread, box = _run_in_thread(lambda: fetch_many(items, jobs=2))
+    try:
+        assert _wait_holds(faults, 2) == 2
+        (helper,) = _helpers_of(os.getpid())
+        assert helper.pid in ahead
+        assert [c for c in helper.net_connections("tcp") if c.raddr and c.raddr.port == srv.port]
+    finally:
+        for f in faults:
+            f.release()
+        thread.join(120)
+    assert all(r.status == "downloaded" for r in box["result"])
+    assert all(sha256_of(tmp_path / "out" / n) == d for n, d in digests.items())
+    assert _helpers_of(os.getpid()) == []
+
+
+@pytest.mark.parametrize("end", ["exit", "exception", "sigkill"])
+def test_a_helper_started_ahead_that_no_batch_takes_ends_with_its_process(tmp_path, end):
+    """A command that fails its checks after starting its helpers (a bad option, a config error),
+    or is killed, leaves no process behind."""
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: no helper by default")
+    pids = tmp_path / "pids"
+    script = (f"import os, signal, psutil\nfrom resumable.batch import prestart_helpers\n"
+              f"prestart_helpers({HELPER_MIN_ITEMS})\n"
+              f"open({str(pids)!r}, 'w').write(' '.join(str(p.pid) for p in psutil.Process().children()))\n"
+              + {"exit": "", "exception": "raise SystemExit('bad option')\n",
+                 "sigkill": "os.kill(os.getpid(), signal.SIGKILL)\n"}[end])
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=120)
+    assert proc.returncode != 0 if end != "exit" else proc.returncode == 0, proc.stderr
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 1
+    deadline = time.monotonic() + 10
+    while alive(started[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(started[0])
 
 
 def test_engine_errors_cross_processes_whole():
