@@ -172,3 +172,29 @@ def test_any_record_on_disk_loads_as_a_sound_record_or_none(tmp_path_factory, co
     record = VerifiedRecord.load(dest)
     if record is not None:
         assert record.size >= 0 and all(isinstance(v, str) for v in record.digests.values())
+
+
+_REPO_PART = st.text(alphabet="aZ09_.-/é\n", min_size=0, max_size=100)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(repo_id=st.one_of(_REPO_PART, st.builds("{}/{}".format, _REPO_PART, _REPO_PART), st.text(max_size=200)))
+def test_repo_ids_are_accepted_exactly_as_huggingface_hub_accepts_them(repo_id):
+    """check_repo_id accepts plain ORG/NAME ids without importing huggingface_hub: that shortcut
+    must never accept an id the Hub's own rule refuses, nor change what is refused."""
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    from resumable.hub.snapshots import check_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+        hub_accepts = True
+    except HFValidationError:
+        hub_accepts = False
+    try:
+        assert check_repo_id(repo_id) == repo_id
+        ours_accepts = True
+    except UsageError:
+        ours_accepts = False
+    assert ours_accepts == hub_accepts, repo_id
