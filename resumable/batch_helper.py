@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import gc
 import logging
 import os
 import pickle
@@ -82,6 +83,7 @@ def main() -> int:
     logger.addHandler(_Forward(channel))
     logger.propagate = False
     session = http.new_session(pool_size=jobs)
+    gc.freeze()  # what the imports made lives as long as we do: no collection need scan it again (~7% of CPU)
 
     def worker() -> None:
         while (taken := channel.take()) is not None:

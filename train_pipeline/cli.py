@@ -5,6 +5,7 @@ or the pipeline config. ``-v`` is accepted before or after the subcommand."""
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import logging
 import os
@@ -65,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(message)s")
     handler = getattr(args, "run", None) or args.func
     lean_imports()
+    # What the imports made lives as long as the command: no collection need scan it again. A
+    # batch of small files allocates enough to run full collections often (~7% of its CPU).
+    gc.freeze()
     try:
         return int(handler(args) or 0)
     except KeyboardInterrupt:
