@@ -17,7 +17,7 @@ from typing import Iterator
 
 import requests
 
-from . import http, segments
+from . import curl, http, segments
 from .body import HASH_BUFFERS, READ_SIZE, receive_into
 from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, RestartFromZero, TransferError
 from .hashes import BackgroundHasher, ExpectedHash, InlineHasher
@@ -121,9 +121,10 @@ class Download:
                 raise DiskSpaceError(f"{self.dest}: needs {human_size(need)} more but {self.dest.parent} has "
                                      f"{human_size(free)} free; free some space or choose another directory")
 
-    def request(self, method: str, headers: dict, session: requests.Session | None = None) -> requests.Response:
+    def request(self, method: str, headers: dict, session: requests.Session | None = None,
+                small: bool | None = None) -> requests.Response:
         return http.request(session or self.session, method, self.url, {**self.headers, **headers}, self.timeout,
-                            SpeedGuard(self.speed_limit, self.speed_time, http.redact(self.url)))
+                            SpeedGuard(self.speed_limit, self.speed_time, http.redact(self.url)), small)
 
     def count(self, n: int) -> None:
         self.transferred += n
@@ -133,7 +134,8 @@ class Download:
     # -- one connection ---------------------------------------------------------------------------
     def attempt_sequential(self) -> dict[str, str]:
         offset = self._resume_offset()
-        resp = self.request("GET", self._request_headers(offset))
+        small = None if self.size is None else self.size - offset <= curl.BODY_MAX
+        resp = self.request("GET", self._request_headers(offset), small=small)
         with resp:
             if self.revalidate and not offset and resp.status_code in (206, 304):
                 return self._unchanged_or_retry(resp)

@@ -74,7 +74,7 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
     work = _Work(items)
     per_helper = jobs // (helpers + 1)
     given = options.pop("session", None)  # the caller's: used here, and closed by the caller
-    session = given or http.new_session(pool_size=jobs)
+    session = given or http.new_session(pool_size=jobs, many=True)
     started: list[_Helper] = []
     pool = None
 

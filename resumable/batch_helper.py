@@ -82,7 +82,7 @@ def main() -> int:
     logger.setLevel(level)
     logger.addHandler(_Forward(channel))
     logger.propagate = False
-    session = http.new_session(pool_size=jobs)
+    session = http.new_session(pool_size=jobs, many=True)
     gc.freeze()  # what the imports made lives as long as we do: no collection need scan it again (~7% of CPU)
 
     def worker() -> None:

@@ -16,7 +16,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 import urllib3
 
-from . import wire
+from . import curl, wire
 from .errors import STATUS_HINTS, HTTPStatusError, TransferError, UsageError
 from .redaction import redact, redact_text
 from .retry import DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, WATCHDOG, SpeedGuard
@@ -82,8 +82,12 @@ class _GuardedAdapter(requests.adapters.HTTPAdapter):
         wire.set_pool_classes(self.poolmanager, {"http": _GuardedHTTPPool, "https": _GuardedHTTPSPool})
 
 
-def new_session(pool_size: int = 10) -> requests.Session:
+def new_session(pool_size: int = 10, many: bool = False) -> requests.Session:
+    """A session for the engine's requests; ``many``: it serves many files (a batch), so small
+    bodies may go through libcurl (curl.py)."""
     s = requests.Session()
+    if many:
+        s.body_sizes = curl.BodySizes()  # type: ignore[attr-defined]
     adapter = _GuardedAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
     s.mount("http://", adapter)
     s.mount("https://", adapter)
@@ -143,10 +147,11 @@ def origin(url: str) -> tuple[str, str, int | None]:
 
 
 def request(session: requests.Session, method: str, url: str, headers: dict, timeout,
-            guard: SpeedGuard | None = None) -> requests.Response:
+            guard: SpeedGuard | None = None, small: bool | None = None) -> requests.Response:
     """``method url``, following redirects ourselves, so credentials stay with the origin they were
     meant for. ``guard`` (default: the default speed rule) ends a response whose head does not
-    arrive in time; it comes back as ``resp.guard`` for the body."""
+    arrive in time; it comes back as ``resp.guard`` for the body. ``small``: the body is known to
+    be at most curl.BODY_MAX bytes (True), more (False), or not known (None)."""
     guard = guard or SpeedGuard(DEFAULT_SPEED_LIMIT, DEFAULT_SPEED_TIME, redact(url))
     first_origin = origin(url)
     current = url
@@ -155,7 +160,7 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
         _current.guard = guard
         try:
             with WATCHDOG.watching(guard):
-                resp = _send(session, method, current, hdrs, timeout)
+                resp = _send(session, method, current, hdrs, timeout, small)
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError) as exc:
             raise UsageError(f"URL {redact(current)!r}: {describe_network_error(exc)}") from None
         except requests.exceptions.RequestException as exc:
@@ -182,14 +187,26 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
     raise TransferError(f"{redact(url)}: more than {MAX_REDIRECTS} redirects; check the URL")
 
 
-def _send(session: requests.Session, method: str, url: str, headers: dict, timeout) -> requests.Response:
+def _send(session: requests.Session, method: str, url: str, headers: dict, timeout, small: bool | None = None
+          ) -> requests.Response:
     """One request, no redirect followed. Straight to the session's adapter when the session takes
     nothing from the environment and the URL needs no preparing (no userinfo, nothing to quote or
     IDNA-encode): Session.request spends ~0.3 ms of CPU per request on cookies, hooks and merged
-    settings that we do not use, a sixth of a small file's cost."""
+    settings that we do not use, a sixth of a small file's cost. On a many-file session a GET
+    whose body is (likely) small goes through libcurl (curl.py); ``small``: see ``request``."""
     if (session.trust_env or session.auth or session.params or session.cookies or session.proxies
             or any(session.hooks.values()) or not _plain_url(url)):  # a caller's session: as it is configured
         return session.request(method, url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
+    sizes = getattr(session, "body_sizes", None) or curl.forced_sizes()
+    if sizes is not None and method == "GET" and sizes.use_curl(url, small):
+        try:
+            resp = curl.send(url, {**session.headers, **headers}, timeout, session.verify, session.cert,
+                             getattr(_current, "guard", None))
+            sizes.through_curl += 1
+            sizes.saw(url, 0)
+            return resp
+        except curl.TooLarge:
+            sizes.saw(url, None)  # streamed through requests below
     prepared = requests.PreparedRequest()
     prepared.method, prepared.url, prepared.body = method.upper(), url, None
     prepared.headers = requests.structures.CaseInsensitiveDict(session.headers)
@@ -197,7 +214,10 @@ def _send(session: requests.Session, method: str, url: str, headers: dict, timeo
     prepared._cookies = None
     prepared.hooks = {"response": []}
     adapter = session.get_adapter(url)
-    return adapter.send(prepared, stream=True, timeout=timeout, verify=session.verify, cert=session.cert, proxies={})
+    resp = adapter.send(prepared, stream=True, timeout=timeout, verify=session.verify, cert=session.cert, proxies={})
+    if sizes is not None:
+        sizes.saw(url, body_length(resp))
+    return resp
 
 
 _PLAIN_URL = re.compile(r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?/(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-F]{2})*"

@@ -142,6 +142,13 @@ class SpeedGuard:
         if self.tripped:
             raise self.stalled()
 
+    def kept_elsewhere(self, tripped: bool) -> None:
+        """Someone else (libcurl) kept the rule until now: ``tripped`` is its verdict, and the next
+        window starts now. The watchdog, which saw no body bytes meanwhile, has no say on that time."""
+        with self._lock:
+            self.tripped = tripped
+            self.start, self.bytes = time.monotonic(), 0
+
 
 class _Watchdog:
     """One daemon thread that trips the guards of responses that are overdue."""

@@ -32,7 +32,7 @@ GIT_BLOB = "gitblob"  # our key for the git blob sha1 in a VerifiedRecord
 def download_all(hub: HubAPI, snap_dir: Path, commit: str, wanted: list[RemoteFile], max_workers: int,
                  progress) -> list[FetchResult]:
     meter = _Meter(progress, sum(f.size for f in wanted), hub.repo_id)
-    session = http.new_session(pool_size=max_workers)
+    session = http.new_session(pool_size=max_workers, many=True)
     others = _files_of_other_commits(snap_dir)
     try:
         with ThreadPoolExecutor(max_workers, thread_name_prefix="snapshot") as pool:
