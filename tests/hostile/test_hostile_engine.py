@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from resumable import fetch
+from resumable import FetchItem, curl, fetch, fetch_many, http
 from resumable.errors import DiskSpaceError, IntegrityError, ResumableError, TransferError, UsageError
 from resumable.state import part_path, record_dir, state_path
 from resumable.verify import is_verified
@@ -642,13 +642,18 @@ def _forever(conn, first: bytes, then: bytes, pause: float = 0.0) -> None:
         time.sleep(pause)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("reply", [
+# Answers that never deliver a body byte.
+NO_BODY_EVER = [
     lambda conn, head: _forever(conn, b"HTTP/1.1 200 OK\r\nX-Slow: ", b"a", pause=0.2),  # a header, a byte at a time
     lambda conn, head: _forever(conn, b"", b"HTTP/1.1 100 Continue\r\n\r\n"),  # interim answers, never the final one
     lambda conn, head: _forever(conn, b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n",
                                 b"X-Trailer: 1\r\n"),  # a body, then endless trailers
-], ids=["trickled-header", "endless-100-continue", "endless-trailers"])
+]
+NO_BODY_EVER_IDS = ["trickled-header", "endless-100-continue", "endless-trailers"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reply", NO_BODY_EVER, ids=NO_BODY_EVER_IDS)
 def test_a_response_that_never_delivers_body_bytes_still_ends(raw_server, tmp_path, reply):
     base = raw_server(reply)
     t0 = time.monotonic()
@@ -656,3 +661,41 @@ def test_a_response_that_never_delivers_body_bytes_still_ends(raw_server, tmp_pa
         fetch(f"{base}/f.bin", tmp_path / "f.bin", retries=1, retry_delay=0.01, speed_limit=1000, speed_time=1,
               timeout=(5, 5), progress=False)
     assert time.monotonic() - t0 < 15 and not (tmp_path / "f.bin").exists()
+
+
+@pytest.mark.skipif(curl._module() is None, reason="pycurl is not installed")
+@pytest.mark.parametrize("reply", [
+    *NO_BODY_EVER,
+    lambda conn, head: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this"),
+    lambda conn, head: conn.sendall(b"garbage\r\n\r\n"),
+    lambda conn, head: conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n"),
+], ids=[*NO_BODY_EVER_IDS, "short-body", "not-http", "interim-then-close"])
+def test_hostile_answers_through_libcurl_end_with_a_transfer_error(raw_server, tmp_path, reply):
+    # A batch item of a known small size: libcurl makes the request (resumable/curl.py).
+    base = raw_server(reply)
+    t0 = time.monotonic()
+    session = http.new_session(1, many=True)
+    try:
+        (result,) = fetch_many([FetchItem(f"{base}/f.bin", tmp_path / "f.bin", size=100)], helpers=0, retries=0,
+                               speed_limit=1000, speed_time=1, timeout=(5, 5), session=session)
+    finally:
+        session.close()
+    assert isinstance(result, TransferError), result
+    assert time.monotonic() - t0 < 15 and not (tmp_path / "f.bin").exists()
+
+
+@pytest.mark.skipif(curl._module() is None, reason="pycurl is not installed")
+def test_duplicate_and_folded_headers_through_libcurl_read_as_http_client_reads_them(raw_server):
+    body = b"x" * 10
+    base = raw_server(lambda conn, head: conn.sendall(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 Fine\r\nContent-Length: 10\r\nETag: \"v1\"\r\nX-Dup: a\r\n"
+        b"X-Dup: b\r\nX-Fold: one\r\n two\r\n\r\n" + body))
+    session = http.new_session(1, many=True)
+    try:
+        with http.request(session, "GET", f"{base}/f.bin", {}, (5, 5), small=True) as resp:
+            assert (resp.status_code, resp.reason, resp.raw.read(100)) == (200, "Fine", body)
+            assert resp.headers["x-dup"] == "a, b" and resp.headers["X-Fold"] == "one two"
+            assert http.strong_validator(resp) == '"v1"' and http.body_length(resp) == 10
+    finally:
+        session.close()
+    assert session.body_sizes.through_curl == 1
