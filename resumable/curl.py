@@ -7,7 +7,9 @@ whose body is expected to be small (its known size, or its origin's last answers
 made by libcurl, the body held in memory. Everything else stays in Python as before: redirects
 (credentials never follow them), statuses, validators, the body into the part file, verification.
 A body of more than ``BODY_MAX`` bytes ends the libcurl transfer at its headers and the request
-is made again through requests, which streams, splices and resumes it.
+is made again through requests, which streams, splices and resumes it (so is an answer libcurl
+refuses to parse: http.client is more lenient). The main thread keeps requests: libcurl would
+hold Ctrl-C until its transfer ends.
 
 libcurl's answers are mapped onto requests' errors, so every caller keeps its one error path: a
 refused connection, an unknown host, timeouts, TLS failures. A body cut short comes back as a
@@ -22,6 +24,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import re
 import socket
 import threading
 from urllib.parse import urlsplit
@@ -29,7 +32,7 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 
-from .errors import UsageError
+from .errors import StalledError, UsageError
 
 BODY_MAX = 1 << 20  # larger bodies go through requests (streamed, spliced, hashed on another thread)
 
@@ -78,13 +81,13 @@ class BodySizes:
         self._small[_origin(url)] = length is not None and length <= BODY_MAX
 
 
-_FORCED = BodySizes()
+FORCED = BodySizes()
 
 
 def forced_sizes() -> BodySizes | None:
     """With RESUMABLE_TRANSPORT=curl, every plain session's GETs try libcurl first, not only a
     many-file session's (how the test suite runs the engine's tests through libcurl)."""
-    return _FORCED if mode() == "curl" else None
+    return FORCED if mode() == "curl" else None
 
 
 def _origin(url: str) -> tuple:
@@ -92,20 +95,24 @@ def _origin(url: str) -> tuple:
     return parts.scheme, parts.netloc
 
 
-class TooLarge(Exception):
-    """The body is larger than BODY_MAX: make the request through requests instead."""
+class UseRequests(Exception):
+    """Not for libcurl: a body over BODY_MAX, or an answer libcurl refuses that requests may read
+    (http.client is more lenient); the request is made through requests instead."""
 
 
-def send(url: str, headers: dict, timeout, verify, cert, guard=None) -> requests.Response:
-    """GET ``url`` with exactly ``headers``, no redirect followed. Raises TooLarge for a body of
-    more than BODY_MAX bytes, and requests' exceptions for a request that got no answer."""
+_C_MAX = 2**31 - 1  # libcurl's long options: larger speeds and times mean "never"
+
+
+def send(url: str, headers, timeout, verify, cert, guard=None) -> requests.Response:
+    """GET ``url`` with exactly ``headers`` (a case-insensitive mapping), no redirect followed.
+    Raises UseRequests (see there), and requests' exceptions for a request that got no answer."""
     pycurl = _module()
     curl = getattr(_local, "curl", None)
     if curl is None:
         curl = _local.curl = pycurl.Curl()
     head, body = bytearray(), bytearray()
     curl.reset()  # keeps the handle's connections (keep-alive) and TLS sessions
-    _configure(pycurl, curl, url, headers, timeout, verify, cert, guard)
+    speed_rule_by_callback = _configure(pycurl, curl, url, headers, timeout, verify, cert, guard)
     curl.setopt(pycurl.HEADERFUNCTION, head.extend)
     curl.setopt(pycurl.WRITEFUNCTION, body.extend)
     error, code = None, 0
@@ -113,18 +120,22 @@ def send(url: str, headers: dict, timeout, verify, cert, guard=None) -> requests
         curl.perform()
     except pycurl.error as exc:
         code = exc.args[0]
-        if code != pycurl.E_FILESIZE_EXCEEDED:
+        if code not in _USE_REQUESTS:
             error = _mapped(pycurl, curl, code, str(exc.args[1]) if len(exc.args) > 1 else "")
     finally:
-        if guard is not None:  # libcurl kept the speed rule (LOW_SPEED_*) once connected: its verdict stands
-            guard.kept_elsewhere(code == pycurl.E_OPERATION_TIMEDOUT and bool(guard.limit)
-                                 and curl.getinfo(pycurl.CONNECT_TIME) > 0)
-    if code == pycurl.E_FILESIZE_EXCEEDED:
-        raise TooLarge()
-    if len(body) > BODY_MAX:
-        raise TooLarge()  # a body without a length that outgrew the limit
+        if guard is not None:  # libcurl kept the speed rule: its verdict stands, the next window starts now
+            if speed_rule_by_callback:
+                stalled = code == pycurl.E_ABORTED_BY_CALLBACK
+            else:
+                stalled = (code == pycurl.E_OPERATION_TIMEDOUT and bool(guard.limit)
+                           and curl.getinfo(pycurl.CONNECT_TIME) > 0)
+            guard.kept_elsewhere(stalled)
+    if code in _USE_REQUESTS or len(body) > BODY_MAX:  # (the latter: a body without a length outgrew it)
+        raise UseRequests()
     status, reason, fields = _final_head(bytes(head))
     if status is None:
+        if curl.getinfo(pycurl.RESPONSE_CODE) >= 200:
+            raise UseRequests()  # libcurl read a head that we cannot: let http.client try
         if not isinstance(error, requests.exceptions.RequestException):
             raise requests.exceptions.ConnectionError(f"Connection aborted: {error or 'no response'}") from None
         raise error
@@ -136,7 +147,15 @@ def send(url: str, headers: dict, timeout, verify, cert, guard=None) -> requests
     return resp
 
 
-def _configure(pycurl, curl, url: str, headers: dict, timeout, verify, cert, guard) -> None:
+# CURLE_FILESIZE_EXCEEDED (over MAXFILESIZE), and a head libcurl will not parse (two spaces after
+# the version, "Content-Length: +12", HTTP/0.9: CURLE_UNSUPPORTED_PROTOCOL, CURLE_WEIRD_SERVER_REPLY):
+# requests decides instead.
+_USE_REQUESTS = frozenset({63, 1, 8})
+
+
+def _configure(pycurl, curl, url: str, headers, timeout, verify, cert, guard) -> bool:
+    """Set up ``curl`` for this GET; True when the speed rule is kept by a progress callback
+    (libcurl's LOW_SPEED_* then keeps the shorter read timeout)."""
     connect_timeout, read_timeout = timeout if isinstance(timeout, tuple) else (timeout, timeout)
     curl.setopt(pycurl.URL, url)
     curl.setopt(pycurl.NOSIGNAL, 1)
@@ -146,23 +165,37 @@ def _configure(pycurl, curl, url: str, headers: dict, timeout, verify, cert, gua
     curl.setopt(pycurl.FOLLOWLOCATION, 0)
     curl.setopt(pycurl.MAXFILESIZE_LARGE, BODY_MAX)
     curl.setopt(pycurl.BUFFERSIZE, BODY_MAX)  # a body in one or two writes: each one takes the GIL
-    # Exactly the headers requests would send: none of curl's own ("Name:" removes one, "Name;"
-    # sends an empty value).
-    given = {name.lower() for name in headers}
-    lines = [f"{k}: {v}" if v else f"{k};" for k, v in headers.items()]
-    lines += [f"{k}:" for k in ("Accept", "User-Agent") if k.lower() not in given]
-    curl.setopt(pycurl.HTTPHEADER, lines)
+    curl.setopt(pycurl.HTTPHEADER, _header_lines(headers))
     if connect_timeout is not None:
-        curl.setopt(pycurl.CONNECTTIMEOUT_MS, max(1, int(connect_timeout * 1000)))
-    if guard is not None and guard.limit:  # the speed rule (retry.SpeedGuard), kept by libcurl
-        curl.setopt(pycurl.LOW_SPEED_LIMIT, max(1, int(guard.limit)))
-        curl.setopt(pycurl.LOW_SPEED_TIME, max(1, int(guard.window + 0.999)))
+        curl.setopt(pycurl.CONNECTTIMEOUT_MS, _c_long(connect_timeout * 1000))
+    by_callback = False
+    if guard is not None and guard.limit:  # the speed rule (retry.SpeedGuard)
+        if read_timeout is not None and read_timeout < guard.window:
+            # Two rules, one LOW_SPEED: it keeps the read timeout, a progress callback the rule.
+            by_callback = True
+            seen = [0]
+
+            def progress(_dltotal, dlnow, _ultotal, _ulnow) -> int:
+                try:
+                    guard.add(dlnow - seen[0])
+                except StalledError:
+                    return 1  # ends the transfer: CURLE_ABORTED_BY_CALLBACK
+                seen[0] = dlnow
+                return 0
+
+            curl.setopt(pycurl.NOPROGRESS, 0)
+            curl.setopt(pycurl.XFERINFOFUNCTION, progress)
+            _low_speed(pycurl, curl, 1, read_timeout)
+        else:
+            _low_speed(pycurl, curl, guard.limit, guard.window)
     elif read_timeout is not None:  # no byte for this long: requests' read timeout
-        curl.setopt(pycurl.LOW_SPEED_LIMIT, 1)
-        curl.setopt(pycurl.LOW_SPEED_TIME, max(1, int(read_timeout + 0.999)))
+        _low_speed(pycurl, curl, 1, read_timeout)
     if verify is False:
         curl.setopt(pycurl.SSL_VERIFYPEER, 0)
         curl.setopt(pycurl.SSL_VERIFYHOST, 0)
+    elif isinstance(verify, str) and os.path.isdir(verify):  # a hashed folder of certificates, as requests takes it
+        curl.unsetopt(pycurl.CAINFO)
+        curl.setopt(pycurl.CAPATH, verify)
     else:  # exactly the roots requests trusts (certifi's, or the session's bundle), no compiled-in folder
         curl.setopt(pycurl.CAINFO, verify if isinstance(verify, str) else requests.utils.DEFAULT_CA_BUNDLE_PATH)
         curl.unsetopt(pycurl.CAPATH)
@@ -171,34 +204,67 @@ def _configure(pycurl, curl, url: str, headers: dict, timeout, verify, cert, gua
         curl.setopt(pycurl.SSLCERT, certfile)
         if keyfile:
             curl.setopt(pycurl.SSLKEY, keyfile)
+    return by_callback
+
+
+def _header_lines(headers) -> list[bytes]:
+    """The request's header lines as requests would send them (latin-1, one per name), and none of
+    libcurl's own: "Name:" removes one of libcurl's, "Name;" sends an empty value."""
+    lines = [(f"{k}: {v}" if str(v).strip() else f"{k};").encode("latin-1") for k, v in headers.items()]
+    given = {name.lower() for name in headers}
+    return lines + [f"{k}:".encode() for k in ("Accept", "User-Agent") if k.lower() not in given]
+
+
+def _low_speed(pycurl, curl, limit: float, seconds: float) -> None:
+    curl.setopt(pycurl.LOW_SPEED_LIMIT, max(1, _c_long(limit)))
+    curl.setopt(pycurl.LOW_SPEED_TIME, max(1, _c_long(seconds + 0.999)))
+
+
+def _c_long(value: float) -> int:
+    return int(min(value, _C_MAX))
+
+
+_LINE_END = re.compile(rb"\r?\n")
 
 
 def _final_head(data: bytes):
     """(status, reason, headers) of the final response head in ``data``: the first complete head
     with a status of 200 or more (1xx heads come before it, chunked trailers after it); Nones when
-    none arrived whole."""
-    for block in data.split(b"\r\n\r\n")[:-1]:  # the part after the last blank line is not complete
-        lines = block.decode("latin-1").split("\r\n")
-        status_line = lines[0].split(" ", 2)
-        if len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not status_line[1].isdigit():
+    none arrived whole. Lines end in CRLF or a bare LF, as http.client reads them."""
+    block: list[bytes] = []
+    for line in _LINE_END.split(data):
+        if line:
+            block.append(line)
             continue
-        status = int(status_line[1])
-        if status < 200:
+        if not block:
             continue
-        fields = requests.structures.CaseInsensitiveDict()
-        name = None
-        for line in lines[1:]:
-            if line[:1] in (" ", "\t") and name is not None:  # an obsolete folded continuation line
-                fields[name] = f"{fields[name]} {line.strip()}"
-                continue
-            name, sep, value = line.partition(":")
-            if not sep:
-                name = None
-                continue
-            name, value = name.strip(), value.strip()
-            fields[name] = f"{fields[name]}, {value}" if name in fields else value
-        return status, status_line[2] if len(status_line) > 2 else "", fields
-    return None, None, None
+        parsed, block = _head(block), []
+        if parsed is not None:
+            return parsed
+    return None, None, None  # what is left in ``block`` never ended: not a complete head
+
+
+def _head(lines: list[bytes]):
+    status_line = lines[0].decode("latin-1").split(" ", 2)
+    if len(status_line) < 2 or not status_line[0].startswith("HTTP/") or not status_line[1].isdigit():
+        return None
+    status = int(status_line[1])
+    if status < 200:
+        return None
+    fields = requests.structures.CaseInsensitiveDict()
+    name = None
+    for raw in lines[1:]:
+        line = raw.decode("latin-1")
+        if line[:1] in (" ", "\t") and name is not None:  # an obsolete folded continuation line
+            fields[name] = f"{fields[name]} {line.strip()}"
+            continue
+        name, sep, value = line.partition(":")
+        if not sep:
+            name = None
+            continue
+        name, value = name.strip(), value.strip()
+        fields[name] = f"{fields[name]}, {value}" if name in fields else value
+    return status, status_line[2].strip() if len(status_line) > 2 else "", fields
 
 
 class _Body(io.RawIOBase):

@@ -198,15 +198,18 @@ def _send(session: requests.Session, method: str, url: str, headers: dict, timeo
             or any(session.hooks.values()) or not _plain_url(url)):  # a caller's session: as it is configured
         return session.request(method, url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
     sizes = getattr(session, "body_sizes", None) or curl.forced_sizes()
-    if sizes is not None and method == "GET" and sizes.use_curl(url, small):
+    if (sizes is not None and method == "GET" and sizes.use_curl(url, small)
+            and (sizes is curl.FORCED or threading.current_thread() is not threading.main_thread())):
+        sent = requests.structures.CaseInsensitiveDict(session.headers)
+        sent.update(headers)  # one value per name, the caller's last, as requests merges them
         try:
-            resp = curl.send(url, {**session.headers, **headers}, timeout, session.verify, session.cert,
-                             getattr(_current, "guard", None))
+            resp = curl.send(url, sent, timeout, session.verify, session.cert, getattr(_current, "guard", None))
+        except curl.UseRequests:
+            sizes.saw(url, None)  # streamed through requests below
+        else:
             sizes.through_curl += 1
             sizes.saw(url, 0)
             return resp
-        except curl.TooLarge:
-            sizes.saw(url, None)  # streamed through requests below
     prepared = requests.PreparedRequest()
     prepared.method, prepared.url, prepared.body = method.upper(), url, None
     prepared.headers = requests.structures.CaseInsensitiveDict(session.headers)

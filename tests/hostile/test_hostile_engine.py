@@ -15,6 +15,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -674,28 +675,102 @@ def test_hostile_answers_through_libcurl_end_with_a_transfer_error(raw_server, t
     # A batch item of a known small size: libcurl makes the request (resumable/curl.py).
     base = raw_server(reply)
     t0 = time.monotonic()
-    session = http.new_session(1, many=True)
-    try:
-        (result,) = fetch_many([FetchItem(f"{base}/f.bin", tmp_path / "f.bin", size=100)], helpers=0, retries=0,
-                               speed_limit=1000, speed_time=1, timeout=(5, 5), session=session)
-    finally:
-        session.close()
+    result, _ = _through_libcurl(f"{base}/f.bin", dest=tmp_path / "f.bin", size=100, retries=0, speed_limit=1000,
+                                 speed_time=1, timeout=(5, 5))
     assert isinstance(result, TransferError), result
     assert time.monotonic() - t0 < 15 and not (tmp_path / "f.bin").exists()
 
 
-@pytest.mark.skipif(curl._module() is None, reason="pycurl is not installed")
-def test_duplicate_and_folded_headers_through_libcurl_read_as_http_client_reads_them(raw_server):
-    body = b"x" * 10
-    base = raw_server(lambda conn, head: conn.sendall(
-        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 Fine\r\nContent-Length: 10\r\nETag: \"v1\"\r\nX-Dup: a\r\n"
-        b"X-Dup: b\r\nX-Fold: one\r\n two\r\n\r\n" + body))
+def _through_libcurl(url: str, headers: dict | None = None, **options):
+    """A batch of one item of a known small size (so libcurl makes the request, resumable/curl.py)
+    on a session of our own: (result, answers libcurl brought)."""
     session = http.new_session(1, many=True)
     try:
-        with http.request(session, "GET", f"{base}/f.bin", {}, (5, 5), small=True) as resp:
-            assert (resp.status_code, resp.reason, resp.raw.read(100)) == (200, "Fine", body)
-            assert resp.headers["x-dup"] == "a, b" and resp.headers["X-Fold"] == "one two"
-            assert http.strong_validator(resp) == '"v1"' and http.body_length(resp) == 10
+        (result,) = fetch_many([FetchItem(url, options.pop("dest"), size=options.pop("size", 10))], helpers=0,
+                               headers=headers or {}, session=session, **options)
     finally:
         session.close()
+    return result, session.body_sizes.through_curl
+
+
+@pytest.mark.skipif(curl._module() is None, reason="pycurl is not installed")
+@pytest.mark.parametrize("head", [
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 Fine\r\nContent-Length: 10\r\nETag: \"v1\"\r\nX-Dup: a\r\n"
+    b"X-Dup: b\r\nX-Fold: one\r\n two\r\n\r\n",
+    b"HTTP/1.1 200 Fine\nContent-Length: 10\nETag: \"v1\"\nX-Dup: a\nX-Dup: b\r\nX-Fold: one\n two\n\n",
+], ids=["crlf-after-100", "bare-lf"])
+def test_heads_through_libcurl_read_as_http_client_reads_them(raw_server, tmp_path, head):
+    seen = {}
+    base = raw_server(lambda conn, request: conn.sendall(head + b"0123456789"))
+    session = http.new_session(1, many=True)
+
+    def get():  # on a worker thread, as in a batch (the main thread keeps requests: Ctrl-C)
+        with http.request(session, "GET", f"{base}/f.bin", {}, (5, 5), small=True) as resp:
+            seen.update(status=resp.status_code, reason=resp.reason, body=resp.raw.read(100), dup=resp.headers["x-dup"],
+                        fold=resp.headers["X-Fold"], etag=http.strong_validator(resp), length=http.body_length(resp))
+
+    worker = threading.Thread(target=get)
+    worker.start()
+    worker.join(30)
+    session.close()
+    assert seen == dict(status=200, reason="Fine", body=b"0123456789", dup="a, b", fold="one two", etag='"v1"',
+                        length=10)
     assert session.body_sizes.through_curl == 1
+
+
+@pytest.mark.skipif(curl._module() is None, reason="pycurl is not installed")
+def test_an_answer_libcurl_refuses_is_read_through_requests(raw_server, tmp_path):
+    base = raw_server(lambda conn, head: conn.sendall(b"HTTP/1.1  200 OK\r\nContent-Length: 10\r\n\r\n0123456789"))
+    result, through_curl = _through_libcurl(f"{base}/f.bin", dest=tmp_path / "f.bin")
+    assert result.status == "downloaded" and through_curl == 0
+    assert (tmp_path / "f.bin").read_bytes() == b"0123456789"
+
+
+@pytest.mark.skipif(curl._module() is None, reason="pycurl is not installed")
+def test_headers_through_libcurl_are_merged_and_encoded_as_requests_sends_them(raw_server, tmp_path):
+    heads = []
+
+    def reply(conn, head):
+        heads.append(head)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789")
+
+    base = raw_server(reply)
+    # A caller's "accept-encoding: gzip" never beats the engine's identity (bytes are stored as sent).
+    result, through_curl = _through_libcurl(f"{base}/f.bin", {"accept-encoding": "gzip", "x-user": "Jos\u00e9",
+                                                              "X-Blank": " "}, dest=tmp_path / "f.bin")
+    assert result.status == "downloaded" and through_curl == 1
+    lines = heads[0].split(b"\r\n")
+    assert [line.lower() for line in lines if line.lower().startswith(b"accept-encoding")] == [b"accept-encoding: identity"]
+    assert b"x-user: Jos\xe9" in lines and any(line.lower().startswith(b"x-blank:") for line in lines)
+
+
+@pytest.mark.skipif(curl._module() is None, reason="pycurl is not installed")
+def test_a_read_timeout_shorter_than_the_speed_window_holds_through_libcurl(raw_server, tmp_path):
+    base = raw_server(lambda conn, head: _forever(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123", b"",
+                                                  pause=1))
+    t0 = time.monotonic()
+    result, _ = _through_libcurl(f"{base}/f.bin", dest=tmp_path / "f.bin", size=100, retries=0, timeout=(2, 2),
+                                 speed_limit=1024, speed_time=30)
+    assert isinstance(result, TransferError) and "timed out" in str(result), result
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.skipif(curl._module() is None, reason="pycurl is not installed")
+def test_the_speed_rule_with_a_short_read_timeout_still_ends_a_trickle_through_libcurl(raw_server, tmp_path):
+    # 50 B/s, never idle for the 5 s read timeout, under the 1000 B/s rule over 2 s.
+    base = raw_server(lambda conn, head: _forever(conn, b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", b"x" * 5,
+                                                  pause=0.1))
+    t0 = time.monotonic()
+    result, _ = _through_libcurl(f"{base}/f.bin", dest=tmp_path / "f.bin", size=100_000, retries=0, timeout=(5, 5),
+                                 speed_limit=1000, speed_time=2)
+    assert isinstance(result, TransferError) and "slower than 1000 B/s" in str(result), result
+    assert time.monotonic() - t0 < 10
+
+
+@pytest.mark.skipif(curl._module() is None, reason="pycurl is not installed")
+@pytest.mark.parametrize("options", [dict(speed_time=1e19), dict(speed_limit=1e20), dict(timeout=(1e19, 1e19))])
+def test_huge_speeds_and_times_through_libcurl_mean_never(raw_server, tmp_path, options):
+    base = raw_server(lambda conn, head: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789"))
+    result, through_curl = _through_libcurl(f"{base}/f.bin", dest=tmp_path / "f.bin", retries=0, **options)
+    assert not isinstance(result, Exception) or "slower than" in str(result), result
+    assert through_curl == 1
