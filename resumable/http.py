@@ -161,6 +161,8 @@ def request(session: requests.Session, method: str, url: str, headers: dict, tim
         try:
             with WATCHDOG.watching(guard):
                 resp = _send(session, method, current, hdrs, timeout, small)
+        except UsageError:
+            raise  # says what to fix itself (a setting, not the URL)
         except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader, ValueError) as exc:
             raise UsageError(f"URL {redact(current)!r}: {describe_network_error(exc)}") from None
         except requests.exceptions.RequestException as exc:

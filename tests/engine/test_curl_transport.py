@@ -201,12 +201,17 @@ def test_any_bytes_give_a_final_head_or_none(data):
     assert status is None or (status >= 200 and isinstance(reason, str) and fields is not None)
 
 
-def test_the_transport_setting_lists_its_choices(monkeypatch):
+def test_the_transport_setting_lists_its_choices(monkeypatch, tmp_path):
     monkeypatch.setenv("RESUMABLE_TRANSPORT", "requests")
     assert curl.mode() == "requests" and not curl.BodySizes().use_curl("http://h/x", True)
     monkeypatch.setenv("RESUMABLE_TRANSPORT", "bogus")
     with pytest.raises(UsageError, match="RESUMABLE_TRANSPORT 'bogus': use auto, curl or requests"):
         curl.mode()
+    proc = subprocess.run([sys.executable, "-m", "train_pipeline.cli", "fetch", "http://127.0.0.1:9/x", "-o",
+                           str(tmp_path / "x")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [
+        "error: RESUMABLE_TRANSPORT 'bogus': use auto, curl or requests (or leave it unset)"], proc.stderr
 
 
 def test_importing_the_engine_or_fetch_help_does_not_import_pycurl():
