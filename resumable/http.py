@@ -199,11 +199,11 @@ def _send(session: requests.Session, method: str, url: str, headers: dict, timeo
     if (session.trust_env or session.auth or session.params or session.cookies or session.proxies
             or any(session.hooks.values()) or not _plain_url(url)):  # a caller's session: as it is configured
         return session.request(method, url, headers=headers, timeout=timeout, stream=True, allow_redirects=False)
+    sent = requests.structures.CaseInsensitiveDict(session.headers)
+    sent.update(headers)  # one value per name, the caller's last, as requests merges them (both transports)
     sizes = getattr(session, "body_sizes", None) or curl.forced_sizes()
     if (sizes is not None and method == "GET" and sizes.use_curl(url, small)
             and (sizes is curl.FORCED or threading.current_thread() is not threading.main_thread())):
-        sent = requests.structures.CaseInsensitiveDict(session.headers)
-        sent.update(headers)  # one value per name, the caller's last, as requests merges them
         try:
             resp = curl.send(url, sent, timeout, session.verify, session.cert, getattr(_current, "guard", None))
         except curl.UseRequests:
@@ -214,8 +214,7 @@ def _send(session: requests.Session, method: str, url: str, headers: dict, timeo
             return resp
     prepared = requests.PreparedRequest()
     prepared.method, prepared.url, prepared.body = method.upper(), url, None
-    prepared.headers = requests.structures.CaseInsensitiveDict(session.headers)
-    prepared.headers.update(headers)
+    prepared.headers = sent
     prepared._cookies = None
     prepared.hooks = {"response": []}
     adapter = session.get_adapter(url)
