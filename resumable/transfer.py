@@ -72,7 +72,8 @@ def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | Ex
           mirrors: tuple[str, ...] | list[str] = (), connections: int | str = AUTO, retries: int = 5,
           retry_delay: float = 1.0, headers: dict | None = None, timeout=(10, 60), progress=None,
           lock: bool = True, max_time: float | None = None, speed_limit: float = DEFAULT_SPEED_LIMIT,
-          speed_time: float = DEFAULT_SPEED_TIME, session: requests.Session | None = None) -> FetchResult:
+          speed_time: float = DEFAULT_SPEED_TIME, session: requests.Session | None = None,
+          sync_folder: bool = True) -> FetchResult:
     """Download ``url`` to ``dest`` (resuming, verifying, atomically); mirrors are tried in order.
 
     A file already at ``dest`` counts as done only when it matches ``hash``, or when this engine
@@ -81,6 +82,9 @@ def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | Ex
     ``speed_limit`` bytes/s over ``speed_time`` seconds is a stall (0 disables the rule).
     ``lock=False`` is for file systems where locks silently do nothing: each process then writes
     its own part file (correct, but a killed process's bytes are not resumed).
+    ``sync_folder=False`` leaves the fsync of ``dest``'s folder, which makes its name survive a power
+    cut, to the caller (``fetch_many`` does it once per folder for the whole batch); the file itself
+    is fsynced before it appears either way.
     """
     sources = [http.check_url(u) for u in (url, *mirrors)]
     expected = parse_hash(hash)
@@ -99,7 +103,7 @@ def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | Ex
                    speed_time=speed_time, session=session, private=not lock)
     try:
         dest = _destination(dest)
-        return _fetch(sources, dest, size, expected, lock, options)
+        return _fetch(sources, dest, size, expected, lock, options, sync_folder)
     except OSError as exc:  # the network's errors are TransferErrors by now: this is the local disk
         raise local_error(exc, dest) from None
 
@@ -126,7 +130,7 @@ def _destination(dest: str | Path) -> Path:
 
 
 def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedHash | None, lock: bool,
-           options: dict) -> FetchResult:
+           options: dict, sync_folder: bool = True) -> FetchResult:
     check_destination(dest)
     try:
         if not os.path.isdir(dest.parent):  # usually there: a mkdir that fails still waits for a lock
@@ -148,7 +152,7 @@ def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedH
             download = Download(source, dest, size, expected, revalidate=revalidate,
                                  fresh_starts=fresh_starts, **options)
             try:
-                return _run(download, t0)
+                return _run(download, t0, sync_folder)
             except (UsageError, DiskSpaceError, LocalFileError):
                 raise
             except ResumableError as exc:
@@ -210,7 +214,7 @@ def _revalidation(dest: Path, source: str, size: int | None, expected: ExpectedH
     return record if record and record.validator else None
 
 
-def _run(d: Download, t0: float) -> FetchResult:
+def _run(d: Download, t0: float, sync_folder: bool = True) -> FetchResult:
     """The download's attempts, as its retry policy allows, then the publish."""
     if d.part.private:
         remove_orphaned_private_parts(d.dest)  # of lock-free writers killed earlier (a folder scan)
@@ -230,7 +234,7 @@ def _run(d: Download, t0: float) -> FetchResult:
             raise
         if digests is NOT_MODIFIED:
             return _unchanged(d, t0)
-        digests = _publish(d, digests)
+        digests = _publish(d, digests, sync_folder)
     except BaseException:
         if d.part.private:
             d.part.discard()  # nobody else can resume a private part
@@ -265,7 +269,7 @@ def _unchanged(d: Download, t0: float) -> FetchResult:
                        "cached", 0, time.monotonic() - t0)
 
 
-def _publish(d: Download, digests: dict[str, str]) -> dict[str, str]:
+def _publish(d: Download, digests: dict[str, str], sync_folder: bool = True) -> dict[str, str]:
     """Put the verified part in place of the destination and record where it came from;
     returns the digests of the file now published."""
     part = d.part
@@ -296,7 +300,8 @@ def _publish(d: Download, digests: dict[str, str]) -> dict[str, str]:
         if problem:
             raise IntegrityError(f"{d.dest.name}: published by another process but {problem}") from None
         return digests
-    fsync_dir(d.dest.parent)
+    if sync_folder:
+        fsync_dir(d.dest.parent)
     VerifiedRecord.of(d.dest, digests, url_id(d.url), d.validator).save(d.dest)
     part.discard()
     return digests

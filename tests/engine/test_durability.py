@@ -1,0 +1,72 @@
+"""What reaches the disk, and when (README "Durability"): every file is fsynced before its rename;
+a lone fetch then fsyncs its folder, a batch fsyncs each folder it published into once, before it
+returns. Counted with strace on a real process, never assumed."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from engine_helpers import make_file
+from resumable.batch import HELPER_MIN_ITEMS
+
+pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace (installed by .ci/run)")
+
+SCRIPT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from resumable import FetchItem, fetch, fetch_many
+    base, out = sys.argv[1], Path(sys.argv[2])
+    helpers, names = int(sys.argv[3]), sys.argv[4:]
+    if names[0] == "--one":
+        fetch(f"{base}/{names[1]}", out / "one" / names[1])
+    else:
+        items = [FetchItem(f"{base}/{n}", out / ("a" if i % 2 else "b") / n) for i, n in enumerate(names)]
+        results = fetch_many(items, jobs=4, helpers=helpers)
+        bad = [r for r in results if isinstance(r, Exception)]
+        sys.exit(f"failed: {bad}" if bad else 0)
+""")
+
+
+def _fsyncs(tmp_path, base: str, args: list[str], helpers: int = 0) -> tuple[list[str], list[str]]:
+    """The paths fsynced by a run of SCRIPT: (files, folders)."""
+    log = tmp_path / "strace.log"
+    out = tmp_path / "out"
+    env = dict(os.environ, RESUMABLE_TRANSPORT="requests")  # one transport: the count is about the disk
+    proc = subprocess.run(["strace", "-f", "-y", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(log),
+                           sys.executable, "-c", SCRIPT, base, str(out), str(helpers), *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # "fsync(5</path>) = 0", or split by another thread's call: "fsync(5</path> <unfinished ...>"
+    paths = re.findall(r"\b(?:fsync|fdatasync)\(\d+<([^>]*)>", log.read_text())
+    folders = [p for p in paths if os.path.isdir(p)]
+    files = [p for p in paths if p not in folders]
+    return files, folders
+
+
+@pytest.mark.parametrize("helpers", [0, 1])
+def test_a_batch_fsyncs_every_file_and_each_folder_once(served, tmp_path, helpers):
+    """With a helper process too: the files it published are in folders the batch fsyncs at its end."""
+    srv, root = served
+    names = [f"f{i}.bin" for i in range(HELPER_MIN_ITEMS + 6 if helpers else 8)]
+    for i, n in enumerate(names):
+        make_file(root / n, 5000 + i, seed=i)
+    files, folders = _fsyncs(tmp_path, srv.url("").rstrip("/"), names, helpers)
+    assert sorted(os.path.basename(f) for f in files) == sorted(f"{n}.part" for n in names)
+    assert sorted(folders) == sorted({str(tmp_path / "out" / "a"), str(tmp_path / "out" / "b")})
+    for n in names:  # and every file is in place
+        assert (tmp_path / "out" / ("a" if names.index(n) % 2 else "b") / n).stat().st_size == 5000 + names.index(n)
+
+
+def test_a_lone_fetch_fsyncs_the_file_then_its_folder(served, tmp_path):
+    srv, root = served
+    make_file(root / "solo.bin", 7000, seed=3)
+    files, folders = _fsyncs(tmp_path, srv.url("").rstrip("/"), ["--one", "solo.bin"])
+    assert [os.path.basename(f) for f in files] == ["solo.bin.part"]
+    assert folders == [str(tmp_path / "out" / "one")]
