@@ -354,3 +354,29 @@ def test_config_and_snapshot_share_one_revision_rule(revision):
         assert "\n" not in str(exc)
         snapshot_ok = False
     assert config_ok == snapshot_ok, revision
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet=st.sampled_from("/.a\\b%\0 é"), max_size=24) | st.text(max_size=24))
+def test_a_urls_file_name_is_its_paths_last_segment_as_pathlib_reads_it(path):
+    from pathlib import PurePosixPath
+
+    from train_pipeline.config.schema import last_segment
+
+    assert last_segment(path) == PurePosixPath(path).name
+
+
+def test_many_files_with_one_name_are_refused_quickly_naming_the_name():
+    """The duplicate check counts names once each (it was quadratic in the files), and its message is not hidden
+    behind the union's other branch ("datasets.0: Input should be a valid string")."""
+    files = [{"url": f"https://h.example/{i}/data.bin"} for i in range(20_000)]
+    with pytest.raises(ConfigError) as err:
+        parse_config({"datasets": [{"name": "d", "extract_to": "d", "files": files}], "train": None})
+    assert str(err.value) == ("config: datasets.0: two files would both be saved as 'data.bin'; "
+                              "give one of them a distinct 'name'")
+
+
+def test_a_huge_value_of_the_wrong_type_is_shown_cut_short():
+    with pytest.raises(ConfigError, match="files: expected a list") as err:
+        parse_config({"datasets": [{"name": "d", "files": "x" * 100_000}], "train": None})
+    assert len(str(err.value)) < 300 and "\n" not in str(err.value)

@@ -27,6 +27,12 @@ def _loc(err: Mapping[str, Any]) -> str:
     return ".".join(str(p) if isinstance(p, int) or _PLAIN_KEY.fullmatch(p) else repr(p) for p in parts) or "config"
 
 
+def _shown(value: Any, limit: int = 120) -> str:
+    """``repr(value)``, cut short: a wrong value may be a whole list of files."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def _message(err: Mapping[str, Any]) -> str:
     msg = str(err["msg"]).removeprefix("Value error, ")
     kind = err["type"]
@@ -35,11 +41,11 @@ def _message(err: Mapping[str, Any]) -> str:
     if kind == "missing":
         return "required key is missing; add it"
     if kind == "tuple_type":
-        return f"expected a list (got {err.get('input')!r}); write it as [a, b] or one '- item' per line"
+        return f"expected a list (got {_shown(err.get('input'))}); write it as [a, b] or one '- item' per line"
     if kind in ("string_type", "int_type", "int_parsing", "bool_type", "float_type", "float_parsing", "model_type", "dict_type"):
-        return f"{msg} (got {err.get('input')!r}); fix the value's type"
+        return f"{msg} (got {_shown(err.get('input'))}); fix the value's type"
     if kind == "finite_number":
-        return f"{msg} (got {err.get('input')!r}); write a number"
+        return f"{msg} (got {_shown(err.get('input'))}); write a number"
     return msg
 
 
@@ -48,7 +54,9 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
     seen: dict[str, str] = {}
     for loc, err in errors:
         # A union (str | DatasetSpec) reports each branch; keep the dataset branch's details.
-        if err["type"] == "string_type" and any(other.startswith(loc + ".") for other, _ in errors):
+        # Its own model validator's error (two files with one name) sits at the same place.
+        if err["type"] == "string_type" and any(o is not err and (other == loc or other.startswith(loc + "."))
+                                                for other, o in errors):
             continue
         seen.setdefault(loc, _message(err))
     return f"{source}: " + "; ".join(f"{k}: {v}" for k, v in seen.items())
