@@ -282,7 +282,7 @@ class _Body(io.RawIOBase):
 
     def read(self, size: int | None = -1, decode_content: bool = False) -> bytes:
         end = len(self._data) if size is None or size < 0 else min(len(self._data), self._pos + size)
-        chunk = bytes(self._data[self._pos:end])
+        chunk = bytes(memoryview(self._data)[self._pos:end])  # one copy, not a slice and then a copy
         self._pos = end
         if not chunk and self._error is not None:
             error, self._error = self._error, None
