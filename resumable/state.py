@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import journal
-from .disk import pwrite_all
+from .disk import open_existing_first, pwrite_all
 from .errors import DiskSpaceError, LocalFileError, UsageError
 from .scratch import scratch_for
 
@@ -160,11 +160,12 @@ def ensure_record_dir(dest: Path) -> Path:
     return folder
 
 
-def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
+def open_regular(path: Path, flags: int, mode: int = 0o644, *, usually_there: bool = False) -> int:
     """``os.open`` that never follows a symlink, never blocks on a FIFO, opens only regular files, and
-    writes only into a file with no other hard link."""
+    writes only into a file with no other hard link. ``usually_there``: see ``disk.open_existing_first``."""
+    flags |= os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
+        fd = open_existing_first(path, flags, mode) if usually_there else os.open(path, flags, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UsageError(f"{path} is a symlink; the engine never writes through one: remove it") from None
