@@ -28,7 +28,7 @@ from train_pipeline.training.settings import TrainConfig
 
 class _Strict(BaseModel):
     # frozen: hashable, so Prefect can use these in cache keys.
-    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class _WithEndpoint(_Strict):

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-_MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
+_MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 # The formats the readers know (train_pipeline.training.formats.registry checks it lists the same).
 FORMAT_NAMES = ("imagefolder", "parquet", "arrow", "sharegpt", "llava")

@@ -12,7 +12,7 @@ from train_pipeline.training.data_settings import DataConfig
 
 # Settings go to transformers' Trainer, numpy and torch: infinities and NaN only make them fail late
 # (an infinite epoch count overflows the step count, an infinite weight decay gives NaN weights).
-_MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, defer_build=True)
+_MODEL_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class TrainConfigError(ValueError):
