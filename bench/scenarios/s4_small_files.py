@@ -9,6 +9,7 @@ sync`` in scenario 1; the target stays against aria2c as it is).
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from bench.harness.config import WORK
 from bench.harness.files import clear, rm
@@ -21,6 +22,7 @@ from bench.harness.tools import tool, train_pipeline_cmd
 OURS = "train-pipeline datasets download custom --urls"
 PEER = "aria2c -i LIST -j8"
 PEER_SYNC = "aria2c -i LIST -j8 && sync"
+WGET = "wget -i LIST"
 
 
 def small_urls(ngx: Nginx, count: int) -> list[str]:
@@ -42,22 +44,38 @@ def run(ngx: Nginx, count: int, runs: int, res: Results) -> None:
     listing = WORK / "s4-urls.txt"
     listing.write_text("\n".join(urls) + "\n")
     tp = train_pipeline_cmd()
+    # Each run writes into a folder of its own, deleted only after the last run. On these machines'
+    # ext4 (no journal) every file creation skips, one by one, the inodes freed in the last minutes:
+    # deleting 1,000 files before each run made creations ~0.5 ms each, growing run after run,
+    # and the scenario timed the kernel's scan more than the tools (run 1 of 5: ours 1.77 s,
+    # aria2c 1.73 s; run 3: 3.38 s and 4.93 s).
+    run_no: dict[str, int] = {}
+
+    def out(name: str) -> Path:
+        return d / f"{name.split()[0]}-{'sync-' if name == PEER_SYNC else ''}{run_no[name]}"
+
+    def next_run(name: str) -> None:
+        run_no[name] = run_no.get(name, 0) + 1
+
     contenders = {
         OURS: lambda: measure(
-            [*tp, "datasets", "download", "custom", "--urls", *urls, "--data-dir", str(d / "ours"), "--no-extract",
+            [*tp, "datasets", "download", "custom", "--urls", *urls, "--data-dir", str(out(OURS)), "--no-extract",
              "--quiet"]),
         PEER: lambda: measure(
-            [tool("aria2c"), "-q", "-i", str(listing), "-j8", "-d", str(d / "aria2c"), "--allow-overwrite=true",
+            [tool("aria2c"), "-q", "-i", str(listing), "-j8", "-d", str(out(PEER)), "--allow-overwrite=true",
              "--auto-file-renaming=false", "--file-allocation=none"]),
-        "wget -i LIST": lambda: measure([tool("wget"), "-q", "-i", str(listing), "-P", str(d / "wget")]),
+        WGET: lambda: measure([tool("wget"), "-q", "-i", str(listing), "-P", str(out(WGET))]),
         PEER_SYNC: lambda: measure(
-            f"{tool('aria2c')} -q -i {listing} -j8 -d {d / 'aria2c-sync'} --allow-overwrite=true "
-            f"--auto-file-renaming=false --file-allocation=none && sync {d / 'aria2c-sync'}/* {d / 'aria2c-sync'}",
+            f"{tool('aria2c')} -q -i {listing} -j8 -d {out(PEER_SYNC)} --allow-overwrite=true "
+            f"--auto-file-renaming=false --file-allocation=none && sync {out(PEER_SYNC)}/* {out(PEER_SYNC)}",
             shell=True),
     }
-    results = interleaved(contenders, runs, lambda _name: clear(d), "4")
-    got = sum(1 for p in (d / "ours").rglob("*.bin")) if (d / "ours").exists() else None
     clear(d)
+    try:
+        results = interleaved(contenders, runs, next_run, "4")
+        got = sum(1 for _ in out(OURS).rglob("*.bin")) if out(OURS).exists() else None
+    finally:
+        clear(d)
     s = summarize(results, PEER)
     checks = {"vs aria2c -i -j8 (target <= 1.0)": s[OURS]["ratio"],
               "vs aria2c -i -j8 && sync, as durable": s[OURS]["wall"] / s[PEER_SYNC]["wall"]}
