@@ -380,3 +380,9 @@ def test_a_huge_value_of_the_wrong_type_is_shown_cut_short():
     with pytest.raises(ConfigError, match="files: expected a list") as err:
         parse_config({"datasets": [{"name": "d", "files": "x" * 100_000}], "train": None})
     assert len(str(err.value)) < 300 and "\n" not in str(err.value)
+
+
+def test_a_dataset_that_is_neither_a_name_nor_a_mapping_is_told_as_a_name():
+    with pytest.raises(ConfigError) as err:
+        parse_config({"datasets": [123], "train": None})
+    assert str(err.value) == "config: datasets.0: Input should be a valid string (got 123); fix the value's type"

@@ -49,14 +49,19 @@ def _message(err: Mapping[str, Any]) -> str:
     return msg
 
 
+_NOT_A_MAPPING = frozenset({"model_type", "dict_type", "model_attributes_type"})
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     errors = [(_loc(err), err) for err in exc.errors()]
     seen: dict[str, str] = {}
     for loc, err in errors:
         # A union (str | DatasetSpec) reports each branch; keep the dataset branch's details.
-        # Its own model validator's error (two files with one name) sits at the same place.
-        if err["type"] == "string_type" and any(o is not err and (other == loc or other.startswith(loc + "."))
-                                                for other, o in errors):
+        # Its own model validator's error (two files with one name) sits at the same place; a value
+        # that is neither a name nor a mapping keeps the name's message.
+        if err["type"] == "string_type" and any(
+                o is not err and (other.startswith(loc + ".") or (other == loc and o["type"] not in _NOT_A_MAPPING))
+                for other, o in errors):
             continue
         seen.setdefault(loc, _message(err))
     return f"{source}: " + "; ".join(f"{k}: {v}" for k, v in seen.items())
