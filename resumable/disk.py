@@ -34,19 +34,6 @@ def pwrite_all(fd: int, data: bytes, offset: int) -> None:
         view, offset = view[n:], offset + n
 
 
-def open_existing_first(path: Path, flags: int, mode: int = 0o644) -> int:
-    """``os.open`` of a file that is usually there already (the folder's lock file, its journal):
-    without O_CREAT first. An open with O_CREAT holds the folder's lock even when the file
-    exists, so it queued behind the slow creation of another file's part (on these machines the
-    waiting threads spun on a CPU: ~10 % of a small-file batch's CPU time)."""
-    if flags & os.O_CREAT and not flags & os.O_EXCL:
-        try:
-            return os.open(path, flags & ~os.O_CREAT, mode)
-        except FileNotFoundError:
-            pass
-    return os.open(path, flags, mode)
-
-
 def fsync_dir(path: Path) -> None:
     """Make the renames in folder ``path`` durable. Best effort: a folder that cannot be opened or
     synced (some file systems refuse fsync on a folder) leaves them as durable as it makes them."""

@@ -23,7 +23,7 @@ import threading
 import uuid
 from pathlib import Path
 
-from .disk import open_existing_first, pwrite_all
+from .disk import pwrite_all
 from .errors import UsageError
 from .scratch import scratch_for
 
@@ -142,7 +142,7 @@ def _open_for_append(path: Path) -> int:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     for _ in range(2):
         try:
-            fd = open_existing_first(path, flags, 0o644)
+            fd = os.open(path, flags, 0o644)
         except OSError as exc:
             if exc.errno not in (errno.ELOOP, errno.ENXIO):
                 raise

@@ -50,7 +50,7 @@ def exclusive(dest: Path):
             yield
         return
     try:
-        fd = open_regular(path, os.O_RDWR | os.O_CREAT, usually_there=True)
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT)
     except OSError as exc:
         raise local_error(exc, path) from None
     try:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import journal
-from .disk import open_existing_first, pwrite_all
+from .disk import pwrite_all
 from .errors import DiskSpaceError, LocalFileError, UsageError
 from .scratch import scratch_for
 
@@ -160,12 +160,11 @@ def ensure_record_dir(dest: Path) -> Path:
     return folder
 
 
-def open_regular(path: Path, flags: int, mode: int = 0o644, *, usually_there: bool = False) -> int:
+def open_regular(path: Path, flags: int, mode: int = 0o644) -> int:
     """``os.open`` that never follows a symlink, never blocks on a FIFO, opens only regular files, and
-    writes only into a file with no other hard link. ``usually_there``: see ``disk.open_existing_first``."""
-    flags |= os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+    writes only into a file with no other hard link."""
     try:
-        fd = open_existing_first(path, flags, mode) if usually_there else os.open(path, flags, mode)
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, mode)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise UsageError(f"{path} is a symlink; the engine never writes through one: remove it") from None

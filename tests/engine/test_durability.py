@@ -70,25 +70,3 @@ def test_a_lone_fetch_fsyncs_the_file_then_its_folder(served, tmp_path):
     files, folders = _fsyncs(tmp_path, srv.url("").rstrip("/"), ["--one", "solo.bin"])
     assert [os.path.basename(f) for f in files] == ["solo.bin.part"]
     assert folders == [str(tmp_path / "out" / "one")]
-
-
-def test_files_that_are_there_are_opened_without_o_creat(served, tmp_path):
-    """An open with O_CREAT takes the folder's lock even when the file exists, queueing behind
-    other files' creations: the shared lock file and the journal are created once, then opened
-    plainly."""
-    srv, root = served
-    names = [f"g{i}.bin" for i in range(40)]
-    for i, n in enumerate(names):
-        make_file(root / n, 3000 + i, seed=i)
-    log = tmp_path / "strace.log"
-    proc = subprocess.run(["strace", "-f", "-qq", "-e", "trace=openat", "-o", str(log), sys.executable, "-c", SCRIPT,
-                           srv.url("").rstrip("/"), str(tmp_path / "out"), "0", *names],
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    opens = [line for line in log.read_text().splitlines() if "/.resumable/.locks" in line
-             or "/.resumable/.verified.jsonl" in line]
-    with_create = [line for line in opens if "O_CREAT" in line]
-    assert len(opens) >= 2 * len(names)
-    # Only while a folder's lock file or journal was not there yet: at most once per thread (4),
-    # folder (out/a, out/b) and kind; before, every one of the 80 opens carried O_CREAT.
-    assert len(with_create) <= 4 * 2 * 2, with_create
