@@ -54,12 +54,13 @@ def escaped_name(name: str) -> str:
 
 # Paths are built from a destination again and again per file (the lock, the part, its record, the
 # journal): remembered, they cost a dict lookup instead of pathlib's parsing (~7 % of a small file).
-@functools.lru_cache(maxsize=4096)
+# Typed: a PurePosixPath equals the Path of the same text, and must not get that Path's answer back.
+@functools.lru_cache(maxsize=4096, typed=True)
 def record_dir(dest: Path) -> Path:
     return dest.parent / RECORD_DIR
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=4096, typed=True)
 def _sidecar(dest: Path, suffix: str) -> Path:
     return record_dir(dest) / (escaped_name(dest.name) + suffix)
 

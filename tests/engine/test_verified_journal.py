@@ -129,3 +129,16 @@ def test_a_batch_keeps_one_journal_and_a_rerun_trusts_it(served, tmp_path):
     assert all(is_verified(out / n, hash=f"sha256:{d}") for n, d in digests.items())
     again = fetch_many(items, jobs=8)
     assert all(r.status == "cached" and r.bytes_transferred == 0 for r in again)
+
+
+def test_a_destinations_record_paths_keep_its_path_type():
+    """The sidecar paths are remembered per destination; a PurePosixPath equals the Path of the
+    same text, and neither may be handed the other's kind (a pure path cannot be opened)."""
+    from pathlib import Path, PurePosixPath
+
+    from resumable.state import part_path, record_dir, state_path
+
+    for first, second in ((PurePosixPath("/x/y/f.bin"), Path("/x/y/f.bin")), (Path("/x/z/g.bin"), PurePosixPath("/x/z/g.bin"))):
+        for fn in (record_dir, part_path, state_path):
+            assert type(fn(first)) is type(first) and type(fn(second)) is type(second)
+            assert str(fn(first)) == str(fn(second))
