@@ -107,7 +107,7 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
             helper.stop()
         if given is None:
             session.close()
-        _sync_folders(work.results)  # also after Ctrl-C: what was published keeps its name
+        _sync_folders(set(real.values()))  # also after Ctrl-C: what was published keeps its name
     return work.results
 
 
@@ -189,14 +189,15 @@ def fetch_one(item: FetchItem, progress, session, options: dict) -> FetchResult 
         return exc
 
 
-def _sync_folders(results: list) -> None:
-    """One fsync per folder that the batch published files into, before it returns: each file was
-    fsynced before its rename, so it appears only complete and verified; this makes the names
-    survive a power cut. Per file, the folder's fsync was ~5 % of a small file's time (3 syscalls
-    and a metadata write each)."""
-    folders = {r.path.parent for r in results if isinstance(r, FetchResult) and r.status != "cached"}
+def _sync_folders(folders: set[str]) -> None:
+    """One fsync per destination folder of the batch, before it returns: each file was fsynced
+    before its rename, so it appears only complete and verified; this makes the names survive a
+    power cut. Every folder, whatever its files' results: a file "cached" now may have been
+    published by a batch that was killed before its own folder fsync, and a helper may have
+    published a file it never reported. Per file, the folder's fsync was ~5 % of a small file's
+    time (3 syscalls and a metadata write each)."""
     for folder in folders:
-        fsync_dir(folder)
+        fsync_dir(Path(folder))
 
 
 def _spare_cores() -> int:

@@ -144,6 +144,8 @@ def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedH
         present = check_destination(dest)
         cached = present and _existing(dest, size, expected, sources, t0)
         if cached:
+            if sync_folder:  # it may be the file of a batch killed before its folder's fsync
+                fsync_dir(dest.parent)
             return cached
         failures: list[ResumableError] = []
         fresh_starts = FreshStarts()  # shared by the mirrors: bad bytes from each do not buy more full copies
@@ -233,6 +235,8 @@ def _run(d: Download, t0: float, sync_folder: bool = True) -> FetchResult:
                 exc.transient = False
             raise
         if digests is NOT_MODIFIED:
+            if sync_folder:  # as for a file found in place (see _fetch)
+                fsync_dir(d.dest.parent)
             return _unchanged(d, t0)
         digests = _publish(d, digests, sync_folder)
     except BaseException:

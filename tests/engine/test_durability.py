@@ -70,3 +70,42 @@ def test_a_lone_fetch_fsyncs_the_file_then_its_folder(served, tmp_path):
     files, folders = _fsyncs(tmp_path, srv.url("").rstrip("/"), ["--one", "solo.bin"])
     assert [os.path.basename(f) for f in files] == ["solo.bin.part"]
     assert folders == [str(tmp_path / "out" / "one")]
+
+
+KILLED_AFTER_PUBLISH = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    from resumable import FetchItem
+    from resumable.batch import fetch_one
+    fetch_one(FetchItem(sys.argv[1], Path(sys.argv[2])), False, None, {})  # published, folder not fsynced
+    os.kill(os.getpid(), 9)
+""")
+
+FIND_IT_CACHED = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from resumable import FetchItem, fetch, fetch_many
+    url, dest, how = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    if how == "batch":
+        [result] = fetch_many([FetchItem(url, dest)], helpers=0)
+    else:
+        result = fetch(url, dest)
+    assert result.status == "cached", result
+""")
+
+
+@pytest.mark.parametrize("how", ["batch", "lone"])
+def test_a_file_a_killed_batch_published_gets_its_folder_fsynced_when_found_cached(served, tmp_path, how):
+    """A batch fsyncs folders at its end; killed before that, the file it published is found in
+    place by the next run, which must then make its name durable."""
+    srv, root = served
+    make_file(root / "k.bin", 9000, seed=7)
+    dest = tmp_path / "out" / "k.bin"
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_PUBLISH, srv.url("k.bin"), str(dest)],
+                            capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9 and dest.stat().st_size == 9000, killed.stderr[-2000:]
+    log = tmp_path / "strace.log"
+    proc = subprocess.run(["strace", "-f", "-y", "-qq", "-e", "trace=fsync", "-o", str(log), sys.executable, "-c",
+                           FIND_IT_CACHED, srv.url("k.bin"), str(dest), how], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert str(dest.parent) in re.findall(r"\bfsync\(\d+<([^>]*)>", log.read_text())
