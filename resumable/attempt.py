@@ -43,6 +43,7 @@ class Download:
                  speed_limit: float, speed_time: float, session: requests.Session | None, private: bool,
                  revalidate: VerifiedRecord | None, fresh_starts: FreshStarts):
         self.url, self.dest = url, dest
+        self.shown = http.redact(url)  # for messages: once per download, not per request
         self.part = PartFile(dest, url, expected, private)
         self.size, self.expected = size, expected
         self.algorithm = expected.algorithm if expected else "sha256"
@@ -124,7 +125,7 @@ class Download:
     def request(self, method: str, headers: dict, session: requests.Session | None = None,
                 small: bool | None = None) -> requests.Response:
         return http.request(session or self.session, method, self.url, {**self.headers, **headers}, self.timeout,
-                            SpeedGuard(self.speed_limit, self.speed_time, http.redact(self.url)), small)
+                            SpeedGuard(self.speed_limit, self.speed_time, self.shown), small)
 
     def count(self, n: int) -> None:
         self.transferred += n

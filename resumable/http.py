@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import email.utils
 import errno
-import functools
 import logging
 import os
 import re
@@ -125,19 +124,18 @@ def check_url(url: str) -> str:
     """``url`` when it is an http(s) URL that a request can be made for, else a one-line UsageError."""
     if not isinstance(url, str):
         raise UsageError(f"URL {url!r}: expected text like https://host/path")
-    shown = redact(url)
     if _CONTROL.search(url):
-        raise UsageError(f"URL {shown!r} contains a control character (NUL, CR, LF, ...); remove it")
+        raise UsageError(f"URL {redact(url)!r} contains a control character (NUL, CR, LF, ...); remove it")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
     except ValueError as exc:
-        raise UsageError(f"URL {shown!r}: {exc}; write it as https://host[:port]/path") from None
+        raise UsageError(f"URL {redact(url)!r}: {exc}; write it as https://host[:port]/path") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"{shown!r} is not an http(s) URL; write it as https://host/path")
+        raise UsageError(f"{redact(url)!r} is not an http(s) URL; write it as https://host/path")
     if _ENCODED_CONTROL.search(parts.path):
-        raise UsageError(f"URL {shown!r}: its path encodes a control character (%00-%1F, %7F); no server file "
-                         "has such a name, check the URL")
+        raise UsageError(f"URL {redact(url)!r}: its path encodes a control character (%00-%1F, %7F); no server "
+                         "file has such a name, check the URL")
     return url
 
 
@@ -230,7 +228,6 @@ _PLAIN_URL = re.compile(r"https?://[a-z0-9.\-]+(:[0-9]{1,5})?/(?:[A-Za-z0-9\-._~
 _DOT_SEGMENT = re.compile(r"/\.\.?(/|\?|$)")
 
 
-@functools.lru_cache(maxsize=4096)  # once per URL, not per request (requote_uri: ~2 % of a small file)
 def _plain_url(url: str) -> bool:
     """``url`` is already what requests would send: a lower-case ASCII host, a port, a path without
     dot segments, no userinfo or fragment, every other byte an allowed one or an upper-case

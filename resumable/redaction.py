@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from urllib.parse import urlsplit, urlunsplit
 
@@ -11,13 +10,6 @@ def redact(url: str) -> str:
     """The URL without its query and userinfo: signed URLs carry tokens there, logs must not.
     An hf:// source has neither (its '?' is a glob character; the parser refuses userinfo): it
     is shown in its canonical spelling, whole."""
-    try:
-        return _redact_remembered(url)  # several times per file of a batch, for its messages
-    except TypeError:  # unhashable (not a URL at all): shown redacted all the same
-        return _redact(url)
-
-
-def _redact(url: str) -> str:
     hub = _hf_source(url)
     if hub is not None:
         return hub
@@ -33,9 +25,6 @@ def _redact(url: str) -> str:
         return urlunsplit((p.scheme, netloc, p.path, "…" if p.query else "", ""))
     except (ValueError, TypeError, AttributeError):
         return redact_text(str(url))  # unparseable: still never show a query or userinfo
-
-
-_redact_remembered = functools.lru_cache(maxsize=4096)(_redact)
 
 
 # What ends a URL inside a message: a space, a line break, a quote or an angle bracket. (Not \s:
