@@ -65,10 +65,10 @@ def run(ngx: Nginx, count: int, runs: int, res: Results) -> None:
             [tool("aria2c"), "-q", "-i", str(listing), "-j8", "-d", str(out(PEER)), "--allow-overwrite=true",
              "--auto-file-renaming=false", "--file-allocation=none"]),
         WGET: lambda: measure([tool("wget"), "-q", "-i", str(listing), "-P", str(out(WGET))]),
+        # Paths as arguments of sh, never spliced into its script.
         PEER_SYNC: lambda: measure(
-            f"{tool('aria2c')} -q -i {listing} -j8 -d {out(PEER_SYNC)} --allow-overwrite=true "
-            f"--auto-file-renaming=false --file-allocation=none && sync {out(PEER_SYNC)}/* {out(PEER_SYNC)}",
-            shell=True),
+            ["sh", "-c", '"$0" -q -i "$1" -j8 -d "$2" --allow-overwrite=true --auto-file-renaming=false '
+                         '--file-allocation=none && sync "$2"/* "$2"', tool("aria2c"), str(listing), str(out(PEER_SYNC))]),
     }
     clear(d)
     try:
