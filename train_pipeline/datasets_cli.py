@@ -235,6 +235,8 @@ def _where(name: str, urls: list[str] | None, registry: str | None) -> str:
 def _plan_hub(files, folder: Path, items) -> list:
     """Each hf:// source of the dataset resolved and listed, its paths in ``folder`` checked (the
     dataset's other files' names are not its to take): a HubPlan, or the error."""
+    if not files:  # the usual case: no names to reserve (1,000 URLs redacted: ~12 ms of start-up)
+        return []
     from resumable.errors import ResumableError
     from resumable.hub.sources import plan_hf
     from resumable.redaction import redact

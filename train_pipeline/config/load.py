@@ -7,9 +7,10 @@ import os
 from pathlib import Path
 
 from train_pipeline.config.locations import check_layout, check_overlaps, pipeline_locations
-from train_pipeline.config.reading import parse_config, read_yaml
+from train_pipeline.config.pipeline import PipelineConfig, parse_config
+from train_pipeline.config.reading import read_yaml
 from train_pipeline.config.registry import resolve_datasets
-from train_pipeline.config.schema import DatasetSpec, PipelineConfig
+from train_pipeline.config.schema import DatasetSpec
 from train_pipeline.config.values import SAMPLE_CONFIG
 
 

@@ -17,10 +17,14 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from train_pipeline.config.registry import extract_target, is_archive
-from train_pipeline.config.schema import DatasetSpec, PipelineConfig
+from train_pipeline.config.schema import DatasetSpec
 from train_pipeline.config.values import DOWNLOADS, NAME_MAX, RESULT_STORAGE_ENV, ConfigError
+
+if TYPE_CHECKING:  # the whole config brings the training settings: not needed to check datasets
+    from train_pipeline.config.pipeline import PipelineConfig
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""Reading a config: YAML from a file, validated into :class:`PipelineConfig`, every problem
-reported as one line that names the key and the fix."""
+"""Reading a config: YAML from a file, and every problem pydantic finds in it reported as one
+line that names the key and the fix (the validation itself: pipeline.parse_config)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from train_pipeline.config.schema import PipelineConfig
 from train_pipeline.config.values import ConfigError
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -65,17 +64,6 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
             continue
         seen.setdefault(loc, _message(err))
     return f"{source}: " + "; ".join(f"{k}: {v}" for k, v in seen.items())
-
-
-def parse_config(data: Mapping[str, Any] | None, source: str = "config") -> PipelineConfig:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: the top level must be a mapping of keys (got {type(data).__name__}); see configs/sample.yaml")
-    try:
-        return PipelineConfig.model_validate(dict(data))
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, source)) from None
 
 
 def read_yaml(path: str | os.PathLike, what: str = "config file") -> Any:

@@ -8,12 +8,16 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from train_pipeline.config.reading import format_validation_error, read_yaml
-from train_pipeline.config.schema import DatasetSpec, FileSpec, PipelineConfig
+from train_pipeline.config.schema import DatasetSpec, FileSpec
 from train_pipeline.config.values import CONFIGS_DIR, ConfigError
+
+if TYPE_CHECKING:  # the whole config brings the training settings: not needed to check datasets
+    from train_pipeline.config.pipeline import PipelineConfig
 
 REGISTRY_ENV = "TRAIN_PIPELINE_REGISTRY"
 DEFAULT_REGISTRY = CONFIGS_DIR / "datasets.yaml"
