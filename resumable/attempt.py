@@ -41,7 +41,7 @@ class Download:
     def __init__(self, url: str, dest: Path, size: int | None, expected: ExpectedHash | None, *, connections: int | str,
                  retries: int, retry_delay: float, headers: dict, timeout, progress, max_time: float | None,
                  speed_limit: float, speed_time: float, session: requests.Session | None, private: bool,
-                 revalidate: VerifiedRecord | None, fresh_starts: FreshStarts):
+                 revalidate: VerifiedRecord | None, fresh_starts: FreshStarts, defer_sync: bool = False):
         self.url, self.dest = url, dest
         self.shown = http.redact(url)  # for messages: once per download, not per request
         self.part = PartFile(dest, url, expected, private)
@@ -63,6 +63,10 @@ class Download:
         self.transferred = 0
         self.resumed = False
         self.segmented = not self.auto and connections > 1
+        # A small part may be left unsynced for the batch's group commit (commit.py), which makes
+        # it durable with others before its publish.
+        self.defer_sync = defer_sync
+        self.unsynced = False
 
     def attempt(self) -> dict[str, str]:
         """The digests of the complete part file (NOT_MODIFIED: the file in place is current)."""
@@ -257,7 +261,9 @@ class Download:
                 self.part.record_partial(pos)
                 raise
             if not handed_over:
-                os.fsync(fd)
+                self.unsynced = small and self.defer_sync
+                if not self.unsynced:
+                    os.fsync(fd)
                 digest = hasher.hexdigest()
         finally:
             hasher.close()

@@ -18,11 +18,14 @@ import site
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import Callable
 
 from . import http
+from .commit import GroupCommit, available as commit_available
 from .disk import fsync_dir
 from .errors import ResumableError, UsageError
 from .transfer import FetchResult, fetch
@@ -79,10 +82,12 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
     started: list[_Helper] = []
     pool = None
 
+    commit = GroupCommit() if commit_available() else None
+
     def worker() -> None:
         while (taken := work.take(1)):
             index, item = taken[0]
-            work.done(index, fetch_one(item, progress, session, options))
+            when_done(fetch_one(item, progress, session, options, commit), partial(work.done, index))
 
     try:
         started += [h for h in (_Helper.start(work, per_helper, options) for _ in range(helpers)) if h]
@@ -92,6 +97,8 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
             future.result()
         for helper in started:
             helper.join()
+        if commit is not None:
+            commit.close()  # this process's own files answered: what is left unanswered, a helper took
         # What a helper had taken but never answered (it died): fetched here, as a resume.
         for index, item in work.unanswered():
             work.done(index, fetch_one(item, progress, session, options))
@@ -105,9 +112,14 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
             pool.shutdown(wait=True)
         for helper in started:
             helper.stop()
+        if commit is not None:
+            commit.close()  # what waits for it is complete and verified: published, also after Ctrl-C
         if given is None:
             session.close()
         _sync_folders(set(real.values()))  # also after Ctrl-C: what was published keeps its name
+    bug = next((r for r in work.results if isinstance(r, BaseException) and not isinstance(r, ResumableError)), None)
+    if bug is not None:
+        raise bug
     return work.results
 
 
@@ -180,13 +192,24 @@ def _close_pipes(proc: subprocess.Popen) -> None:
             pass
 
 
-def fetch_one(item: FetchItem, progress, session, options: dict) -> FetchResult | ResumableError:
-    """One item of a batch: its folder's fsync is left to ``_sync_folders``, once per folder."""
+def fetch_one(item: FetchItem, progress, session, options: dict,
+              commit: GroupCommit | None = None) -> FetchResult | ResumableError | Future:
+    """One item of a batch: its folder's fsync is left to ``_sync_folders``, once per folder; a
+    small file's own fsync and publish to ``commit`` (then: a Future of the result)."""
     try:
         return fetch(item.url, item.dest, size=item.size, hash=item.hash, mirrors=item.mirrors,
-                     progress=progress, session=session, sync_folder=False, **options)
+                     progress=progress, session=session, sync_folder=False, commit=commit, **options)
     except ResumableError as exc:
         return exc
+
+
+def when_done(outcome: FetchResult | ResumableError | Future, then: Callable[[object], None]) -> None:
+    """``then(result or error)``: now, or once the group commit has published the file (an error
+    that is not the engine's, a bug, is passed on too: ``fetch_many`` raises it at its end)."""
+    if isinstance(outcome, Future):
+        outcome.add_done_callback(lambda future: then(future.exception() or future.result()))
+    else:
+        then(outcome)
 
 
 def _sync_folders(folders: set[str]) -> None:

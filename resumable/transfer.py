@@ -19,13 +19,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import nullcontext
+from concurrent.futures import Future
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import requests
 from . import http, locks
 from .attempt import NOT_MODIFIED, Download
+from .commit import GroupCommit
 from .disk import fsync_dir
 from .errors import (
     DiskSpaceError,
@@ -73,7 +75,7 @@ def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | Ex
           retry_delay: float = 1.0, headers: dict | None = None, timeout=(10, 60), progress=None,
           lock: bool = True, max_time: float | None = None, speed_limit: float = DEFAULT_SPEED_LIMIT,
           speed_time: float = DEFAULT_SPEED_TIME, session: requests.Session | None = None,
-          sync_folder: bool = True) -> FetchResult:
+          sync_folder: bool = True, commit: GroupCommit | None = None) -> FetchResult | Future:
     """Download ``url`` to ``dest`` (resuming, verifying, atomically); mirrors are tried in order.
 
     A file already at ``dest`` counts as done only when it matches ``hash``, or when this engine
@@ -84,7 +86,8 @@ def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | Ex
     its own part file (correct, but a killed process's bytes are not resumed).
     ``sync_folder=False`` leaves the fsync of ``dest``'s folder, which makes its name survive a power
     cut, to the caller (``fetch_many`` does it once per folder for the whole batch); the file itself
-    is fsynced before it appears either way.
+    is fsynced before it appears either way. ``commit`` (a batch's, see commit.py): a small file
+    is made durable and published by it, with others; fetch then returns a Future of the result.
     """
     sources = [http.check_url(u) for u in (url, *mirrors)]
     expected = parse_hash(hash)
@@ -103,7 +106,7 @@ def fetch(url: str, dest: str | Path, *, size: int | None = None, hash: str | Ex
                    speed_time=speed_time, session=session, private=not lock)
     try:
         dest = _destination(dest)
-        return _fetch(sources, dest, size, expected, lock, options, sync_folder)
+        return _fetch(sources, dest, size, expected, lock, options, sync_folder, commit if lock else None)
     except OSError as exc:  # the network's errors are TransferErrors by now: this is the local disk
         raise local_error(exc, dest) from None
 
@@ -130,7 +133,7 @@ def _destination(dest: str | Path) -> Path:
 
 
 def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedHash | None, lock: bool,
-           options: dict, sync_folder: bool = True) -> FetchResult:
+           options: dict, sync_folder: bool = True, commit: GroupCommit | None = None) -> FetchResult | Future:
     check_destination(dest)
     try:
         if not os.path.isdir(dest.parent):  # usually there: a mkdir that fails still waits for a lock
@@ -140,7 +143,8 @@ def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedH
                              "choose another path") from None
     ensure_record_dir(dest)
     t0 = time.monotonic()
-    with _exclusive(dest, lock):
+    with ExitStack() as held:  # a file left to ``commit`` takes its lock along (held.pop_all)
+        held.enter_context(_exclusive(dest, lock))
         present = check_destination(dest)
         cached = present and _existing(dest, size, expected, sources, t0)
         if cached:
@@ -152,9 +156,9 @@ def _fetch(sources: list[str], dest: Path, size: int | None, expected: ExpectedH
         for source in sources:
             revalidate = _revalidation(dest, source, size, expected) if present else None
             download = Download(source, dest, size, expected, revalidate=revalidate,
-                                 fresh_starts=fresh_starts, **options)
+                                 fresh_starts=fresh_starts, defer_sync=commit is not None, **options)
             try:
-                return _run(download, t0, sync_folder)
+                return _run(download, t0, sync_folder, commit, held)
             except (UsageError, DiskSpaceError, LocalFileError):
                 raise
             except ResumableError as exc:
@@ -216,8 +220,10 @@ def _revalidation(dest: Path, source: str, size: int | None, expected: ExpectedH
     return record if record and record.validator else None
 
 
-def _run(d: Download, t0: float, sync_folder: bool = True) -> FetchResult:
-    """The download's attempts, as its retry policy allows, then the publish."""
+def _run(d: Download, t0: float, sync_folder: bool = True, commit: GroupCommit | None = None,
+         held: ExitStack | None = None) -> FetchResult | Future:
+    """The download's attempts, as its retry policy allows, then the publish (by ``commit``, with
+    the lock in ``held``, for a part the attempt left unsynced)."""
     if d.part.private:
         remove_orphaned_private_parts(d.dest)  # of lock-free writers killed earlier (a folder scan)
     state = d.part.load()
@@ -238,6 +244,9 @@ def _run(d: Download, t0: float, sync_folder: bool = True) -> FetchResult:
             if sync_folder:  # as for a file found in place (see _fetch)
                 fsync_dir(d.dest.parent)
             return _unchanged(d, t0)
+        if d.unsynced:
+            return commit.submit(d.part.path, lambda: _result(d, _publish(d, digests, sync_folder), t0),
+                                 held.pop_all())
         digests = _publish(d, digests, sync_folder)
     except BaseException:
         if d.part.private:
@@ -245,6 +254,10 @@ def _run(d: Download, t0: float, sync_folder: bool = True) -> FetchResult:
         raise
     finally:
         d.reporter.close()
+    return _result(d, digests, t0)
+
+
+def _result(d: Download, digests: dict[str, str], t0: float) -> FetchResult:
     seconds = time.monotonic() - t0
     result = FetchResult(d.dest, d.url, os.lstat(d.dest).st_size, f"{d.algorithm}:{digests[d.algorithm]}",
                          "resumed" if d.resumed else "downloaded", d.transferred, seconds)

@@ -1,6 +1,7 @@
-"""What reaches the disk, and when (README "Durability"): every file is fsynced before its rename;
-a lone fetch then fsyncs its folder, a batch fsyncs each folder it published into once, before it
-returns. Counted with strace on a real process, never assumed."""
+"""What reaches the disk, and when (README "Durability"): every file's bytes are on the disk before
+its rename (a lone fetch fsyncs the file, then its folder; a batch makes its small files durable in
+groups, one syncfs each, and fsyncs each folder it published into once, before it returns).
+Traced with strace on a real process, never assumed."""
 
 from __future__ import annotations
 
@@ -34,31 +35,107 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _fsyncs(tmp_path, base: str, args: list[str], helpers: int = 0) -> tuple[list[str], list[str]]:
-    """The paths fsynced by a run of SCRIPT: (files, folders)."""
+def _trace(tmp_path, base: str, args: list[str], helpers: int = 0, calls: str = "fsync,fdatasync") -> str:
+    """The strace log (``-f -y``: every thread and helper, descriptors with their paths) of SCRIPT."""
     log = tmp_path / "strace.log"
     out = tmp_path / "out"
-    env = dict(os.environ, RESUMABLE_TRANSPORT="requests")  # one transport: the count is about the disk
-    proc = subprocess.run(["strace", "-f", "-y", "-qq", "-e", "trace=fsync,fdatasync", "-o", str(log),
+    env = dict(os.environ, RESUMABLE_TRANSPORT="requests")  # one transport: the trace is about the disk
+    proc = subprocess.run(["strace", "-f", "-y", "-qq", "-e", f"trace={calls}", "-o", str(log),
                            sys.executable, "-c", SCRIPT, base, str(out), str(helpers), *args],
                           capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
+    return log.read_text()
+
+
+def _fsyncs(tmp_path, base: str, args: list[str], helpers: int = 0) -> tuple[list[str], list[str]]:
+    """The paths fsynced by a run of SCRIPT: (files, folders)."""
     # "fsync(5</path>) = 0", or split by another thread's call: "fsync(5</path> <unfinished ...>"
-    paths = re.findall(r"\b(?:fsync|fdatasync)\(\d+<([^>]*)>", log.read_text())
+    paths = re.findall(r"\b(?:fsync|fdatasync)\(\d+<([^>]*)>", _trace(tmp_path, base, args, helpers))
     folders = [p for p in paths if os.path.isdir(p)]
     files = [p for p in paths if p not in folders]
     return files, folders
 
 
+WRITES = ("write", "pwrite64", "pwritev", "pwritev2", "splice", "copy_file_range", "sendfile")
+SYNCS = ("fsync", "fdatasync", "syncfs")
+RENAMES = ("rename", "renameat", "renameat2")
+
+
+def _events(log: str) -> list[tuple[int, str, str, str]]:
+    """(position, phase 'start'/'end', call, its line) per traced call: a call another thread
+    split in two lines ("<unfinished ...>", then "<... call resumed>") starts at the first, ends at
+    the second; a whole line is both."""
+    events, open_calls = [], {}
+    for i, line in enumerate(log.splitlines()):
+        pid, _, rest = line.partition(" ")
+        rest = rest.strip()
+        resumed = re.match(r"<\.\.\. (\w+) resumed>", rest)
+        if resumed:
+            call, first = open_calls.pop((pid, resumed.group(1)))
+            events.append((i, "end", call, first + rest))
+            continue
+        m = re.match(r"(\w+)\(", rest)
+        if not m:
+            continue
+        call = m.group(1)
+        events.append((i, "start", call, rest))
+        if rest.endswith("<unfinished ...>"):
+            open_calls[(pid, call)] = (call, rest)
+        else:
+            events.append((i, "end", call, rest))
+    return events
+
+
+def _unsynced_renames(log: str) -> dict[str, str]:
+    """Each renamed ``.part`` whose bytes were not made durable (its own fsync, or a syncfs)
+    between the end of its last write and the start of its rename: {part: why}."""
+    events = _events(log)
+    last_write: dict[str, int] = {}
+    problems, renamed = {}, set()
+    for pos, phase, call, text in events:
+        if call in WRITES and phase == "end":
+            for part in re.findall(r"\d+<([^>]*\.part)>", text):
+                last_write[part] = pos
+        elif call in RENAMES and phase == "start":
+            src = re.search(r'"([^"]*\.part)"', text)
+            if not src:
+                continue
+            part = src.group(1)
+            renamed.add(part)
+            if part not in last_write:
+                problems[part] = "renamed, but no write of it was traced"
+                continue
+            synced = any(c in SYNCS and ph == "start" and last_write[part] < p < pos and
+                         (c == "syncfs" or f"<{part}>" in t) and _ends_before(events, p, c, t, pos)
+                         for p, ph, c, t in events)
+            if not synced:
+                problems[part] = "renamed before its bytes were synced"
+    assert renamed, "no rename of a part file was traced"
+    return problems
+
+
+def _ends_before(events, start: int, call: str, text: str, limit: int) -> bool:
+    if not text.endswith("<unfinished ...>"):
+        return start < limit
+    return any(c == call and ph == "end" and start <= p < limit and t.startswith(text[:-len("<unfinished ...>")])
+               for p, ph, c, t in events)
+
+
 @pytest.mark.parametrize("helpers", [0, 1])
-def test_a_batch_fsyncs_every_file_and_each_folder_once(served, tmp_path, helpers):
-    """With a helper process too: the files it published are in folders the batch fsyncs at its end."""
+def test_a_batch_makes_every_file_durable_before_its_rename_and_each_folder_once(served, tmp_path, helpers):
+    """With a helper process too: its files are made durable by its own group commit, and are in
+    folders the batch fsyncs at its end. The groups are real: far fewer syncfs than files."""
     srv, root = served
     names = [f"f{i}.bin" for i in range(HELPER_MIN_ITEMS + 6 if helpers else 8)]
     for i, n in enumerate(names):
         make_file(root / n, 5000 + i, seed=i)
-    files, folders = _fsyncs(tmp_path, srv.url("").rstrip("/"), names, helpers)
-    assert sorted(os.path.basename(f) for f in files) == sorted(f"{n}.part" for n in names)
+    log = _trace(tmp_path, srv.url("").rstrip("/"), names, helpers,
+                 calls=",".join((*WRITES, *SYNCS, *RENAMES)))
+    assert _unsynced_renames(log) == {}
+    renamed = re.findall(r'\brename\w*\(.*?"([^"]*\.part)"', log)
+    assert sorted(os.path.basename(p) for p in renamed) == sorted(f"{n}.part" for n in names)
+    assert 0 < len(re.findall(r"\bsyncfs\(", log)) <= len(names) // 2
+    folders = re.findall(r"\bfsync\(\d+<([^>]*)>", log)
     assert sorted(folders) == sorted({str(tmp_path / "out" / "a"), str(tmp_path / "out" / "b")})
     for n in names:  # and every file is in place
         assert (tmp_path / "out" / ("a" if names.index(n) % 2 else "b") / n).stat().st_size == 5000 + names.index(n)
