@@ -21,7 +21,7 @@ from . import curl, http, segments
 from .body import HASH_BUFFERS, READ_SIZE, receive_into
 from .errors import DiskSpaceError, IntegrityError, ProtocolViolation, RestartFromZero, TransferError
 from .hashes import BackgroundHasher, ExpectedHash, InlineHasher
-from .part import PartFile
+from .part import PartFile, identity
 from .progress import Reporter, human_size
 from .ramp import AUTO, AUTO_CAP, LinkProbe
 from .retry import WATCHDOG, FreshStarts, RetryPolicy, SpeedGuard
@@ -67,6 +67,7 @@ class Download:
         # it durable with others before its publish.
         self.defer_sync = defer_sync
         self.unsynced = False
+        self.identity: tuple | None = None  # the complete part's (device, inode, size, mtime): see _publish
 
     def attempt(self) -> dict[str, str]:
         """The digests of the complete part file (NOT_MODIFIED: the file in place is current)."""
@@ -201,7 +202,13 @@ class Download:
             state.total = total
             self.validator = state.validator
             self.reporter.set_total(total, offset)
-            return self.part.digest(self.algorithm)
+            digests = self.part.digest(self.algorithm)
+            # Written by an earlier run that may have died before syncing it: synced now, or by the commit.
+            self.unsynced = self.defer_sync and total <= INLINE_HASH_MAX
+            if not self.unsynced:
+                self.part.sync()
+            self.identity = self.part.identity()
+            return digests
         raise self.restart(f"server refused the range {offset}- (416)")
 
     def _continued(self, resp: requests.Response, offset: int) -> int:
@@ -264,6 +271,7 @@ class Download:
                 self.unsynced = small and self.defer_sync
                 if not self.unsynced:
                     os.fsync(fd)
+                self.identity = identity(os.fstat(fd))
                 digest = hasher.hexdigest()
         finally:
             hasher.close()

@@ -82,7 +82,7 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
     started: list[_Helper] = []
     pool = None
 
-    commit = GroupCommit() if commit_available() else None
+    commit = GroupCommit(real.values()) if commit_available() else None
 
     def worker() -> None:
         while (taken := work.take(1)):
@@ -90,7 +90,8 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
             when_done(fetch_one(item, progress, session, options, commit), partial(work.done, index))
 
     try:
-        started += [h for h in (_Helper.start(work, per_helper, options) for _ in range(helpers)) if h]
+        folders = sorted(set(real.values()))
+        started += [h for h in (_Helper.start(work, per_helper, options, folders) for _ in range(helpers)) if h]
         own_jobs = jobs - per_helper * len(started)  # this process keeps the remainder
         pool = ThreadPoolExecutor(own_jobs, thread_name_prefix="fetch")
         for future in [pool.submit(worker) for _ in range(own_jobs)]:
@@ -113,7 +114,7 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
         for helper in started:
             helper.stop()
         if commit is not None:
-            commit.close()  # what waits for it is complete and verified: published, also after Ctrl-C
+            commit.close()  # what waits in this process is complete and verified: published, also after Ctrl-C
         if given is None:
             session.close()
         _sync_folders(set(real.values()))  # also after Ctrl-C: what was published keeps its name
@@ -272,8 +273,8 @@ class _Helper:
         self.thread.start()
 
     @classmethod
-    def start(cls, work: _Work, jobs: int, options: dict) -> "_Helper | None":
-        handshake = (jobs, {k: v for k, v in options.items() if k != "session"}, log.getEffectiveLevel())
+    def start(cls, work: _Work, jobs: int, options: dict, folders: list[str]) -> "_Helper | None":
+        handshake = (jobs, {k: v for k, v in options.items() if k != "session"}, log.getEffectiveLevel(), folders)
         try:
             message = pickle.dumps(handshake)
         except Exception as exc:  # an option that cannot cross processes (a callable): this process alone

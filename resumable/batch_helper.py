@@ -1,7 +1,7 @@
 """A helper process of ``fetch_many`` (batch.py): ``python -m resumable.batch_helper``.
 
 It talks pickle over its stdin and stdout with the process that started it, and with nobody else:
-first ``(jobs, options, log level)``; then it asks for items (``("more",)``, answered with a list,
+first ``(jobs, options, log level, the batch's folders)``; then it asks for items (``("more",)``, answered with a list,
 empty when the queue is dry), and answers each with ``("result", index, FetchResult or error)``;
 log lines go back as ``("log", level, text)``. It dies with its parent (a kill leaves part files
 that resume, as any kill does).
@@ -77,7 +77,7 @@ def main() -> int:
     from .batch import fetch_one, when_done
     from .commit import GroupCommit, available
 
-    jobs, options, level = pickle.load(channel.inp)
+    jobs, options, level, folders = pickle.load(channel.inp)
 
     logger = logging.getLogger("resumable")
     logger.setLevel(level)
@@ -86,7 +86,7 @@ def main() -> int:
     session = http.new_session(pool_size=jobs, many=True)
     gc.freeze()  # what the imports made lives as long as we do: no collection need scan it again (~7% of CPU)
 
-    commit = GroupCommit() if available() else None
+    commit = GroupCommit(folders) if available() else None
 
     def worker() -> None:
         while (taken := channel.take()) is not None:

@@ -10,7 +10,10 @@ bytes are on the disk before its name is. The lock of the destination travels wi
 
 A ``syncfs`` that fails names no file: each part of the group is then fsynced on its own, and
 only those that fail are reported. A ``syncfs`` that took long (other writers' dirty data on the
-same file system) sends the rest of the batch back to per-file fsyncs.
+same file system) sends the rest of the batch back to per-file fsyncs. ``syncfs`` reports
+writeback errors since Linux 5.8 only, and only those after the descriptor it is given was
+opened: older kernels get per-file fsyncs, and the batch opens a descriptor on each file system
+it writes to before its first download (``folders``), kept until it ends.
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from .state import local_error, open_regular
 log = logging.getLogger("resumable")
 
 GROUP_WAIT = 0.02  # s a part waits for others to share its syncfs (bench 4: ~30 files of 64 KiB)
-GROUP_MAX = 64  # parts waiting at most: each holds its destination's lock (a descriptor)
+GROUP_MAX = 64  # parts on their way at most (waiting, syncing, to publish): each holds its lock's descriptor
 SLOW_SYNCFS = 0.5  # s: a syncfs slower than this flushes others' data too; fsync each part instead
+SYNCFS_ERRORS_SINCE = (5, 8)  # Linux: syncfs reports writeback errors
 
 
 @dataclass
@@ -46,14 +50,15 @@ class _Waiting:
 
 
 def available() -> bool:
-    """Group commit needs ``syncfs`` and locks another thread can release (Linux OFD locks)."""
+    """Group commit needs a ``syncfs`` that reports errors and locks another thread can release
+    (Linux OFD locks)."""
     import fcntl
 
     return _syncfs() is not None and hasattr(fcntl, "F_OFD_SETLK")
 
 
 def _syncfs():
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or _kernel() < SYNCFS_ERRORS_SINCE:
         return None
     try:
         return ctypes.CDLL(None, use_errno=True).syncfs
@@ -61,16 +66,31 @@ def _syncfs():
         return None
 
 
+def _kernel() -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
 class GroupCommit:
     """The commit thread of one batch (or of one helper process's share of it). It only syncs: the
     renames are done by the downloading threads, each publishing what is durable when it hands in
     its next part (one thread doing all of them fell behind, waiting for the GIL at each call)."""
 
-    def __init__(self):
+    def __init__(self, folders=()):
+        """``folders``: where the batch's files go (they need not exist yet)."""
         self._syncfs = _syncfs()
         self._cond = threading.Condition()
         self._waiting: list[_Waiting] = []  # to make durable
+        self._syncing = 0  # parts being made durable now
         self._durable: list[tuple[_Waiting, Exception | None]] = []  # to publish (or to fail, with why)
+        self._devices: dict[int, int] = {}  # file system (st_dev) -> a descriptor on it, open until close()
+        for folder in folders:
+            try:
+                self._descriptor(_existing_ancestor(Path(folder)))
+            except OSError:  # opened at its first sync instead (or that sync says why not)
+                pass
         self._closed = False
         self.per_file = False  # after a slow syncfs: each part fsynced on its own
         self._thread = threading.Thread(target=self._run, name="fetch-commit", daemon=True)
@@ -81,17 +101,17 @@ class GroupCommit:
         Publishes what is durable already; waits while GROUP_MAX parts are on their way."""
         future: Future = Future()
         with self._cond:
-            if self._closed:
-                raise RuntimeError("GroupCommit.submit after close")
+            if self._closed or not self._thread.is_alive():
+                raise RuntimeError("GroupCommit.submit: the commit is closed")
             self._waiting.append(_Waiting(part, publish, held, future))
             self._cond.notify_all()
         while True:
             self._publish_durable()
             with self._cond:
-                if len(self._waiting) + len(self._durable) < GROUP_MAX or self._closed:
+                if len(self._waiting) + self._syncing + len(self._durable) < GROUP_MAX or self._closed:
                     return future
                 if not self._durable:
-                    self._cond.wait()
+                    self._cond.wait(1.0)  # woken when a group is durable; the timeout only re-checks
 
     def close(self) -> None:
         """Make durable and publish what waits, then end the commit thread (again: nothing)."""
@@ -99,7 +119,12 @@ class GroupCommit:
             self._closed = True
             self._cond.notify_all()
         self._thread.join()
-        self._publish_durable()
+        try:
+            self._publish_durable()
+        finally:
+            for fd in self._devices.values():
+                os.close(fd)
+            self._devices.clear()
 
     def _publish_durable(self) -> None:
         while True:
@@ -129,14 +154,20 @@ class GroupCommit:
                         break
                     self._cond.wait(left)
                 group, self._waiting = self._waiting, []
-            unsynced = self._sync(group)
+                self._syncing = len(group)
+            try:
+                unsynced = self._sync(group)
+            except BaseException as exc:  # a bug: this group's files fail with it, the batch goes on
+                log.error("group commit: %r", exc)
+                unsynced = {w.part: exc for w in group}
             with self._cond:
                 self._durable.extend((w, unsynced.get(w.part)) for w in group)
+                self._syncing = 0
                 self._cond.notify_all()
 
-    def _sync(self, group: list[_Waiting]) -> dict[Path, Exception]:
+    def _sync(self, group: list[_Waiting]) -> dict[Path, BaseException]:
         """Make the group's parts durable; returns the parts that could not be, with why."""
-        if not self.per_file:
+        if self._syncfs is not None and not self.per_file:
             started = time.monotonic()
             try:
                 self._syncfs_each(w.part.parent for w in group)
@@ -161,34 +192,50 @@ class GroupCommit:
         return failed
 
     def _syncfs_each(self, folders) -> None:
-        """One syncfs per file system the folders are on."""
+        """One syncfs per file system the folders are on, through descriptors opened before the
+        first sync (syncfs reports only the errors since its descriptor was opened)."""
         done: set[int] = set()
         for folder in dict.fromkeys(folders):
-            fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
-                dev = os.fstat(fd).st_dev
-                if dev not in done:
-                    if self._syncfs(fd) != 0:
-                        err = ctypes.get_errno()
-                        raise OSError(err, os.strerror(err), str(folder))
-                    done.add(dev)
-            finally:
-                os.close(fd)
+            dev, fd = self._descriptor(folder)
+            if dev not in done:
+                if self._syncfs(fd) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, os.strerror(err), str(folder))
+                done.add(dev)
+
+    def _descriptor(self, folder: Path) -> tuple[int, int]:
+        """(device, a descriptor on it) for ``folder``'s file system."""
+        dev = os.stat(folder).st_dev
+        if dev not in self._devices:
+            self._devices[dev] = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        return dev, self._devices[dev]
 
 
-def _publish(w: _Waiting, problem: Exception | None) -> None:
-    """The part's publish (or its failure to become durable) into its Future; then its lock goes."""
+def _existing_ancestor(folder: Path) -> Path:
+    """``folder``, or the nearest folder above it that exists (a folder made later is on its file system)."""
+    for candidate in (folder, *folder.parents):
+        if os.path.isdir(candidate):
+            return candidate
+    return Path("/")
+
+
+def _publish(w: _Waiting, problem: BaseException | None) -> None:
+    """The part's publish (or its failure to become durable) into its Future, after its lock is
+    released (whoever hears of the file may fetch it again at once)."""
     try:
         if problem is not None:
             raise problem
-        w.future.set_result(w.publish())
+        outcome, failed = w.publish(), False
     except OSError as exc:
-        w.future.set_exception(local_error(exc, w.part))
-    except BaseException as exc:  # the publish's own errors (and bugs) go to the file's caller
-        w.future.set_exception(exc)
+        outcome, failed = local_error(exc, w.part), True
+    except Exception as exc:  # the publish's own errors (and bugs) go to the file's caller
+        outcome, failed = exc, True
     finally:
         try:
             w.held.close()
-        except BaseException as exc:  # a lock that cannot be released: the file's caller hears it
-            if not w.future.done():
-                w.future.set_exception(exc)
+        except Exception as exc:
+            outcome, failed = exc, True
+    if failed:
+        w.future.set_exception(outcome)
+    else:
+        w.future.set_result(outcome)

@@ -102,6 +102,20 @@ class PartFile:
             except FileNotFoundError:
                 pass
 
+    def sync(self) -> None:
+        fd = open_regular(self.path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def identity(self) -> tuple | None:
+        """The part file's (device, inode, size, mtime) now; None when it is gone."""
+        try:
+            return identity(os.lstat(self.path))
+        except FileNotFoundError:
+            return None
+
     def digest(self, algorithm: str) -> dict[str, str]:
         """{algorithm: hex digest} of the bytes in the part file."""
         h = hashlib.new(algorithm)
@@ -111,3 +125,8 @@ class PartFile:
         finally:
             os.close(fd)
         return {algorithm: h.hexdigest()}
+
+
+def identity(st: os.stat_result) -> tuple:
+    """What changes when another writer replaces or rewrites a file: its device, inode, size, mtime."""
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns

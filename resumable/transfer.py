@@ -293,7 +293,12 @@ def _publish(d: Download, digests: dict[str, str], sync_folder: bool = True) -> 
     if not part.private:
         current = PartState.load(d.dest)
         if current is None and part.unrecorded():
-            pass  # never recorded, so nobody could have taken it over
+            # Never recorded, so another writer (where locks do nothing) finds no record to resume
+            # and starts the part afresh: then what is there is not the file this download verified.
+            now = part.identity()  # None: gone, the other writer published first (checked below)
+            if d.identity is not None and now is not None and now != d.identity:
+                raise TransferError(f"{d.dest.name}: another process replaced the partial file before it was "
+                                    "published (a lock that did nothing?); run again to fetch it")
         elif current is None or current.owner != part.owner:
             # Another writer touched the .part (a lock that did nothing): trust only the bytes on disk.
             log.warning("%s: another process wrote the same partial file; re-checking it before publishing",

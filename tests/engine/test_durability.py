@@ -22,7 +22,8 @@ pytestmark = pytest.mark.skipif(shutil.which("strace") is None, reason="needs st
 SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
-    from resumable import FetchItem, fetch, fetch_many
+    from resumable import FetchItem, commit, fetch, fetch_many
+    commit.GROUP_WAIT = 0.5  # groups as large on a loaded test machine as on a quiet one
     base, out = sys.argv[1], Path(sys.argv[2])
     helpers, names = int(sys.argv[3]), sys.argv[4:]
     if names[0] == "--one":
@@ -186,3 +187,52 @@ def test_a_file_a_killed_batch_published_gets_its_folder_fsynced_when_found_cach
                            FIND_IT_CACHED, srv.url("k.bin"), str(dest), how], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert str(dest.parent) in re.findall(r"\bfsync\(\d+<([^>]*)>", log.read_text())
+
+
+LEFT_BY_A_KILLED_RUN = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from resumable import FetchItem, fetch_many
+    [result] = fetch_many([FetchItem(sys.argv[1], Path(sys.argv[2]))], helpers=0, retries=0)
+    assert isinstance(result, Exception), result
+""")
+
+FINISH_IT = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from resumable import FetchItem, fetch, fetch_many
+    url, dest, how = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    result = fetch_many([FetchItem(url, dest)], helpers=0)[0] if how == "batch" else fetch(url, dest)
+    assert result.bytes_transferred == 0, result  # every byte was here: the server answered 416
+""")
+
+
+@pytest.mark.parametrize("how", ["batch", "lone"])
+def test_a_complete_part_an_earlier_run_left_is_synced_before_its_rename(served, tmp_path, how):
+    """An earlier run wrote every byte of a part and died before syncing and publishing it: the next
+    run finds it complete (the server answers 416 to the rest) and must sync it before the rename."""
+    srv, root = served
+    make_file(root / "left.bin", 800_000, seed=9)
+    dest = tmp_path / "out" / "left.bin"
+    srv.fault("left.bin", cut_after=400_000)
+    first = subprocess.run([sys.executable, "-c", LEFT_BY_A_KILLED_RUN, srv.url("left.bin"), str(dest)],
+                           capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0, first.stderr[-2000:]
+    srv.clear_faults()
+    part = dest.parent / ".resumable" / "left.bin.part"
+    assert part.stat().st_size == 400_000
+    with open(part, "ab") as f:  # the rest, as the killed run had written it (not synced)
+        f.write((root / "left.bin").read_bytes()[400_000:])
+    log = tmp_path / "strace.log"
+    proc = subprocess.run(["strace", "-f", "-y", "-qq", "-e", "trace=" + ",".join((*WRITES, *SYNCS, *RENAMES)),
+                           "-o", str(log), sys.executable, "-c", FINISH_IT, srv.url("left.bin"), str(dest), how],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert dest.read_bytes() == (root / "left.bin").read_bytes()
+    assert any(r.headers.get("Range") == "bytes=800000-" for r in srv.requests_for("left.bin"))
+    text = log.read_text()
+    renamed = re.search(r'\brename\w*\(.*?"([^"]*left\.bin\.part)"', text)
+    assert renamed, text[-2000:]
+    rename_at = text.index(renamed.group(0))
+    synced = [m.start() for m in re.finditer(r"\b(?:syncfs\(|fsync\(\d+<[^>]*left\.bin\.part>)", text)]
+    assert any(at < rename_at for at in synced), "the part was renamed before it was synced"

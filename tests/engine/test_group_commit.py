@@ -17,7 +17,7 @@ from concurrent.futures import Future
 import pytest
 
 from engine_helpers import make_file
-from resumable import FetchResult, LocalFileError, fetch
+from resumable import FetchResult, LocalFileError, TransferError, fetch
 from resumable import commit as commit_module
 from resumable.commit import GroupCommit
 from resumable.locks import _byte_of, _flock, lock_file
@@ -128,3 +128,22 @@ def test_after_a_slow_syncfs_each_part_is_fsynced_before_its_rename(served, tmp_
     assert text.count("syncfs(") >= 1
     assert len(set(re.findall(r"\bfsync\(\d+<([^>]*\.part)>", text))) >= 1
     assert sorted(p.name for p in (tmp_path / "out").glob("*.bin")) == sorted(names)
+
+
+def test_a_part_another_writer_replaced_while_it_waits_is_not_published(served, tmp_path, slow_groups):
+    """Where locks do nothing, a second writer finds no record of a small part, starts it afresh and
+    writes its own bytes: what is at the part's path is then not the file this download verified."""
+    srv, root = served
+    make_file(root / "r.bin", 50_000, seed=5)
+    dest = tmp_path / "out" / "r.bin"
+    commit = GroupCommit()
+    try:
+        pending = fetch(srv.url("r.bin"), dest, commit=commit)
+        part = part_path(dest)
+        part.unlink()
+        part.write_bytes(b"x" * 1000)  # the other writer's first bytes
+    finally:
+        commit.close()
+    with pytest.raises(TransferError, match="another process replaced the partial file"):
+        pending.result(timeout=0)
+    assert not dest.exists() and not _locked(dest)
