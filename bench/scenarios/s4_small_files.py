@@ -2,8 +2,8 @@
 
 Ours: ``train-pipeline datasets download custom --urls ...`` (the batch path). Peers: aria2c -i LIST -j8,
 wget -i LIST, and ``aria2c -i LIST -j8 && sync`` of its files and folder: as durable as ours, which
-fsyncs every file before its rename and the folder once (the like-for-like row, as ``curl -o &&
-sync`` in scenario 1; the target stays against aria2c as it is).
+syncs every file before its rename (one syncfs per group of files) and the folder once (the
+like-for-like row, as ``curl -o && sync`` in scenario 1; the target stays against aria2c as it is).
 """
 
 from __future__ import annotations
