@@ -214,8 +214,8 @@ def when_done(outcome: FetchResult | ResumableError | Future, then: Callable[[ob
 
 
 def _sync_folders(folders: set[str]) -> None:
-    """One fsync per destination folder of the batch, before it returns: each file was fsynced
-    before its rename, so it appears only complete and verified; this makes the names survive a
+    """One fsync per destination folder of the batch, before it returns: each file's bytes were
+    synced before its rename, so it appears only complete and verified; this makes the names survive a
     power cut. Every folder, whatever its files' results: a file "cached" now may have been
     published by a batch that was killed before its own folder fsync, and a helper may have
     published a file it never reported. Per file, the folder's fsync was ~5 % of a small file's
