@@ -31,7 +31,8 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import ResumableError
-from .state import local_error, open_regular
+from .part import sync_file
+from .state import local_error
 
 log = logging.getLogger("resumable")
 
@@ -182,11 +183,7 @@ class GroupCommit:
         failed = {}
         for w in group:
             try:
-                fd = open_regular(w.part, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
+                sync_file(w.part)
             except (OSError, ResumableError) as exc:  # ResumableError: not a regular file any more
                 failed[w.part] = exc
         return failed

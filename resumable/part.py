@@ -103,11 +103,7 @@ class PartFile:
                 pass
 
     def sync(self) -> None:
-        fd = open_regular(self.path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        sync_file(self.path)
 
     def identity(self) -> tuple | None:
         """The part file's (device, inode, size, mtime) now; None when it is gone."""
@@ -130,3 +126,12 @@ class PartFile:
 def identity(st: os.stat_result) -> tuple:
     """What changes when another writer replaces or rewrites a file: its device, inode, size, mtime."""
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def sync_file(path: Path) -> None:
+    """fsync the regular file at ``path`` (never through a symlink or into a FIFO)."""
+    fd = open_regular(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
