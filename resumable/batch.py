@@ -4,7 +4,9 @@ helper process on each further core.
 Per file the engine spends ~2 ms of Python (request, record, publish) under one GIL: on a batch of
 thousands of small files one process keeps one core busy and the other idle (bench scenario 4).
 A helper (``python -m resumable.batch_helper``) takes items from the same queue as this process's
-threads, so the batch is shared out as it goes, whatever each file's size.
+threads, so the batch is shared out as it goes, whatever each file's size. Each process starts one
+worker thread and adds more, up to its share of ``jobs``, only while its workers mostly wait
+(ramp.WorkerRamp): threads that find their core busy only hand the GIL to each other.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import site
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -28,13 +31,15 @@ from . import http
 from .commit import GroupCommit, available as commit_available
 from .disk import fsync_dir
 from .errors import ResumableError, UsageError
+from .ramp import BATCH_WINDOW, WorkerRamp
 from .transfer import FetchResult, fetch
 
 log = logging.getLogger("resumable")
 
 HELPER_MIN_ITEMS = 64  # a helper's start (~0.2 s) pays back only over this many files
 HELPER_MAX = 3
-HANDOUT = 4  # items a helper takes from the queue at a time
+HANDOUT = 4  # items a helper takes from the queue at a time, at least
+HANDOUT_MAX = 16  # ... and at most, from a long queue: each take is a round trip (~1 ms) that its threads wait for
 
 
 @dataclass(frozen=True)
@@ -94,8 +99,7 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
         started += [h for h in (_Helper.start(work, per_helper, options, folders) for _ in range(helpers)) if h]
         own_jobs = jobs - per_helper * len(started)  # this process keeps the remainder
         pool = ThreadPoolExecutor(own_jobs, thread_name_prefix="fetch")
-        for future in [pool.submit(worker) for _ in range(own_jobs)]:
-            future.result()
+        run_workers(pool, worker, own_jobs)
         for helper in started:
             helper.join()
         if commit is not None:
@@ -122,6 +126,52 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
     if bug is not None:
         raise bug
     return work.results
+
+
+def run_workers(pool: ThreadPoolExecutor, worker: Callable[[], None], jobs: int) -> None:
+    """``worker`` (it fetches until the queue is dry) on one thread of ``pool``, and on more, up to
+    ``jobs``, while they mostly wait (ramp.WorkerRamp); returns when every one has ended, raising
+    the first error that one of them raised."""
+    threads = _ThreadsCPU()
+    ramp = WorkerRamp(jobs, cpu=threads.cpu)
+
+    def tracked() -> None:
+        threads.add_this_thread()
+        worker()
+
+    futures = [pool.submit(tracked)]
+    while wait(futures, timeout=BATCH_WINDOW).not_done:
+        futures += [pool.submit(tracked) for _ in range(ramp.more(len(futures)))]
+    for future in futures:
+        future.result()
+
+
+class _ThreadsCPU:
+    """The CPU seconds some threads of this process have used, together: the work on their own
+    thread (Python, libcurl, the kernel), not their helpers' (hashing, the commit's syncs)."""
+
+    def __init__(self):
+        self._clocks: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def add_this_thread(self) -> None:
+        try:
+            clock = time.pthread_getcpuclockid(threading.get_ident())
+        except (AttributeError, OSError):  # no per-thread clocks here: the process's CPU stands in
+            clock = time.CLOCK_PROCESS_CPUTIME_ID
+        with self._lock:
+            self._clocks[threading.get_ident()] = clock
+
+    def cpu(self) -> float:
+        with self._lock:
+            clocks = set(self._clocks.values())
+        total = 0.0
+        for clock in clocks:
+            try:
+                total += time.clock_gettime(clock)
+            except OSError:
+                pass
+        return total
 
 
 def prestart_helpers(count: int) -> None:
@@ -246,6 +296,12 @@ class _Work:
         with self.lock:
             self.closed = True
 
+    def handout(self, jobs: int) -> int:
+        """How many items a helper with ``jobs`` threads takes now: a small share of what is left
+        (guided self-scheduling), so that the batch ends with every process busy on its last files."""
+        with self.lock:
+            return max(HANDOUT, min(HANDOUT_MAX, len(self.queue) // (4 * jobs)))
+
     def take(self, n: int) -> list[tuple[int, FetchItem]]:
         with self.lock:
             if self.closed:
@@ -267,8 +323,8 @@ class _Work:
 class _Helper:
     """One helper process and the thread here that serves it: items out, results and log lines in."""
 
-    def __init__(self, proc: subprocess.Popen, work: _Work):
-        self.proc, self.work = proc, work
+    def __init__(self, proc: subprocess.Popen, work: _Work, jobs: int):
+        self.proc, self.work, self.jobs = proc, work, jobs
         self.thread = threading.Thread(target=self._serve, name="fetch-helper", daemon=True)
         self.thread.start()
 
@@ -288,14 +344,14 @@ class _Helper:
             proc.stdin.flush()
         except OSError:
             pass  # it died at once: its serving thread sees EOF, and nothing was taken
-        return cls(proc, work)
+        return cls(proc, work, jobs)
 
     def _serve(self) -> None:
         try:
             while True:
                 kind, *rest = pickle.load(self.proc.stdout)
                 if kind == "more":
-                    pickle.dump(self.work.take(HANDOUT), self.proc.stdin)
+                    pickle.dump(self.work.take(self.work.handout(self.jobs)), self.proc.stdin)
                     self.proc.stdin.flush()
                 elif kind == "result":
                     self.work.done(*rest)

@@ -74,7 +74,7 @@ def main() -> int:
     channel = _Channel(sys.stdin.buffer, sys.stdout.buffer)
     sys.stdout = sys.stderr  # nothing else may write into the channel
     from . import http  # before the handshake: a helper started ahead of its batch is ready when it comes
-    from .batch import fetch_one, when_done
+    from .batch import fetch_one, run_workers, when_done
     from .commit import GroupCommit, available
 
     jobs, options, level, folders = pickle.load(channel.inp)
@@ -96,8 +96,7 @@ def main() -> int:
 
     try:
         with ThreadPoolExecutor(jobs, thread_name_prefix="fetch") as pool:
-            for future in [pool.submit(worker) for _ in range(jobs)]:
-                future.result()
+            run_workers(pool, worker, jobs)
     finally:
         if commit is not None:
             commit.close()  # the results of the files it publishes go back as they are published

@@ -50,7 +50,7 @@ def _imports() -> None:
     )
 
 
-BATCH_JOBS = 8  # files at once, shared with the batch's helper processes (bench scenario 4: 4 per process on 2 cores)
+BATCH_JOBS = 8  # files at once at most, shared with the batch's helper processes (each ramps up to its share: ramp.WorkerRamp)
 
 
 def register(subparsers) -> argparse.ArgumentParser:

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from engine_helpers import kill_when, make_file, sha256_of
 from resumable import fetch
-from resumable.ramp import AUTO_CAP, MIN_READS, SETTLE, WAITING, WINDOW, LinkProbe, Ramp
+from resumable.ramp import (AUTO_CAP, BATCH_BUSY, BATCH_WINDOW, MIN_READS, SETTLE, WAITING, WINDOW, LinkProbe, Ramp,
+                            WorkerRamp)
 from resumable.segments import STEAL_FLOOR
 from resumable.state import PartState
 
@@ -235,3 +236,42 @@ def test_a_link_bound_connection_starts_the_ramp_at_two():
     assert ramp.connections == 2
     seen = drive(ramp, lambda n, _t: 20e6 * n)
     assert seen[-1] == AUTO_CAP
+
+
+# -- a batch's workers ------------------------------------------------------------------------------
+def run_batch(cap: int, busy_of, seconds: float = 2.0, step: float = 0.01) -> list[int]:
+    """A batch process's workers over time, its CPU busy ``busy_of(workers, now)`` seconds per second."""
+    clock, cpu = Clock(), Clock()
+    ramp = WorkerRamp(cap, clock=clock, cpu=cpu)
+    workers, seen = 1, []
+    while clock.now < seconds:
+        clock.now += step
+        cpu.now += busy_of(workers, clock.now) * step
+        workers += ramp.more(workers)
+        seen.append(workers)
+    return seen
+
+
+@settings(max_examples=200, deadline=None)
+@given(busy=st.floats(BATCH_BUSY + 0.01, 4.0), cap=st.integers(1, 32))
+def test_a_busy_batch_process_keeps_one_worker(busy, cap):
+    """Its core is the limit: a second worker would only add GIL hand-offs."""
+    assert set(run_batch(cap, lambda _n, _t: busy)) == {1}
+
+
+@settings(max_examples=200, deadline=None)
+@given(per_worker=st.floats(0.0, (BATCH_BUSY - 0.01) / 32), cap=st.integers(1, 32))
+def test_waiting_workers_double_up_to_the_cap(per_worker, cap):
+    """Files that keep their workers waiting (a far server): every worker counts, as in aria2c -j8."""
+    seen = run_batch(cap, lambda n, _t: per_worker * n)
+    assert seen[-1] == cap and seen == sorted(seen)
+    assert all(b in (a, min(2 * a, cap)) for a, b in zip(seen, seen[1:]))  # doubles, never jumps
+    steps = (cap - 1).bit_length()  # doublings from 1 to the cap
+    assert seen.index(cap) * 0.01 <= (steps + 1) * (BATCH_WINDOW + 0.01)
+
+
+@settings(max_examples=200, deadline=None)
+@given(loads=st.lists(st.floats(0.0, 3.0), min_size=1, max_size=40), cap=st.integers(1, 64))
+def test_any_load_stays_within_one_and_the_cap_and_never_shrinks(loads, cap):
+    seen = run_batch(cap, lambda n, t: loads[min(int(t / 0.05), len(loads) - 1)] * min(n, 2))
+    assert all(1 <= n <= cap for n in seen) and seen == sorted(seen)
