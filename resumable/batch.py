@@ -38,8 +38,7 @@ log = logging.getLogger("resumable")
 
 HELPER_MIN_ITEMS = 64  # a helper's start (~0.2 s) pays back only over this many files
 HELPER_MAX = 3
-HANDOUT = 4  # items a helper takes from the queue at a time, at least
-HANDOUT_MAX = 16  # ... and at most, from a long queue: each take is a round trip (~1 ms) that its threads wait for
+HANDOUT_MAX = 16  # items a helper may ask for at once (it asks for about two per running worker)
 
 
 @dataclass(frozen=True)
@@ -102,6 +101,8 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
         run_workers(pool, worker, own_jobs)
         for helper in started:
             helper.join()
+        if work.queue:  # a helper died after this process's workers ended: what it had taken, fetched here
+            run_workers(pool, worker, own_jobs)
         if commit is not None:
             commit.close()  # this process's own files answered: what is left unanswered, a helper took
         # What a helper had taken but never answered (it died): fetched here, as a resume.
@@ -140,7 +141,7 @@ def run_workers(pool: ThreadPoolExecutor, worker: Callable[[], None], jobs: int)
         worker()
 
     futures = [pool.submit(tracked)]
-    while wait(futures, timeout=BATCH_WINDOW).not_done:
+    while wait(futures, timeout=BATCH_WINDOW if len(futures) < jobs else None).not_done:
         futures += [pool.submit(tracked) for _ in range(ramp.more(len(futures)))]
     for future in futures:
         future.result()
@@ -296,12 +297,6 @@ class _Work:
         with self.lock:
             self.closed = True
 
-    def handout(self, jobs: int) -> int:
-        """How many items a helper with ``jobs`` threads takes now: a small share of what is left
-        (guided self-scheduling), so that the batch ends with every process busy on its last files."""
-        with self.lock:
-            return max(HANDOUT, min(HANDOUT_MAX, len(self.queue) // (4 * jobs)))
-
     def take(self, n: int) -> list[tuple[int, FetchItem]]:
         with self.lock:
             if self.closed:
@@ -315,6 +310,13 @@ class _Work:
             if self.taken.pop(index, None) is not None:
                 self.results[index] = result
 
+    def requeue(self, indexes) -> None:
+        """Items a helper took and will never answer (it died): first in the queue again, fetched
+        by this process's workers as resumes of their part files."""
+        with self.lock:
+            back = [(i, self.taken.pop(i)) for i in sorted(indexes) if i in self.taken]
+            self.queue.extendleft(reversed(back))
+
     def unanswered(self) -> list[tuple[int, FetchItem]]:
         with self.lock:
             return list(self.taken.items())
@@ -323,8 +325,9 @@ class _Work:
 class _Helper:
     """One helper process and the thread here that serves it: items out, results and log lines in."""
 
-    def __init__(self, proc: subprocess.Popen, work: _Work, jobs: int):
-        self.proc, self.work, self.jobs = proc, work, jobs
+    def __init__(self, proc: subprocess.Popen, work: _Work):
+        self.proc, self.work = proc, work
+        self.taken: set[int] = set()  # handed to it, not answered yet
         self.thread = threading.Thread(target=self._serve, name="fetch-helper", daemon=True)
         self.thread.start()
 
@@ -344,24 +347,29 @@ class _Helper:
             proc.stdin.flush()
         except OSError:
             pass  # it died at once: its serving thread sees EOF, and nothing was taken
-        return cls(proc, work, jobs)
+        return cls(proc, work)
 
     def _serve(self) -> None:
         try:
             while True:
                 kind, *rest = pickle.load(self.proc.stdout)
                 if kind == "more":
-                    pickle.dump(self.work.take(self.work.handout(self.jobs)), self.proc.stdin)
+                    items = self.work.take(max(1, min(HANDOUT_MAX, int(rest[0]))))
+                    self.taken.update(index for index, _ in items)
+                    pickle.dump(items, self.proc.stdin)
                     self.proc.stdin.flush()
                 elif kind == "result":
+                    self.taken.discard(rest[0])
                     self.work.done(*rest)
                 elif kind == "log":
                     log.log(*rest)
         except EOFError:
             pass  # the helper ended (or died): what it took and never answered is fetched here
-        except (OSError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as exc:
+        except (OSError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
             log.info("helper process %d: %s; this process fetches what it had taken", self.proc.pid, exc)
             self.proc.kill()
+        finally:
+            self.work.requeue(self.taken)
 
     def join(self) -> None:
         self.thread.join()

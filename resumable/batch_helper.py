@@ -1,8 +1,8 @@
 """A helper process of ``fetch_many`` (batch.py): ``python -m resumable.batch_helper``.
 
 It talks pickle over its stdin and stdout with the process that started it, and with nobody else:
-first ``(jobs, options, log level, the batch's folders)``; then it asks for items (``("more",)``, answered with a list,
-empty when the queue is dry), and answers each with ``("result", index, FetchResult or error)``;
+first ``(jobs, options, log level, the batch's folders)``; then it asks for items (``("more", how many)``,
+answered with a list, empty when the queue is dry), and answers each with ``("result", index, FetchResult or error)``;
 log lines go back as ``("log", level, text)``. It dies with its parent (a kill leaves part files
 that resume, as any kill does).
 """
@@ -24,11 +24,18 @@ PR_SET_PDEATHSIG = 1
 
 
 class _Channel:
+    """The pipes to the parent. Items are asked for ahead, while the ones at hand are no more than
+    one per running worker, and come in on a reader thread: a worker seldom waits for a round trip
+    (~1 ms), and the helper never holds more than about two items per worker that the parent's own
+    workers could have started."""
+
     def __init__(self, inp, out):
         self.inp, self.out = inp, out
-        self.send_lock, self.take_lock = threading.Lock(), threading.Lock()
+        self.send_lock = threading.Lock()
+        self.cond = threading.Condition()
         self.local: collections.deque = collections.deque()
-        self.dry = False
+        self.workers: set[int] = set()  # threads that have taken an item
+        self.dry = self.asking = False
 
     def send(self, message: tuple) -> None:
         with self.send_lock:
@@ -37,13 +44,38 @@ class _Channel:
 
     def take(self):
         """The next item (index, FetchItem), or None when the parent's queue is dry."""
-        with self.take_lock:
-            if not self.local and not self.dry:
-                self.send(("more",))
+        with self.cond:
+            self.workers.add(threading.get_ident())
+            while not self.local and not self.dry:
+                self._ask()
+                self.cond.wait()
+            item = self.local.popleft() if self.local else None
+            if len(self.local) <= len(self.workers):
+                self._ask()
+            return item
+
+    def _ask(self) -> None:
+        """One request at a time, for about two items per worker (with ``cond`` held)."""
+        if not self.asking and not self.dry:
+            self.asking = True
+            self.send(("more", max(1, 2 * len(self.workers) - len(self.local))))
+
+    def read(self) -> None:
+        """The reader thread: the parent's answers, until one is empty (its queue is dry) or the pipe ends."""
+        got = None
+        try:
+            while got != []:
                 got = pickle.load(self.inp)
-                self.local.extend(got)
-                self.dry = not got
-            return self.local.popleft() if self.local else None
+                with self.cond:
+                    self.local.extend(got)
+                    self.asking = False
+                    self.cond.notify_all()
+        except (EOFError, OSError, pickle.UnpicklingError, ValueError, TypeError):
+            pass  # the parent is gone: the workers end with what they have
+        finally:
+            with self.cond:
+                self.dry = True
+                self.cond.notify_all()
 
 
 class _Forward(logging.Handler):
@@ -78,6 +110,7 @@ def main() -> int:
     from .commit import GroupCommit, available
 
     jobs, options, level, folders = pickle.load(channel.inp)
+    threading.Thread(target=channel.read, name="helper-read", daemon=True).start()
 
     logger = logging.getLogger("resumable")
     logger.setLevel(level)
