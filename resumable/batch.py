@@ -353,14 +353,15 @@ class _Helper:
         try:
             while True:
                 kind, *rest = pickle.load(self.proc.stdout)
+                if kind in ("more", "results"):
+                    for index, result in rest[-1]:
+                        self.taken.discard(index)
+                        self.work.done(index, result)
                 if kind == "more":
                     items = self.work.take(max(1, min(HANDOUT_MAX, int(rest[0]))))
                     self.taken.update(index for index, _ in items)
                     pickle.dump(items, self.proc.stdin)
                     self.proc.stdin.flush()
-                elif kind == "result":
-                    self.taken.discard(rest[0])
-                    self.work.done(*rest)
                 elif kind == "log":
                     log.log(*rest)
         except EOFError:

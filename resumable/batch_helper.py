@@ -2,7 +2,9 @@
 
 It talks pickle over its stdin and stdout with the process that started it, and with nobody else:
 first ``(jobs, options, log level, the batch's folders)``; then it asks for items (``("more", how many)``,
-answered with a list, empty when the queue is dry), and answers each with ``("result", index, FetchResult or error)``;
+answered with a list, empty when the queue is dry); the results, ``(index, FetchResult or error)`` pairs,
+go along with its next request (and the last ones in ``("results", [...])`` at its end: a message per
+file woke the parent's serving thread ~500 times per 1,000 small files, each waking a GIL hand-off);
 log lines go back as ``("log", level, text)``. It dies with its parent (a kill leaves part files
 that resume, as any kill does).
 """
@@ -18,16 +20,20 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 PR_SET_PDEATHSIG = 1
 
 
+HOLD = 0.02  # seconds of work a helper keeps at hand (short files: a round trip per ~20, not per 2)
+
+
 class _Channel:
-    """The pipes to the parent. Items are asked for ahead, while the ones at hand are no more than
-    one per running worker, and come in on a reader thread: a worker seldom waits for a round trip
-    (~1 ms), and the helper never holds more than about two items per worker that the parent's own
-    workers could have started."""
+    """The pipes to the parent. Items are asked for ahead, about two per running worker or HOLD
+    seconds of them at the pace they are taken (at most ``most``), and come in on a reader
+    thread: a worker seldom waits for a round trip (~1 ms), and the helper never holds much that
+    the parent's own workers could have started."""
 
     def __init__(self, inp, out):
         self.inp, self.out = inp, out
@@ -36,10 +42,15 @@ class _Channel:
         self.local: collections.deque = collections.deque()
         self.workers: set[int] = set()  # threads that have taken an item
         self.dry = self.asking = False
+        self.last: float | None = None  # when the last item was taken
+        self.pace = 0.0  # seconds between items taken, averaged
+        self.most = 1  # items asked for at once, at most (batch.HANDOUT_MAX, once the engine is imported)
+        self.results: list[tuple] = []  # (index, result) not sent yet
 
     def send(self, message: tuple) -> None:
+        data = pickle.dumps(message)  # whole or not at all: a half-written message would end the channel
         with self.send_lock:
-            pickle.dump(message, self.out)
+            self.out.write(data)
             self.out.flush()
 
     def take(self):
@@ -50,15 +61,42 @@ class _Channel:
                 self._ask()
                 self.cond.wait()
             item = self.local.popleft() if self.local else None
-            if len(self.local) <= len(self.workers):
+            now = time.monotonic()
+            if self.last is not None:
+                self.pace = 0.8 * self.pace + 0.2 * (now - self.last) if self.pace else now - self.last
+            self.last = now
+            if len(self.local) <= max(len(self.workers), self._want() // 2):
                 self._ask()
             return item
 
+    def _want(self) -> int:
+        ahead = int(HOLD / self.pace) if self.pace else 0
+        return max(2 * len(self.workers), min(self.most, ahead))
+
     def _ask(self) -> None:
-        """One request at a time, for about two items per worker (with ``cond`` held)."""
+        """One request at a time, with the results so far (with ``cond`` held)."""
         if not self.asking and not self.dry:
             self.asking = True
-            self.send(("more", max(1, 2 * len(self.workers) - len(self.local))))
+            self.send(("more", max(1, self._want() - len(self.local)), self._results()))
+
+    def result(self, index: int, result) -> None:
+        with self.cond:
+            self.results.append((index, result))
+
+    def flush(self) -> None:
+        """The results not sent yet (at the end)."""
+        with self.cond:
+            results = self._results()
+        if results:
+            self.send(("results", results))
+
+    def _results(self) -> list[tuple]:
+        results, self.results = self.results, []
+        try:
+            pickle.dumps(results)
+        except Exception:  # a bug's exception that cannot cross processes: its text does
+            results = [(i, r if _portable(r) else RuntimeError(f"{type(r).__name__}: {r}")) for i, r in results]
+        return results
 
     def read(self) -> None:
         """The reader thread: the parent's answers, until one is empty (its queue is dry) or the pipe ends."""
@@ -76,6 +114,14 @@ class _Channel:
             with self.cond:
                 self.dry = True
                 self.cond.notify_all()
+
+
+def _portable(value) -> bool:
+    try:
+        pickle.dumps(value)
+        return True
+    except Exception:
+        return False
 
 
 class _Forward(logging.Handler):
@@ -106,9 +152,10 @@ def main() -> int:
     channel = _Channel(sys.stdin.buffer, sys.stdout.buffer)
     sys.stdout = sys.stderr  # nothing else may write into the channel
     from . import http  # before the handshake: a helper started ahead of its batch is ready when it comes
-    from .batch import fetch_one, run_workers, when_done
+    from .batch import HANDOUT_MAX, fetch_one, run_workers, when_done
     from .commit import GroupCommit, available
 
+    channel.most = HANDOUT_MAX
     jobs, options, level, folders = pickle.load(channel.inp)
     threading.Thread(target=channel.read, name="helper-read", daemon=True).start()
 
@@ -125,14 +172,15 @@ def main() -> int:
         while (taken := channel.take()) is not None:
             index, item = taken
             when_done(fetch_one(item, False, session, options, commit),
-                      lambda result, index=index: channel.send(("result", index, result)))
+                      lambda result, index=index: channel.result(index, result))
 
     try:
         with ThreadPoolExecutor(jobs, thread_name_prefix="fetch") as pool:
             run_workers(pool, worker, jobs)
     finally:
         if commit is not None:
-            commit.close()  # the results of the files it publishes go back as they are published
+            commit.close()  # publishes what waits: its results are sent below
+        channel.flush()
     session.close()
     return 0
 
