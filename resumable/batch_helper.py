@@ -48,7 +48,13 @@ class _Channel:
         self.results: list[tuple] = []  # (index, result) not sent yet
 
     def send(self, message: tuple) -> None:
-        data = pickle.dumps(message)  # whole or not at all: a half-written message would end the channel
+        """``message``, whose last element may be a list of results (index, result)."""
+        try:
+            data = pickle.dumps(message)  # whole or not at all: half a message would end the channel
+        except Exception:  # a bug's exception that cannot cross processes: its text does
+            *head, results = message
+            data = pickle.dumps((*head, [(i, r if _portable(r) else RuntimeError(f"{type(r).__name__}: {r}"))
+                                         for i, r in results]))
         with self.send_lock:
             self.out.write(data)
             self.out.flush()
@@ -92,10 +98,6 @@ class _Channel:
 
     def _results(self) -> list[tuple]:
         results, self.results = self.results, []
-        try:
-            pickle.dumps(results)
-        except Exception:  # a bug's exception that cannot cross processes: its text does
-            results = [(i, r if _portable(r) else RuntimeError(f"{type(r).__name__}: {r}")) for i, r in results]
         return results
 
     def read(self) -> None:

@@ -207,3 +207,24 @@ def test_engine_errors_cross_processes_whole():
         again = pickle.loads(pickle.dumps(exc))
         assert type(again) is type(exc) and str(again) == str(exc) and again.__dict__ == exc.__dict__
     assert pickle.loads(pickle.dumps(HTTPStatusError("http://h/f", 404))).transient is False
+
+
+def test_a_result_that_cannot_cross_processes_crosses_as_its_text():
+    """The helper sends its results together: one a bug made unpicklable must not lose the others,
+    nor leave half a message in the pipe."""
+    import io
+    import pickle
+
+    from resumable.batch_helper import _Channel
+
+    class Unpicklable(Exception):
+        def __reduce__(self):
+            raise TypeError("cannot pickle")
+
+    out = io.BytesIO()
+    channel = _Channel(io.BytesIO(), out)
+    channel.send(("results", [(1, Unpicklable("boom")), (2, ValueError("fine"))]))
+    kind, results = pickle.loads(out.getvalue())
+    assert kind == "results" and [i for i, _ in results] == [1, 2]
+    assert type(results[0][1]) is RuntimeError and str(results[0][1]) == "Unpicklable: boom"
+    assert type(results[1][1]) is ValueError and str(results[1][1]) == "fine"
