@@ -353,22 +353,25 @@ class _Helper:
         try:
             while True:
                 kind, *rest = pickle.load(self.proc.stdout)
-                if kind in ("more", "results"):
-                    for index, result in rest[-1]:
-                        self.taken.discard(index)
-                        self.work.done(index, result)
                 if kind == "more":
                     items = self.work.take(max(1, min(HANDOUT_MAX, int(rest[0]))))
                     self.taken.update(index for index, _ in items)
-                    pickle.dump(items, self.proc.stdin)
-                    self.proc.stdin.flush()
+                    try:
+                        pickle.dump(items, self.proc.stdin)
+                        self.proc.stdin.flush()
+                    except BrokenPipeError:
+                        pass  # it is ending: what it sent before still comes, then EOF
+                elif kind == "result":
+                    self.taken.discard(rest[0])
+                    self.work.done(*rest)
                 elif kind == "log":
                     log.log(*rest)
         except EOFError:
             pass  # the helper ended (or died): what it took and never answered is fetched here
-        except (OSError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        except Exception as exc:  # a message that is not the protocol's (or fails to unpickle)
             log.info("helper process %d: %s; this process fetches what it had taken", self.proc.pid, exc)
             self.proc.kill()
+            self.proc.wait()  # no longer fetching what goes back to the queue
         finally:
             self.work.requeue(self.taken)
 

@@ -2,9 +2,7 @@
 
 It talks pickle over its stdin and stdout with the process that started it, and with nobody else:
 first ``(jobs, options, log level, the batch's folders)``; then it asks for items (``("more", how many)``,
-answered with a list, empty when the queue is dry); the results, ``(index, FetchResult or error)`` pairs,
-go along with its next request (and the last ones in ``("results", [...])`` at its end: a message per
-file woke the parent's serving thread ~500 times per 1,000 small files, each waking a GIL hand-off);
+answered with a list, empty when the queue is dry), and answers each with ``("result", index, FetchResult or error)``;
 log lines go back as ``("log", level, text)``. It dies with its parent (a kill leaves part files
 that resume, as any kill does).
 """
@@ -45,16 +43,16 @@ class _Channel:
         self.last: float | None = None  # when the last item was taken
         self.pace = 0.0  # seconds between items taken, averaged
         self.most = 1  # items asked for at once, at most (batch.HANDOUT_MAX, once the engine is imported)
-        self.results: list[tuple] = []  # (index, result) not sent yet
 
     def send(self, message: tuple) -> None:
-        """``message``, whose last element may be a list of results (index, result)."""
         try:
             data = pickle.dumps(message)  # whole or not at all: half a message would end the channel
-        except Exception:  # a bug's exception that cannot cross processes: its text does
-            *head, results = message
-            data = pickle.dumps((*head, [(i, r if _portable(r) else RuntimeError(f"{type(r).__name__}: {r}"))
-                                         for i, r in results]))
+        except Exception:
+            kind, *rest = message
+            if kind != "result":
+                raise
+            index, result = rest  # a bug's exception that cannot cross processes: its text does
+            data = pickle.dumps(("result", index, RuntimeError(f"{type(result).__name__}: {result}")))
         with self.send_lock:
             self.out.write(data)
             self.out.flush()
@@ -80,50 +78,33 @@ class _Channel:
         return max(2 * len(self.workers), min(self.most, ahead))
 
     def _ask(self) -> None:
-        """One request at a time, with the results so far (with ``cond`` held)."""
+        """One request at a time (with ``cond`` held)."""
         if not self.asking and not self.dry:
             self.asking = True
-            self.send(("more", max(1, self._want() - len(self.local)), self._results()))
-
-    def result(self, index: int, result) -> None:
-        with self.cond:
-            self.results.append((index, result))
-
-    def flush(self) -> None:
-        """The results not sent yet (at the end)."""
-        with self.cond:
-            results = self._results()
-        if results:
-            self.send(("results", results))
-
-    def _results(self) -> list[tuple]:
-        results, self.results = self.results, []
-        return results
+            try:
+                self.send(("more", max(1, self._want() - len(self.local))))
+            except BaseException:
+                self.asking = False
+                raise
 
     def read(self) -> None:
         """The reader thread: the parent's answers, until one is empty (its queue is dry) or the pipe ends."""
-        got = None
         try:
-            while got != []:
+            while True:
                 got = pickle.load(self.inp)
-                with self.cond:
+                with self.cond:  # an empty answer ends the asking in the same step: no request after it
                     self.local.extend(got)
                     self.asking = False
+                    self.dry = not got
                     self.cond.notify_all()
+                if not got:
+                    return
         except (EOFError, OSError, pickle.UnpicklingError, ValueError, TypeError):
             pass  # the parent is gone: the workers end with what they have
         finally:
             with self.cond:
                 self.dry = True
                 self.cond.notify_all()
-
-
-def _portable(value) -> bool:
-    try:
-        pickle.dumps(value)
-        return True
-    except Exception:
-        return False
 
 
 class _Forward(logging.Handler):
@@ -174,15 +155,14 @@ def main() -> int:
         while (taken := channel.take()) is not None:
             index, item = taken
             when_done(fetch_one(item, False, session, options, commit),
-                      lambda result, index=index: channel.result(index, result))
+                      lambda result, index=index: channel.send(("result", index, result)))
 
     try:
         with ThreadPoolExecutor(jobs, thread_name_prefix="fetch") as pool:
             run_workers(pool, worker, jobs)
     finally:
         if commit is not None:
-            commit.close()  # publishes what waits: its results are sent below
-        channel.flush()
+            commit.close()  # the results of the files it publishes go back as they are published
     session.close()
     return 0
 

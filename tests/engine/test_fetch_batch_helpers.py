@@ -210,8 +210,7 @@ def test_engine_errors_cross_processes_whole():
 
 
 def test_a_result_that_cannot_cross_processes_crosses_as_its_text():
-    """The helper sends its results together: one a bug made unpicklable must not lose the others,
-    nor leave half a message in the pipe."""
+    """A bug's exception that cannot be pickled must not leave half a message in the pipe."""
     import io
     import pickle
 
@@ -223,8 +222,33 @@ def test_a_result_that_cannot_cross_processes_crosses_as_its_text():
 
     out = io.BytesIO()
     channel = _Channel(io.BytesIO(), out)
-    channel.send(("results", [(1, Unpicklable("boom")), (2, ValueError("fine"))]))
-    kind, results = pickle.loads(out.getvalue())
-    assert kind == "results" and [i for i, _ in results] == [1, 2]
-    assert type(results[0][1]) is RuntimeError and str(results[0][1]) == "Unpicklable: boom"
-    assert type(results[1][1]) is ValueError and str(results[1][1]) == "fine"
+    channel.send(("result", 1, Unpicklable("boom")))
+    channel.send(("result", 2, ValueError("fine")))
+    stream = io.BytesIO(out.getvalue())
+    first, second = pickle.load(stream), pickle.load(stream)
+    assert first[:2] == ("result", 1) and type(first[2]) is RuntimeError and str(first[2]) == "Unpicklable: boom"
+    assert second[:2] == ("result", 2) and type(second[2]) is ValueError
+
+
+def test_a_helper_killed_at_the_end_leaves_true_statuses(served, tmp_path):
+    """Every file a helper published before it was killed is reported as what it was (downloaded),
+    and what it held unfinished is resumed here: none comes back as "cached"."""
+    srv, root = served
+    count, jobs = HELPER_MIN_ITEMS + 40, 4
+    names = [f"t{i:03d}.bin" for i in range(count)]
+    digests = {n: make_file(root / n, 4096 + i, seed=i) for i, n in enumerate(names)}
+    faults = [srv.fault(n, hold_after=100) for n in names[-jobs:]]  # the tail: every worker ends up held
+    items = [FetchItem(srv.url(n), tmp_path / "out" / n, hash=f"sha256:{digests[n]}") for n in names]
+    thread, box = _run_in_thread(lambda: fetch_many(items, jobs=jobs, helpers=1, retry_delay=0.05))
+    try:
+        assert _wait_holds(faults, jobs) == jobs
+        (helper,) = _helpers_of(os.getpid())
+        helper.kill()
+        helper.wait(30)
+    finally:
+        for f in faults:
+            f.release()
+        thread.join(120)
+    results = box["result"]
+    assert {r.status for r in results} <= {"downloaded", "resumed"}, [(r.path.name, r.status) for r in results]
+    assert all(sha256_of(tmp_path / "out" / n) == d for n, d in digests.items())
