@@ -43,6 +43,20 @@ def _helpers_of(pid: int) -> list[psutil.Process]:
             if "resumable.batch_helper" in " ".join(p.cmdline())]
 
 
+def _kill_the_helper_once_held(faults, n: int, thread) -> None:
+    """Once ``n`` bodies are held at the server, kill the batch's helper; then the bodies go on and
+    the batch ends."""
+    try:
+        assert _wait_holds(faults, n) == n
+        (helper,) = _helpers_of(os.getpid())
+        helper.kill()
+        helper.wait(30)
+    finally:
+        for f in faults:
+            f.release()
+        thread.join(120)
+
+
 def _run_in_thread(fn):
     box: dict = {}
     thread = threading.Thread(target=lambda: box.update(result=fn()), daemon=True)
@@ -79,15 +93,7 @@ def test_what_a_killed_helper_had_taken_is_fetched_here(served, tmp_path):
     srv, root = served
     names, digests, faults, items = _held_batch(srv, root, tmp_path / "out")
     thread, box = _run_in_thread(lambda: fetch_many(items, jobs=2, helpers=1, retry_delay=0.05))
-    try:
-        assert _wait_holds(faults, 2) == 2
-        (helper,) = _helpers_of(os.getpid())
-        helper.kill()  # mid-body, with more items taken from the queue than it is fetching
-        helper.wait(30)
-    finally:
-        for f in faults:
-            f.release()
-        thread.join(120)
+    _kill_the_helper_once_held(faults, 2, thread)  # mid-body, with more items taken than it is fetching
     results = box["result"]
     assert all(r.status in ("downloaded", "resumed") for r in results), [str(r) for r in results]
     assert all(sha256_of(tmp_path / "out" / n) == d for n, d in digests.items())
@@ -240,15 +246,7 @@ def test_a_helper_killed_at_the_end_leaves_true_statuses(served, tmp_path):
     faults = [srv.fault(n, hold_after=100) for n in names[-jobs:]]  # the tail: every worker ends up held
     items = [FetchItem(srv.url(n), tmp_path / "out" / n, hash=f"sha256:{digests[n]}") for n in names]
     thread, box = _run_in_thread(lambda: fetch_many(items, jobs=jobs, helpers=1, retry_delay=0.05))
-    try:
-        assert _wait_holds(faults, jobs) == jobs
-        (helper,) = _helpers_of(os.getpid())
-        helper.kill()
-        helper.wait(30)
-    finally:
-        for f in faults:
-            f.release()
-        thread.join(120)
+    _kill_the_helper_once_held(faults, jobs, thread)
     results = box["result"]
     assert {r.status for r in results} <= {"downloaded", "resumed"}, [(r.path.name, r.status) for r in results]
     assert all(sha256_of(tmp_path / "out" / n) == d for n, d in digests.items())
