@@ -104,10 +104,7 @@ def fetch_many(items: list[FetchItem], *, jobs: int = 8, progress=False, helpers
         if work.queue:  # a helper died after this process's workers ended: what it had taken, fetched here
             run_workers(pool, worker, own_jobs)
         if commit is not None:
-            commit.close()  # this process's own files answered: what is left unanswered, a helper took
-        # What a helper had taken but never answered (it died): fetched here, as a resume.
-        for index, item in work.unanswered():
-            work.done(index, fetch_one(item, progress, session, options))
+            commit.close()  # this process's own files answered (a dead helper's went back to the queue)
     except BaseException:
         work.close()  # Ctrl-C: the helpers stop now; this process's fetches end with their file
         for helper in started:
@@ -152,20 +149,22 @@ class _ThreadsCPU:
     thread (Python, libcurl, the kernel), not their helpers' (hashing, the commit's syncs)."""
 
     def __init__(self):
-        self._clocks: dict[int, int] = {}
+        self._clocks: dict[int, int | None] = {}  # thread -> its CPU clock (None: none to read)
         self._lock = threading.Lock()
 
     def add_this_thread(self) -> None:
         try:
             clock = time.pthread_getcpuclockid(threading.get_ident())
-        except (AttributeError, OSError):  # no per-thread clocks here: the process's CPU stands in
-            clock = time.CLOCK_PROCESS_CPUTIME_ID
+        except (AttributeError, OSError):
+            clock = None
         with self._lock:
             self._clocks[threading.get_ident()] = clock
 
     def cpu(self) -> float:
         with self._lock:
             clocks = set(self._clocks.values())
+        if None in clocks:  # no per-thread clocks here (not Linux, BSD or macOS): the process's CPU stands in
+            return time.process_time()
         total = 0.0
         for clock in clocks:
             try:
@@ -316,10 +315,6 @@ class _Work:
         with self.lock:
             back = [(i, self.taken.pop(i)) for i in sorted(indexes) if i in self.taken]
             self.queue.extendleft(reversed(back))
-
-    def unanswered(self) -> list[tuple[int, FetchItem]]:
-        with self.lock:
-            return list(self.taken.items())
 
 
 class _Helper:
